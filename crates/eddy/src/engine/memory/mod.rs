@@ -1,0 +1,553 @@
+//! The embedded engine: streams, groups and pending lists in process memory,
+//! with Redis's semantics.
+//!
+//! One mutex guards the whole state, so every operation is atomic the way a
+//! Lua script is on Redis. Blocking reads wait on a per-stream [`Notify`]
+//! (woken by appends, never by polling) and on the next delayed entry's due
+//! time. The clock is `tokio::time`, so tests can pause and advance it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{
+    Append, Appended, Capabilities, ConsumerInfo, Engine, Entry, EntryId, QueueKeys, StreamInfo,
+    Transfer,
+};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The in-process engine, selected by `memory://`.
+///
+/// ```
+/// use eddy::engine::{Engine, memory::MemoryEngine};
+/// let engine = MemoryEngine::new();
+/// assert_eq!(engine.describe(), "memory://");
+/// ```
+#[derive(Debug)]
+pub struct MemoryEngine {
+    state: Mutex<State>,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    epoch_ms: u64,
+    started: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    streams: HashMap<String, Stream>,
+    hashes: HashMap<String, Vec<(String, String)>>,
+    sets: HashMap<String, BTreeSet<String>>,
+    /// TTL indexes: expiry key → stream id → expiry in float epoch seconds.
+    expiry: HashMap<String, BTreeMap<EntryId, f64>>,
+    /// Delayed entries: delayed key → (due ms, sequence) → entry.
+    delayed: HashMap<String, BTreeMap<(u64, u64), Delayed>>,
+    delayed_seq: u64,
+}
+
+#[derive(Debug)]
+struct Delayed {
+    data: Bytes,
+    expire_at: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    entries: BTreeMap<EntryId, Bytes>,
+    last_id: EntryId,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    last_delivered: EntryId,
+    pending: BTreeMap<EntryId, Pending>,
+    /// Consumer name → last time it read (ms).
+    consumers: BTreeMap<String, u64>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    consumer: String,
+    delivered_ms: u64,
+}
+
+fn no_group(keys: &QueueKeys) -> Error {
+    Error::new(
+        ErrorKind::NoGroup,
+        format!(
+            "consumer group `{}` of `{}` does not exist: the queue was deleted or purged by hand; create it again",
+            keys.group, keys.stream
+        ),
+    )
+}
+
+fn not_found(keys: &QueueKeys) -> Error {
+    Error::new(
+        ErrorKind::QueueNotFound,
+        format!("queue `{}` does not exist: create it first", keys.name),
+    )
+}
+
+impl Default for MemoryEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryEngine {
+    /// A new, empty engine.
+    pub fn new() -> Self {
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self {
+            state: Mutex::new(State::default()),
+            wakers: Mutex::new(HashMap::new()),
+            epoch_ms,
+            started: Instant::now(),
+        }
+    }
+
+    fn clock_ms(&self) -> u64 {
+        self.epoch_ms + self.started.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change
+        // visible to callers of an async fn in a way we could repair, and every
+        // mutation below completes before returning; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn waker(&self, stream: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        wakers.entry(stream.to_owned()).or_default().clone()
+    }
+
+    fn wake(&self, streams: impl IntoIterator<Item = String>) {
+        let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for s in streams {
+            if let Some(n) = wakers.get(&s) {
+                n.notify_waiters();
+            }
+        }
+    }
+}
+
+impl State {
+    fn xadd(&mut self, stream: &str, now_ms: u64, data: Bytes) -> EntryId {
+        let s = self.streams.entry(stream.to_owned()).or_default();
+        let id = if now_ms > s.last_id.ms {
+            EntryId::new(now_ms, 0)
+        } else {
+            s.last_id.next()
+        };
+        s.last_id = id;
+        s.entries.insert(id, data);
+        id
+    }
+
+    /// Move due delayed entries into the stream. Returns the next due time.
+    fn promote(&mut self, keys: &QueueKeys, now_ms: u64) -> Option<u64> {
+        let due: Vec<Delayed> = match self.delayed.get_mut(&keys.delayed) {
+            Some(set) => {
+                let later = set.split_off(&(now_ms + 1, 0));
+                std::mem::replace(set, later).into_values().collect()
+            }
+            None => return None,
+        };
+        for d in due {
+            let id = self.xadd(&keys.stream, now_ms, d.data);
+            if let Some(at) = d.expire_at {
+                self.expiry.entry(keys.expiry.clone()).or_default().insert(id, at);
+            }
+        }
+        let next = self
+            .delayed
+            .get(&keys.delayed)
+            .and_then(|set| set.keys().next().map(|(due, _)| *due));
+        if next.is_none() {
+            self.delayed.remove(&keys.delayed);
+        }
+        next
+    }
+
+    fn is_expired(&self, keys: &QueueKeys, id: EntryId, now_ms: u64) -> bool {
+        self.expiry
+            .get(&keys.expiry)
+            .and_then(|z| z.get(&id))
+            .is_some_and(|at| *at <= now_ms as f64 / 1000.0)
+    }
+
+    /// XACK + XDEL + ZREM of one entry; returns whether the entry existed.
+    fn remove_entry(&mut self, keys: &QueueKeys, id: EntryId) -> bool {
+        let mut existed = false;
+        if let Some(s) = self.streams.get_mut(&keys.stream) {
+            if let Some(g) = s.groups.get_mut(&keys.group) {
+                g.pending.remove(&id);
+            }
+            existed = s.entries.remove(&id).is_some();
+        }
+        if let Some(z) = self.expiry.get_mut(&keys.expiry) {
+            z.remove(&id);
+            if z.is_empty() {
+                self.expiry.remove(&keys.expiry);
+            }
+        }
+        existed
+    }
+
+    fn hset_missing(&mut self, key: &str, fields: &[(&str, String)]) {
+        let h = self.hashes.entry(key.to_owned()).or_default();
+        for (f, v) in fields {
+            if !h.iter().any(|(k, _)| k == f) {
+                h.push(((*f).to_owned(), v.clone()));
+            }
+        }
+    }
+}
+
+/// Float epoch seconds as LeanMQ writes them (`str(time.time())`).
+pub(crate) fn epoch_secs_string(ms: u64) -> String {
+    format!("{:.3}", ms as f64 / 1000.0)
+}
+
+#[async_trait]
+impl Engine for MemoryEngine {
+    fn describe(&self) -> String {
+        "memory://".to_owned()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            virtual_time: true,
+            durable: false,
+            shared_between_processes: false,
+        }
+    }
+
+    async fn now_ms(&self) -> Result<u64> {
+        Ok(self.clock_ms())
+    }
+
+    async fn create_queue(&self, queue: &QueueKeys, dlq: &QueueKeys, registry: &str) -> Result<()> {
+        let now = epoch_secs_string(self.clock_ms());
+        let mut st = self.lock();
+        for keys in [queue, dlq] {
+            let s = st.streams.entry(keys.stream.clone()).or_default();
+            s.groups.entry(keys.group.clone()).or_default();
+            st.sets
+                .entry(registry.to_owned())
+                .or_default()
+                .insert(keys.stream.clone());
+        }
+        st.hset_missing(
+            &queue.meta,
+            &[
+                ("created_at", now.clone()),
+                ("dlq", dlq.stream.clone()),
+                ("consumer_group", queue.group.clone()),
+            ],
+        );
+        st.hset_missing(
+            &dlq.meta,
+            &[
+                ("created_at", now),
+                ("main_queue", queue.stream.clone()),
+                ("consumer_group", dlq.group.clone()),
+                ("is_dlq", "true".to_owned()),
+            ],
+        );
+        Ok(())
+    }
+
+    async fn metadata(&self, meta_key: &str) -> Result<Option<Vec<(String, String)>>> {
+        Ok(self.lock().hashes.get(meta_key).cloned())
+    }
+
+    async fn registry(&self, registry: &str) -> Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .sets
+            .get(registry)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {
+        let mut st = self.lock();
+        let mut existed = false;
+        for keys in queues {
+            existed |= st.streams.remove(&keys.stream).is_some();
+            existed |= st.hashes.remove(&keys.meta).is_some();
+            existed |= st.expiry.remove(&keys.expiry).is_some();
+            existed |= st.delayed.remove(&keys.delayed).is_some();
+            if let Some(set) = st.sets.get_mut(registry) {
+                set.remove(&keys.stream);
+            }
+        }
+        drop(st);
+        // Wake blocked readers so they see the group is gone.
+        self.wake(queues.iter().map(|k| k.stream.clone()));
+        Ok(existed)
+    }
+
+    async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>> {
+        let now = self.clock_ms();
+        let mut st = self.lock();
+        if let Some(missing) = appends.iter().find(|a| !st.hashes.contains_key(&a.keys.meta)) {
+            return Err(not_found(&missing.keys));
+        }
+        let mut out = Vec::with_capacity(appends.len());
+        for a in appends {
+            let expire_at = a
+                .ttl
+                .map(|ttl| (now + ttl.as_millis() as u64) as f64 / 1000.0);
+            match a.delay.filter(|d| !d.is_zero()) {
+                Some(delay) => {
+                    st.delayed_seq += 1;
+                    let seq = st.delayed_seq;
+                    let due = now + delay.as_millis() as u64;
+                    st.delayed.entry(a.keys.delayed.clone()).or_default().insert(
+                        (due, seq),
+                        Delayed {
+                            data: a.data.clone(),
+                            expire_at,
+                        },
+                    );
+                    out.push(Appended::Delayed);
+                }
+                None => {
+                    let id = st.xadd(&a.keys.stream, now, a.data.clone());
+                    if let Some(at) = expire_at {
+                        st.expiry.entry(a.keys.expiry.clone()).or_default().insert(id, at);
+                    }
+                    out.push(Appended::Entry(id));
+                }
+            }
+        }
+        drop(st);
+        self.wake(appends.iter().map(|a| a.keys.stream.clone()));
+        Ok(out)
+    }
+
+    async fn read(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>> {
+        let deadline = block.map(|b| Instant::now() + b);
+        let waker = self.waker(&queue.stream);
+        loop {
+            let notified = waker.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let now = self.clock_ms();
+            let (entries, next_due) = {
+                let mut st = self.lock();
+                let next_due = st.promote(queue, now);
+                let stream = st.streams.get_mut(&queue.stream).ok_or_else(|| no_group(queue))?;
+                let group = stream.groups.get_mut(&queue.group).ok_or_else(|| no_group(queue))?;
+                group.consumers.insert(consumer.to_owned(), now);
+                let mut delivered = Vec::new();
+                for (id, data) in stream
+                    .entries
+                    .range(group.last_delivered.next()..)
+                    .take(count)
+                {
+                    delivered.push(Entry::new(*id, Some(data.clone()), 1));
+                }
+                if let Some(last) = delivered.last() {
+                    group.last_delivered = last.id;
+                }
+                for e in &delivered {
+                    group.pending.insert(
+                        e.id,
+                        Pending {
+                            consumer: consumer.to_owned(),
+                            delivered_ms: now,
+                        },
+                    );
+                }
+                let mut live = Vec::with_capacity(delivered.len());
+                for e in delivered {
+                    if st.is_expired(queue, e.id, now) {
+                        st.remove_entry(queue, e.id);
+                    } else {
+                        live.push(e);
+                    }
+                }
+                (live, next_due)
+            };
+            if !entries.is_empty() {
+                return Ok(entries);
+            }
+            let Some(deadline) = deadline else {
+                return Ok(entries);
+            };
+            let now_i = Instant::now();
+            if now_i >= deadline {
+                return Ok(entries);
+            }
+            let wake_at = match next_due {
+                Some(due) => deadline.min(now_i + Duration::from_millis(due.saturating_sub(now))),
+                None => deadline,
+            };
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64> {
+        let mut st = self.lock();
+        let Some(group) = st
+            .streams
+            .get_mut(&queue.stream)
+            .and_then(|s| s.groups.get_mut(&queue.group))
+        else {
+            return Ok(0);
+        };
+        Ok(ids.iter().filter(|id| group.pending.remove(id).is_some()).count() as u64)
+    }
+
+    async fn delete(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64> {
+        let mut st = self.lock();
+        Ok(ids.iter().filter(|id| st.remove_entry(queue, **id)).count() as u64)
+    }
+
+    async fn transfer(
+        &self,
+        from: &QueueKeys,
+        to: &QueueKeys,
+        moves: &[Transfer],
+    ) -> Result<Vec<Option<EntryId>>> {
+        let now = self.clock_ms();
+        let mut st = self.lock();
+        if !st.hashes.contains_key(&to.meta) {
+            return Err(not_found(to));
+        }
+        let mut out = Vec::with_capacity(moves.len());
+        for m in moves {
+            let exists = st
+                .streams
+                .get(&from.stream)
+                .is_some_and(|s| s.entries.contains_key(&m.id));
+            if exists {
+                let new_id = st.xadd(&to.stream, now, m.data.clone());
+                st.remove_entry(from, m.id);
+                out.push(Some(new_id));
+            } else {
+                out.push(None);
+            }
+        }
+        drop(st);
+        self.wake([to.stream.clone()]);
+        Ok(out)
+    }
+
+    async fn range(
+        &self,
+        queue: &QueueKeys,
+        start: EntryId,
+        end: EntryId,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
+        if start > end {
+            return Ok(Vec::new());
+        }
+        let st = self.lock();
+        Ok(st
+            .streams
+            .get(&queue.stream)
+            .map(|s| {
+                s.entries
+                    .range(start..=end)
+                    .take(count)
+                    .map(|(id, d)| Entry::new(*id, Some(d.clone()), 0))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn purge(&self, queue: &QueueKeys) -> Result<u64> {
+        let mut st = self.lock();
+        st.expiry.remove(&queue.expiry);
+        st.delayed.remove(&queue.delayed);
+        let Some(s) = st.streams.get_mut(&queue.stream) else {
+            return Ok(0);
+        };
+        let n = s.entries.len() as u64;
+        s.entries.clear();
+        s.groups.clear();
+        s.groups.insert(queue.group.clone(), Group::default());
+        Ok(n)
+    }
+
+    async fn info(&self, queue: &QueueKeys) -> Result<StreamInfo> {
+        let now = self.clock_ms();
+        let st = self.lock();
+        let s = st.streams.get(&queue.stream).ok_or_else(|| not_found(queue))?;
+        let g = s.groups.get(&queue.group).ok_or_else(|| no_group(queue))?;
+        let mut per_consumer: BTreeMap<&str, u64> = BTreeMap::new();
+        for p in g.pending.values() {
+            *per_consumer.entry(p.consumer.as_str()).or_default() += 1;
+        }
+        let consumers = g
+            .consumers
+            .iter()
+            .map(|(name, seen)| ConsumerInfo {
+                name: name.clone(),
+                pending: per_consumer.get(name.as_str()).copied().unwrap_or(0),
+                idle_ms: now.saturating_sub(*seen),
+            })
+            .collect();
+        Ok(StreamInfo {
+            length: s.entries.len() as u64,
+            pending: g.pending.len() as u64,
+            lag: s.entries.range(g.last_delivered.next()..).count() as u64,
+            consumers,
+            oldest_pending_idle_ms: g
+                .pending
+                .values()
+                .next()
+                .map(|p| now.saturating_sub(p.delivered_ms)),
+            delayed: st.delayed.get(&queue.delayed).map_or(0, |d| d.len() as u64),
+            expiring: st.expiry.get(&queue.expiry).map_or(0, |z| z.len() as u64),
+            first_id: s.entries.keys().next().copied(),
+            last_id: s.entries.keys().next_back().copied(),
+        })
+    }
+
+    async fn sweep(&self, queue: &QueueKeys) -> Result<u64> {
+        let now = self.clock_ms();
+        let mut st = self.lock();
+        st.promote(queue, now);
+        let expired: Vec<EntryId> = st
+            .expiry
+            .get(&queue.expiry)
+            .map(|z| {
+                z.iter()
+                    .filter(|(_, at)| **at <= now as f64 / 1000.0)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let n = expired
+            .into_iter()
+            .filter(|id| st.remove_entry(queue, *id))
+            .count();
+        drop(st);
+        self.wake([queue.stream.clone()]);
+        Ok(n as u64)
+    }
+}

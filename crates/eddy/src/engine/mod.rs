@@ -1,0 +1,288 @@
+//! The storage engine: streams, consumer groups, pending lists, and the few
+//! atomic operations the queue layer needs.
+//!
+//! Everything above this trait (queues, bus, runtime) is written once. An
+//! engine only stores and moves opaque entries; it knows nothing of JSON,
+//! metadata or events. Each method that changes more than one key is atomic:
+//! one Lua script on Redis, one critical section in the embedded engine.
+//!
+//! Key names are chosen by [`KeyLayout`] and passed in fully resolved, so a
+//! cluster layout only changes how names are spelled.
+
+mod id;
+mod keys;
+pub mod memory;
+pub mod redis;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use id::EntryId;
+pub use keys::{KeyLayout, QueueKeys};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// One stream entry as the engine returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The stream id.
+    pub id: EntryId,
+    /// The value of the entry's `data` field; `None` if a foreign writer left
+    /// an entry without one.
+    pub data: Option<Bytes>,
+    /// How many times the entry has been delivered to the reading group,
+    /// this delivery included (0 for entries read without a group: peek).
+    pub delivery_count: u64,
+}
+
+impl Entry {
+    /// A new entry.
+    pub fn new(id: EntryId, data: Option<Bytes>, delivery_count: u64) -> Self {
+        Self {
+            id,
+            data,
+            delivery_count,
+        }
+    }
+}
+
+/// One entry to append, as part of an atomic [`Engine::append`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Append {
+    /// The queue to append to.
+    pub keys: QueueKeys,
+    /// The value of the `data` field.
+    pub data: Bytes,
+    /// Remove the entry unread after this long (server clock).
+    pub ttl: Option<Duration>,
+    /// Make the entry visible only after this long (server clock).
+    pub delay: Option<Duration>,
+}
+
+impl Append {
+    /// An append of `data` to the queue `keys`.
+    pub fn new(keys: QueueKeys, data: Bytes) -> Self {
+        Self {
+            keys,
+            data,
+            ttl: None,
+            delay: None,
+        }
+    }
+
+    /// Set a time to live.
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Set a delivery delay.
+    pub fn delay(mut self, delay: Option<Duration>) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// What an append produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Appended {
+    /// The entry is in the stream under this id.
+    Entry(EntryId),
+    /// The entry waits in the delayed set and gets its stream id when due.
+    Delayed,
+}
+
+/// A consumer in a group, as `XINFO CONSUMERS` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerInfo {
+    /// The consumer's name.
+    pub name: String,
+    /// Entries delivered to it and not yet acknowledged.
+    pub pending: u64,
+    /// Milliseconds since it last read.
+    pub idle_ms: u64,
+}
+
+/// The state of one queue's stream and group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StreamInfo {
+    /// Entries in the stream (delivered or not, acknowledged or not).
+    pub length: u64,
+    /// Entries delivered to the group and not yet acknowledged.
+    pub pending: u64,
+    /// Entries not yet delivered to the group.
+    pub lag: u64,
+    /// Consumers of the group.
+    pub consumers: Vec<ConsumerInfo>,
+    /// Milliseconds since the oldest pending entry was last delivered.
+    pub oldest_pending_idle_ms: Option<u64>,
+    /// Entries waiting in the delayed set.
+    pub delayed: u64,
+    /// Entries with a TTL that are still in the stream.
+    pub expiring: u64,
+    /// The id of the first entry, if any.
+    pub first_id: Option<EntryId>,
+    /// The id of the last entry, if any.
+    pub last_id: Option<EntryId>,
+}
+
+/// A move of one entry from one queue to another: the destination gets a new
+/// entry with `data`, the source entry is acknowledged and deleted.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Transfer {
+    /// The source entry.
+    pub id: EntryId,
+    /// The data of the new entry in the destination.
+    pub data: Bytes,
+}
+
+impl Transfer {
+    /// A transfer of entry `id`, to be written as `data`.
+    pub fn new(id: EntryId, data: Bytes) -> Self {
+        Self { id, data }
+    }
+}
+
+/// Which optional behaviours an engine has; the conformance suite reads these
+/// instead of silently skipping assertions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Time follows `tokio::time`, so tests may pause and advance it.
+    pub virtual_time: bool,
+    /// Data survives the process (a server holds it).
+    pub durable: bool,
+    /// Other OS processes can share the data.
+    pub shared_between_processes: bool,
+}
+
+/// The storage engine.
+///
+/// Every method that writes more than one key is atomic. Methods never trim
+/// entries that a group has not acknowledged.
+#[async_trait]
+pub trait Engine: Send + Sync + fmt::Debug + 'static {
+    /// Where this engine stores data, for messages (`memory://`,
+    /// `redis://127.0.0.1:6379/0`; never a password).
+    fn describe(&self) -> String;
+
+    /// The optional behaviours this engine has.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The engine's clock, in milliseconds since the Unix epoch (the server's
+    /// clock on Redis).
+    async fn now_ms(&self) -> Result<u64>;
+
+    /// Create a queue and its dead-letter queue if they do not exist: both
+    /// streams with their groups (starting at the beginning), both metadata
+    /// hashes, both registry entries. Idempotent; an existing `created_at` is
+    /// kept.
+    async fn create_queue(&self, queue: &QueueKeys, dlq: &QueueKeys, registry: &str) -> Result<()>;
+
+    /// The fields of a metadata hash, or `None` if it does not exist.
+    async fn metadata(&self, meta_key: &str) -> Result<Option<Vec<(String, String)>>>;
+
+    /// Every member of the registry set.
+    async fn registry(&self, registry: &str) -> Result<Vec<String>>;
+
+    /// Delete each queue's keys and remove it from the registry. Returns
+    /// whether any key existed.
+    async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool>;
+
+    /// Append entries, all or none. Fails with [`ErrorKind::QueueNotFound`]
+    /// (writing nothing) if a queue's metadata hash is missing.
+    async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>>;
+
+    /// Read up to `count` new entries for `consumer` in the queue's group,
+    /// waiting up to `block` for the first one. Due delayed entries are made
+    /// visible first; entries whose TTL has passed are removed, never
+    /// returned.
+    async fn read(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>>;
+
+    /// Acknowledge entries in the queue's group; returns how many were pending.
+    async fn ack(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64>;
+
+    /// Acknowledge and delete entries; returns how many existed.
+    async fn delete(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64>;
+
+    /// Atomically move entries from `from` to `to` (see [`Transfer`]). An
+    /// entry no longer in `from` is skipped (`None` in the result).
+    async fn transfer(
+        &self,
+        from: &QueueKeys,
+        to: &QueueKeys,
+        moves: &[Transfer],
+    ) -> Result<Vec<Option<EntryId>>>;
+
+    /// Up to `count` entries with ids in `[start, end]`, oldest first,
+    /// without delivering them.
+    async fn range(
+        &self,
+        queue: &QueueKeys,
+        start: EntryId,
+        end: EntryId,
+        count: usize,
+    ) -> Result<Vec<Entry>>;
+
+    /// Remove every entry, pending or not, delayed or not; the group stays.
+    /// Returns how many stream entries were removed.
+    async fn purge(&self, queue: &QueueKeys) -> Result<u64>;
+
+    /// The state of the queue's stream and group.
+    async fn info(&self, queue: &QueueKeys) -> Result<StreamInfo>;
+
+    /// Remove entries whose TTL has passed and make due delayed entries
+    /// visible; returns how many entries expired.
+    async fn sweep(&self, queue: &QueueKeys) -> Result<u64>;
+}
+
+/// A shared engine.
+pub type SharedEngine = Arc<dyn Engine>;
+
+/// Open the engine a URL names: `memory://` or `redis://host:port/db`
+/// (`rediss://` for TLS, `redis+unix:///path/to.sock` for a unix socket).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> eddy::Result<()> {
+/// let engine = eddy::engine::open("memory://").await?;
+/// assert_eq!(engine.describe(), "memory://");
+/// # Ok(())
+/// # }
+/// ```
+pub async fn open(url: &str) -> Result<SharedEngine> {
+    open_with(url, &redis::RedisOptions::default()).await
+}
+
+/// Like [`open`], with options for the Redis engine.
+pub async fn open_with(url: &str, options: &redis::RedisOptions) -> Result<SharedEngine> {
+    let scheme = url.split("://").next().unwrap_or_default();
+    match scheme {
+        "memory" => Ok(Arc::new(memory::MemoryEngine::new())),
+        "redis" | "rediss" | "redis+unix" | "unix" => {
+            Ok(Arc::new(redis::RedisEngine::connect(url, options).await?))
+        }
+        _ => Err(Error::new(
+            ErrorKind::InvalidUrl,
+            format!(
+                "unknown engine URL `{url}`: use memory://, redis://host:port/db, rediss://host:port/db or redis+unix:///path"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,35 @@
+-- Append entries to one or more queues, all or none.
+-- KEYS: per entry: meta, stream, expiry, delayed
+-- ARGV: per entry: data, ttl ms ('' = none), delay ms ('' = none), nonce
+-- Returns per entry the new stream id, or '' if it went to the delayed set.
+local n = #KEYS / 4
+for i = 0, n - 1 do
+  local meta = KEYS[i * 4 + 1]
+  if redis.call('EXISTS', meta) == 0 then
+    return redis.error_reply('EDDY_NOQUEUE ' .. KEYS[i * 4 + 2])
+  end
+  check_type(KEYS[i * 4 + 2], 'stream')
+  check_type(KEYS[i * 4 + 3], 'zset')
+  check_type(KEYS[i * 4 + 4], 'zset')
+end
+local now = now_ms()
+local out = {}
+for i = 0, n - 1 do
+  local stream, expiry, delayed = KEYS[i * 4 + 2], KEYS[i * 4 + 3], KEYS[i * 4 + 4]
+  local data, ttl, delay, nonce = ARGV[i * 4 + 1], ARGV[i * 4 + 2], ARGV[i * 4 + 3], ARGV[i * 4 + 4]
+  local expire_at = ''
+  if ttl ~= '' then
+    expire_at = secs(now + tonumber(ttl))
+  end
+  if delay ~= '' and tonumber(delay) > 0 then
+    redis.call('ZADD', delayed, now + tonumber(delay), nonce .. '|' .. expire_at .. '|' .. data)
+    out[#out + 1] = ''
+  else
+    local id = redis.call('XADD', stream, '*', 'data', data)
+    if expire_at ~= '' then
+      redis.call('ZADD', expiry, expire_at, id)
+    end
+    out[#out + 1] = id
+  end
+end
+return out

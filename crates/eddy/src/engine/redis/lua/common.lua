@@ -1,0 +1,57 @@
+-- Shared helpers, prepended to every script that needs them.
+
+-- The server's clock in epoch milliseconds: TTLs and delays never trust a
+-- client's clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Epoch milliseconds as LeanMQ's float seconds.
+local function secs(ms)
+  return string.format('%.3f', ms / 1000)
+end
+
+-- Fail before any write if a key holds another type than expected.
+local function check_type(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then
+    error({err = 'WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', eddy expects a ' .. want})
+  end
+end
+
+-- Acknowledge, delete and un-index one entry.
+local function remove_entry(stream, group, expiry, id)
+  redis.call('XACK', stream, group, id)
+  redis.call('ZREM', expiry, id)
+  return redis.call('XDEL', stream, id)
+end
+
+-- Move due delayed entries into the stream. A member is
+-- "<16-char nonce>|<expire-at seconds or empty>|<data>".
+-- Returns the next due time in ms, or -1.
+local function promote(stream, expiry, delayed, now)
+  if redis.call('EXISTS', delayed) == 0 then
+    return -1
+  end
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
+  for _, m in ipairs(due) do
+    local bar = string.find(m, '|', 18, true)
+    local expire_at = string.sub(m, 18, bar - 1)
+    local id = redis.call('XADD', stream, '*', 'data', string.sub(m, bar + 1))
+    if expire_at ~= '' then
+      redis.call('ZADD', expiry, expire_at, id)
+    end
+    redis.call('ZREM', delayed, m)
+  end
+  local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if nxt[2] then
+    return tonumber(nxt[2])
+  end
+  return -1
+end
+
+local function is_expired(expiry, id, now)
+  local at = redis.call('ZSCORE', expiry, id)
+  return at and tonumber(at) <= now / 1000
+end

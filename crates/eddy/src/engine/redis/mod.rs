@@ -1,0 +1,564 @@
+//! The Redis engine: Redis 7.0+, every multi-key operation one Lua script
+//! (loaded once, called by SHA), blocking reads on their own connections so
+//! they never stall other commands.
+
+mod scripts;
+mod values;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Value};
+
+use super::{
+    Append, Appended, Capabilities, Engine, Entry, EntryId, QueueKeys, StreamInfo, Transfer,
+};
+use crate::error::{Error, ErrorKind, Result};
+use scripts::Scripts;
+
+/// Connection settings for the Redis engine.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = eddy::engine::redis::RedisOptions::default()
+///     .connect_attempts(5)
+///     .response_timeout(Duration::from_secs(2));
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// How many times to try the first connection before giving up.
+    pub connect_attempts: u32,
+    /// Delay before the second attempt; doubles each time.
+    pub connect_backoff: Duration,
+    /// Time allowed for one connection attempt.
+    pub connect_timeout: Duration,
+    /// Time allowed for one command's reply. A write that times out has an
+    /// unknown outcome ([`ErrorKind::Timeout`]).
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            connect_attempts: 4,
+            connect_backoff: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RedisOptions {
+    /// Set [`RedisOptions::connect_attempts`] (at least 1).
+    pub fn connect_attempts(mut self, n: u32) -> Self {
+        self.connect_attempts = n.max(1);
+        self
+    }
+    /// Set [`RedisOptions::connect_backoff`].
+    pub fn connect_backoff(mut self, d: Duration) -> Self {
+        self.connect_backoff = d;
+        self
+    }
+    /// Set [`RedisOptions::connect_timeout`].
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// Set [`RedisOptions::response_timeout`].
+    pub fn response_timeout(mut self, d: Duration) -> Self {
+        self.response_timeout = d;
+        self
+    }
+}
+
+/// The Redis engine, selected by `redis://`, `rediss://` or `redis+unix://`.
+pub struct RedisEngine {
+    client: Client,
+    conn: ConnectionManager,
+    /// Idle connections for blocking reads, one per concurrent reader.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    scripts: Scripts,
+    url: String,
+    options: RedisOptions,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine").field("url", &self.url).finish()
+    }
+}
+
+/// A URL with any password replaced by `***`, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) fn map_err(e: redis::RedisError) -> Error {
+    let code = e.code().unwrap_or_default();
+    let kind = match code {
+        "EDDY_NOQUEUE" => ErrorKind::QueueNotFound,
+        "NOGROUP" => ErrorKind::NoGroup,
+        "OOM" => ErrorKind::OutOfMemory,
+        "READONLY" => ErrorKind::ReadOnly,
+        "WRONGTYPE" => ErrorKind::WrongType,
+        "NOPERM" | "NOAUTH" | "WRONGPASS" => ErrorKind::PermissionDenied,
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" => ErrorKind::Unavailable,
+        _ if e.is_timeout() => ErrorKind::Timeout,
+        _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+            ErrorKind::Unavailable
+        }
+        _ => ErrorKind::Backend,
+    };
+    let message = match kind {
+        ErrorKind::QueueNotFound => format!(
+            "queue `{}` does not exist: create it first",
+            e.detail().unwrap_or_default()
+        ),
+        ErrorKind::OutOfMemory => format!("Redis is out of memory; nothing was written: {e}"),
+        ErrorKind::ReadOnly => format!("Redis is a read-only replica; connect to the primary: {e}"),
+        ErrorKind::Timeout => format!("Redis did not answer in time (a write's outcome is unknown): {e}"),
+        ErrorKind::Unavailable => format!("Redis is unavailable: {e}"),
+        _ => format!("Redis error: {e}"),
+    };
+    Error::new(kind, message)
+}
+
+impl RedisEngine {
+    /// Connect, retrying a few times with backoff, and check the server is
+    /// Redis 7.0 or newer.
+    pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self> {
+        let shown = redact(url);
+        let client = Client::open(url).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidUrl,
+                format!("invalid Redis URL `{shown}`: {e}"),
+            )
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let mut delay = options.connect_backoff;
+        let mut attempt = 0;
+        let conn = loop {
+            attempt += 1;
+            match client.get_connection_manager_with_config(config.clone()).await {
+                Ok(c) => break c,
+                Err(e) if attempt < options.connect_attempts && !is_fatal_connect(&e) => {
+                    tracing::debug!(url = %shown, attempt, error = %e, "Redis not reachable yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
+                Err(e) => {
+                    let mut err = map_err(e);
+                    if !matches!(err.kind(), ErrorKind::PermissionDenied) {
+                        err = Error::new(
+                            ErrorKind::Unavailable,
+                            format!(
+                                "cannot reach Redis at {shown} after {attempt} attempt(s): {}; is redis-server running there?",
+                                err.message()
+                            ),
+                        );
+                    }
+                    return Err(err);
+                }
+            }
+        };
+        let engine = Self {
+            client,
+            conn,
+            blocking: Mutex::new(Vec::new()),
+            scripts: Scripts::new(),
+            url: shown,
+            options: options.clone(),
+        };
+        engine.check_version().await?;
+        Ok(engine)
+    }
+
+    async fn check_version(&self) -> Result<()> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("0")
+            .trim()
+            .to_owned();
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < 7 {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "{} runs Redis {version}; eddy needs Redis 7.0 or newer",
+                    self.url
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn blocking_conn(&self) -> Result<MultiplexedConnection> {
+        let pooled = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        if let Some(c) = pooled {
+            return Ok(c);
+        }
+        // No response timeout here: the read itself is bounded by BLOCK, and
+        // we bound the wait ourselves in `blocking_read`.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.options.connect_timeout))
+            .set_response_timeout(None);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(map_err)
+    }
+
+    fn return_blocking_conn(&self, c: MultiplexedConnection) {
+        let mut pool = self.blocking.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 64 {
+            pool.push(c);
+        }
+    }
+
+    /// `XREADGROUP ... BLOCK` on a connection of its own.
+    async fn blocking_read(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        count: usize,
+        wait: Duration,
+    ) -> Result<Vec<Entry>> {
+        let mut c = self.blocking_conn().await?;
+        let ms = wait.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let cmd = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&queue.group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(ms)
+            .arg("STREAMS")
+            .arg(&queue.stream)
+            .arg(">")
+            .clone();
+        let limit = wait + self.options.response_timeout;
+        let reply = tokio::time::timeout(limit, cmd.query_async::<Value>(&mut c)).await;
+        match reply {
+            Ok(Ok(v)) => {
+                self.return_blocking_conn(c);
+                values::read_reply(v)
+            }
+            // A failed or timed-out connection is dropped, not pooled.
+            Ok(Err(e)) => Err(map_err(e)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("Redis at {} did not answer a blocking read in time", self.url),
+            )),
+        }
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        inv.invoke_async(&mut self.conn()).await.map_err(map_err)
+    }
+}
+
+fn is_fatal_connect(e: &redis::RedisError) -> bool {
+    matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        || e.kind() == redis::ErrorKind::InvalidClientConfig
+}
+
+fn ms_arg(d: Option<Duration>) -> String {
+    d.map(|d| d.as_millis().to_string()).unwrap_or_default()
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            virtual_time: false,
+            durable: true,
+            shared_between_processes: true,
+        }
+    }
+
+    async fn now_ms(&self) -> Result<u64> {
+        let (s, us): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        Ok(s * 1000 + us / 1000)
+    }
+
+    async fn create_queue(&self, queue: &QueueKeys, dlq: &QueueKeys, registry: &str) -> Result<()> {
+        let mut inv = self.scripts.create_queue.prepare_invoke();
+        inv.key(&queue.stream)
+            .key(&queue.meta)
+            .key(&dlq.stream)
+            .key(&dlq.meta)
+            .key(registry)
+            .arg(&queue.group)
+            .arg(&dlq.group);
+        let _: i64 = self.invoke(&inv).await?;
+        Ok(())
+    }
+
+    async fn metadata(&self, meta_key: &str) -> Result<Option<Vec<(String, String)>>> {
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(meta_key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        Ok(if fields.is_empty() { None } else { Some(fields) })
+    }
+
+    async fn registry(&self, registry: &str) -> Result<Vec<String>> {
+        let mut members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(registry)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        members.sort();
+        Ok(members)
+    }
+
+    async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {
+        let mut inv = self.scripts.delete_queues.prepare_invoke();
+        inv.key(registry);
+        for q in queues {
+            inv.key(&q.stream).key(&q.meta).key(&q.expiry).key(&q.delayed);
+        }
+        let n: i64 = self.invoke(&inv).await?;
+        Ok(n == 1)
+    }
+
+    async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>> {
+        let mut inv = self.scripts.append.prepare_invoke();
+        for a in appends {
+            inv.key(&a.keys.meta)
+                .key(&a.keys.stream)
+                .key(&a.keys.expiry)
+                .key(&a.keys.delayed);
+            let nonce = if a.delay.is_some() {
+                format!("{:016x}", rand::random::<u64>())
+            } else {
+                String::new()
+            };
+            inv.arg(a.data.as_ref())
+                .arg(ms_arg(a.ttl))
+                .arg(ms_arg(a.delay))
+                .arg(nonce);
+        }
+        let ids: Vec<String> = self.invoke(&inv).await?;
+        ids.iter()
+            .map(|s| {
+                if s.is_empty() {
+                    Ok(Appended::Delayed)
+                } else {
+                    s.parse().map(Appended::Entry)
+                }
+            })
+            .collect()
+    }
+
+    async fn read(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>> {
+        let deadline = block.map(|b| tokio::time::Instant::now() + b);
+        loop {
+            let mut inv = self.scripts.read.prepare_invoke();
+            inv.key(&queue.stream)
+                .key(&queue.expiry)
+                .key(&queue.delayed)
+                .arg(&queue.group)
+                .arg(consumer)
+                .arg(count);
+            let reply: Value = self.invoke(&inv).await?;
+            let (entries, next_due, has_expiry) = values::read_script_reply(reply)?;
+            if !entries.is_empty() {
+                return Ok(entries);
+            }
+            let Some(deadline) = deadline else {
+                return Ok(entries);
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(entries);
+            }
+            let mut wait = deadline - now;
+            if let Some(due) = next_due {
+                let server_now = self.now_ms().await?;
+                wait = wait.min(Duration::from_millis(due.saturating_sub(server_now).max(1)));
+            }
+            let mut entries = self.blocking_read(queue, consumer, count, wait).await?;
+            if entries.is_empty() {
+                continue;
+            }
+            if has_expiry {
+                let mut inv = self.scripts.drop_expired.prepare_invoke();
+                inv.key(&queue.stream).key(&queue.expiry).arg(&queue.group);
+                for e in &entries {
+                    inv.arg(e.id.to_string());
+                }
+                let dropped: Vec<String> = self.invoke(&inv).await?;
+                if !dropped.is_empty() {
+                    entries.retain(|e| !dropped.iter().any(|d| *d == e.id.to_string()));
+                }
+                if entries.is_empty() {
+                    continue;
+                }
+            }
+            return Ok(entries);
+        }
+    }
+
+    async fn ack(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(&queue.stream).arg(&queue.group);
+        for id in ids {
+            cmd.arg(id.to_string());
+        }
+        cmd.query_async(&mut self.conn()).await.map_err(map_err)
+    }
+
+    async fn delete(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.scripts.delete.prepare_invoke();
+        inv.key(&queue.stream).key(&queue.expiry).arg(&queue.group);
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        self.invoke(&inv).await
+    }
+
+    async fn transfer(
+        &self,
+        from: &QueueKeys,
+        to: &QueueKeys,
+        moves: &[Transfer],
+    ) -> Result<Vec<Option<EntryId>>> {
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.transfer.prepare_invoke();
+        inv.key(&from.stream)
+            .key(&from.expiry)
+            .key(&to.stream)
+            .key(&to.meta)
+            .arg(&from.group);
+        for m in moves {
+            inv.arg(m.id.to_string()).arg(m.data.as_ref());
+        }
+        let ids: Vec<String> = self.invoke(&inv).await?;
+        ids.iter()
+            .map(|s| if s.is_empty() { Ok(None) } else { s.parse().map(Some) })
+            .collect()
+    }
+
+    async fn range(
+        &self,
+        queue: &QueueKeys,
+        start: EntryId,
+        end: EntryId,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
+        if start > end {
+            return Ok(Vec::new());
+        }
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&queue.stream)
+            .arg(start.to_string())
+            .arg(end.to_string())
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        values::entries(reply, 0)
+    }
+
+    async fn purge(&self, queue: &QueueKeys) -> Result<u64> {
+        let mut inv = self.scripts.purge.prepare_invoke();
+        inv.key(&queue.stream)
+            .key(&queue.expiry)
+            .key(&queue.delayed)
+            .arg(&queue.group);
+        self.invoke(&inv).await
+    }
+
+    async fn info(&self, queue: &QueueKeys) -> Result<StreamInfo> {
+        values::info(&mut self.conn(), queue).await
+    }
+
+    async fn sweep(&self, queue: &QueueKeys) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let mut inv = self.scripts.sweep.prepare_invoke();
+            inv.key(&queue.stream)
+                .key(&queue.expiry)
+                .key(&queue.delayed)
+                .arg(&queue.group);
+            let (n, more): (u64, u64) = self.invoke(&inv).await?;
+            total += n;
+            if more == 0 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://:secret@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    }
+}

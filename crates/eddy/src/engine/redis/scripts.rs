@@ -1,0 +1,43 @@
+//! The Lua scripts, one file per atomic operation, each prefixed with the
+//! shared helpers. `redis::Script` calls them by SHA (EVALSHA) and loads a
+//! script only when the server answers NOSCRIPT.
+
+use redis::Script;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+pub(super) struct Scripts {
+    pub create_queue: Script,
+    pub append: Script,
+    pub read: Script,
+    pub drop_expired: Script,
+    pub delete: Script,
+    pub transfer: Script,
+    pub purge: Script,
+    pub sweep: Script,
+    pub delete_queues: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            create_queue: script!("create_queue.lua"),
+            append: script!("append.lua"),
+            read: script!("read.lua"),
+            drop_expired: script!("drop_expired.lua"),
+            delete: script!("delete.lua"),
+            transfer: script!("transfer.lua"),
+            purge: script!("purge.lua"),
+            sweep: script!("sweep.lua"),
+            delete_queues: script!("delete_queues.lua"),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Decoding Redis replies into engine types.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::Value;
+
+use super::map_err;
+use crate::engine::{ConsumerInfo, Entry, EntryId, QueueKeys, StreamInfo};
+use crate::error::{Error, ErrorKind, Result};
+
+fn unexpected(what: &str, v: &Value) -> Error {
+    Error::new(
+        ErrorKind::Backend,
+        format!("unexpected reply from Redis for {what}: {v:?}"),
+    )
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn id(v: &Value) -> Result<EntryId> {
+    text(v)
+        .ok_or_else(|| unexpected("an entry id", v))?
+        .parse()
+}
+
+/// One entry `[id, [field, value, ...]]`.
+fn entry(v: Value, delivery_count: u64) -> Result<Entry> {
+    let Value::Array(mut parts) = v else {
+        return Err(unexpected("an entry", &v));
+    };
+    if parts.len() != 2 {
+        return Err(unexpected("an entry", &Value::Array(parts)));
+    }
+    let fields = parts.pop().unwrap_or(Value::Nil);
+    let id = id(&parts[0])?;
+    let mut data = None;
+    if let Value::Array(fields) = fields {
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if matches!(&k, Value::BulkString(b) if b == b"data") {
+                if let Value::BulkString(b) = v {
+                    data = Some(Bytes::from(b));
+                }
+            }
+        }
+    }
+    Ok(Entry::new(id, data, delivery_count))
+}
+
+/// A list of entries (XRANGE, or the entries of one stream of XREADGROUP).
+pub(super) fn entries(v: Value, delivery_count: u64) -> Result<Vec<Entry>> {
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(items) => items.into_iter().map(|e| entry(e, delivery_count)).collect(),
+        other => Err(unexpected("entries", &other)),
+    }
+}
+
+/// The reply of `XREADGROUP ... STREAMS s >`: nil or `[[s, entries]]`.
+/// Entries read with `>` are new to the group: their delivery count is 1.
+pub(super) fn read_reply(v: Value) -> Result<Vec<Entry>> {
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(mut streams) => match streams.pop() {
+            Some(Value::Array(mut pair)) if pair.len() == 2 => entries(pair.pop().unwrap_or(Value::Nil), 1),
+            None => Ok(Vec::new()),
+            Some(other) => Err(unexpected("XREADGROUP", &other)),
+        },
+        Value::Map(mut streams) => match streams.pop() {
+            Some((_, es)) => entries(es, 1),
+            None => Ok(Vec::new()),
+        },
+        other => Err(unexpected("XREADGROUP", &other)),
+    }
+}
+
+/// The reply of read.lua: `{entries, next_due_ms or -1, has_expiry}`.
+pub(super) fn read_script_reply(v: Value) -> Result<(Vec<Entry>, Option<u64>, bool)> {
+    let Value::Array(parts) = v else {
+        return Err(unexpected("read.lua", &v));
+    };
+    let mut it = parts.into_iter();
+    let es = entries(it.next().unwrap_or(Value::Nil), 1)?;
+    let next_due = match it.next() {
+        Some(Value::Int(n)) if n >= 0 => Some(n as u64),
+        _ => None,
+    };
+    let has_expiry = matches!(it.next(), Some(Value::Int(1)));
+    Ok((es, next_due, has_expiry))
+}
+
+/// `[k1, v1, k2, v2, ...]` (RESP2) or a map (RESP3) as a lookup table.
+fn fields(v: Value) -> HashMap<String, Value> {
+    match v {
+        Value::Array(items) => {
+            let mut out = HashMap::new();
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let Some(k) = text(&k) {
+                    out.insert(k, v);
+                }
+            }
+            out
+        }
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .filter_map(|(k, v)| Some((text(&k)?, v)))
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
+fn entry_id_field(f: &HashMap<String, Value>, name: &str) -> Option<EntryId> {
+    match f.get(name)? {
+        Value::Array(parts) => parts.first().and_then(|v| id(v).ok()),
+        _ => None,
+    }
+}
+
+pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<StreamInfo> {
+    let replies: redis::RedisResult<Vec<Value>> = redis::pipe()
+        .cmd("XINFO").arg("STREAM").arg(&q.stream)
+        .cmd("XINFO").arg("GROUPS").arg(&q.stream)
+        .cmd("XINFO").arg("CONSUMERS").arg(&q.stream).arg(&q.group)
+        .cmd("XPENDING").arg(&q.stream).arg(&q.group).arg("-").arg("+").arg(1)
+        .cmd("ZCARD").arg(&q.expiry)
+        .cmd("ZCARD").arg(&q.delayed)
+        .query_async(conn)
+        .await;
+    let replies = match replies {
+        Ok(r) => r,
+        Err(e) if e.to_string().contains("no such key") => {
+            return Err(Error::new(
+                ErrorKind::QueueNotFound,
+                format!("queue `{}` does not exist: create it first", q.name),
+            ))
+        }
+        Err(e) => return Err(map_err(e)),
+    };
+    let mut it = replies.into_iter();
+    let stream = fields(it.next().unwrap_or(Value::Nil));
+    let groups = it.next().unwrap_or(Value::Nil);
+    let consumers = it.next().unwrap_or(Value::Nil);
+    let oldest = it.next().unwrap_or(Value::Nil);
+    let expiring = int(it.next().as_ref()).unwrap_or(0);
+    let delayed = int(it.next().as_ref()).unwrap_or(0);
+
+    let group = match groups {
+        Value::Array(gs) => gs
+            .into_iter()
+            .map(fields)
+            .find(|g| g.get("name").and_then(text).as_deref() == Some(q.group.as_str())),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        Error::new(
+            ErrorKind::NoGroup,
+            format!("consumer group `{}` of `{}` does not exist", q.group, q.stream),
+        )
+    })?;
+    let last_delivered = group
+        .get("last-delivered-id")
+        .and_then(|v| id(v).ok())
+        .unwrap_or_default();
+    let lag = match int(group.get("lag")) {
+        Some(lag) => lag,
+        None => count_after(conn, &q.stream, last_delivered).await?,
+    };
+    let consumers = match consumers {
+        Value::Array(cs) => cs
+            .into_iter()
+            .map(fields)
+            .map(|c| ConsumerInfo {
+                name: c.get("name").and_then(text).unwrap_or_default(),
+                pending: int(c.get("pending")).unwrap_or(0),
+                idle_ms: int(c.get("idle")).unwrap_or(0),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let oldest_pending_idle_ms = match oldest {
+        Value::Array(rows) => rows.first().and_then(|row| match row {
+            Value::Array(cols) => int(cols.get(2)),
+            _ => None,
+        }),
+        _ => None,
+    };
+    Ok(StreamInfo {
+        length: int(stream.get("length")).unwrap_or(0),
+        pending: int(group.get("pending")).unwrap_or(0),
+        lag,
+        consumers,
+        oldest_pending_idle_ms,
+        delayed,
+        expiring,
+        first_id: entry_id_field(&stream, "first-entry"),
+        last_id: entry_id_field(&stream, "last-entry"),
+    })
+}
+
+/// Entries after `after`, counted by scanning when Redis cannot report lag
+/// (it cannot after deletions past the group's position).
+async fn count_after(conn: &mut ConnectionManager, stream: &str, after: EntryId) -> Result<u64> {
+    let mut total = 0u64;
+    let mut cursor = after;
+    loop {
+        let ids: Vec<Value> = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(format!("({cursor}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(conn)
+            .await
+            .map_err(map_err)?;
+        let n = ids.len();
+        total += n as u64;
+        match ids.last() {
+            Some(Value::Array(parts)) if n == 10_000 => {
+                cursor = parts.first().map(id).transpose()?.unwrap_or(EntryId::MAX);
+            }
+            _ => return Ok(total),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! One error type for the whole library, with a kind a caller can act on.
+
+use std::fmt;
+
+/// What went wrong, in terms a caller can act on.
+///
+/// Match on this (with a wildcard arm: new kinds may be added) rather than on
+/// the message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The payload is not a JSON object. Wrap the value in an object.
+    NotAnObject,
+    /// The payload is larger than the configured limit. Send a reference
+    /// (a URL or a key) instead, or raise `max_payload_bytes`.
+    PayloadTooLarge,
+    /// A message id is not of the form `<ms>-<seq>`.
+    InvalidMessageId,
+    /// A queue, service or path name is empty, too long, or contains
+    /// characters outside `[A-Za-z0-9_.:-]`.
+    InvalidName,
+    /// The queue does not exist: create it first.
+    QueueNotFound,
+    /// The queue is at its configured maximum length; retry later.
+    QueueFull,
+    /// The engine URL could not be parsed or names an unknown scheme.
+    InvalidUrl,
+    /// Any other invalid argument (a zero count, a negative TTL, ...).
+    InvalidArgument,
+    /// The server could not be reached (after the bounded retry). Retryable.
+    Unavailable,
+    /// The server did not answer in time. The outcome of a write is unknown.
+    Timeout,
+    /// The server is out of memory (`OOM`); nothing was written.
+    OutOfMemory,
+    /// The server is a read-only replica; point the URL at the primary.
+    ReadOnly,
+    /// A consumer group vanished under a running consumer (`NOGROUP`).
+    NoGroup,
+    /// A key holds a value of the wrong type: something else wrote under
+    /// eddy's prefix. Nothing was written.
+    WrongType,
+    /// The server refused the credentials or the command (ACL).
+    PermissionDenied,
+    /// An entry read from a queue could not be decoded.
+    Decode,
+    /// A transaction was used after it was committed or is empty.
+    Transaction,
+    /// Any other server or I/O error.
+    Backend,
+}
+
+/// The error type of every fallible eddy operation.
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// Shorthand for `Result<T, eddy::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with a human-readable message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unavailable
+                | ErrorKind::Timeout
+                | ErrorKind::OutOfMemory
+                | ErrorKind::ReadOnly
+                | ErrorKind::QueueFull
+        )
+    }
+
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::new(ErrorKind::Decode, format!("invalid JSON: {e}"))
+    }
+}
