@@ -1,7 +1,49 @@
 //! eddy: event-driven microservices on Redis Streams.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+//!
+//! A durable message queue with dead-letter queues, speaking LeanMQ 0.2's
+//! wire format, that runs embedded (`memory://`, in-process) or on Redis
+//! (`redis://host:port/db`) with the same code and the same semantics.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> eddy::Result<()> {
+//! use serde_json::json;
+//!
+//! let mq = eddy::Eddy::open("memory://").await?;
+//! let (queue, dlq) = mq.create_queue_pair("emails").await?;
+//! queue.send(&json!({"to": "ada@example.com"})).await?;
+//!
+//! for msg in queue.receive(&eddy::Receive::new().count(10)).await? {
+//!     if msg.data["to"] == "ada@example.com" {
+//!         queue.ack(&[msg.id]).await?;
+//!     } else {
+//!         queue.dead_letter_messages(&[msg], "unknown recipient").await?;
+//!     }
+//! }
+//! assert!(dlq.peek(10).await?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Layers, each calling only the one below: [`queue`] (queues, DLQs, TTL,
+//! transactions) over the [`engine`] trait (embedded and Redis engines).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::print_stdout
+    )
+)]
 
 pub mod engine;
 mod error;
+pub mod queue;
 
+pub use engine::EntryId;
 pub use error::{Error, ErrorKind, Result};
+pub use queue::{
+    ConsumerStatus, Eddy, EddyBuilder, Failure, Message, Queue, QueueInfo, Receive, SendOptions,
+    Transaction,
+};

@@ -65,7 +65,8 @@ impl FromStr for EntryId {
             )
         };
         let (ms, seq) = s.split_once('-').ok_or_else(invalid)?;
-        let digits = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
         if !digits(ms) || !digits(seq) {
             return Err(invalid());
         }
@@ -96,7 +97,20 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         assert_eq!("0-0".parse::<EntryId>().ok(), Some(EntryId::MIN));
-        for bad in ["", "-", "1-", "-1", "1", "1-2-3", "a-1", "1-b", " 1-2", "1-2 ", "+1-2", "123456789012345678901-0"] {
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "1",
+            "1-2-3",
+            "a-1",
+            "1-b",
+            " 1-2",
+            "1-2 ",
+            "+1-2",
+            "123456789012345678901-0",
+        ] {
             let err = bad.parse::<EntryId>().err().map(|e| e.kind());
             assert_eq!(err, Some(ErrorKind::InvalidMessageId), "{bad:?}");
         }

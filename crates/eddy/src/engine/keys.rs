@@ -48,7 +48,10 @@ pub const MAX_NAME_LEN: usize = 200;
 impl KeyLayout {
     /// A layout under `prefix` (LeanMQ's default is `mq:`).
     pub fn new(prefix: &str) -> Result<Self> {
-        if prefix.len() > MAX_NAME_LEN || prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
+        if prefix.len() > MAX_NAME_LEN
+            || prefix.contains(['{', '}'])
+            || prefix.chars().any(char::is_whitespace)
+        {
             return Err(Error::new(
                 ErrorKind::InvalidName,
                 format!("invalid prefix `{prefix}`: at most {MAX_NAME_LEN} characters, no whitespace or braces"),
@@ -130,6 +133,20 @@ pub fn validate_name(name: &str) -> Result<()> {
                 "invalid name `{}`: use 1 to {MAX_NAME_LEN} characters from A-Z a-z 0-9 _ - . : (not ending in :dlq, :metadata, :expiry or :delayed)",
                 name.escape_debug()
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// Check a consumer name: 1 to 200 printable characters, no whitespace.
+pub fn validate_consumer(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!("invalid consumer name `{}`: use 1 to {MAX_NAME_LEN} printable characters without spaces", name.escape_debug()),
         ));
     }
     Ok(())

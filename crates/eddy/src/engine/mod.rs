@@ -10,7 +10,7 @@
 //! cluster layout only changes how names are spelled.
 
 mod id;
-mod keys;
+pub(crate) mod keys;
 pub mod memory;
 pub mod redis;
 
@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use id::EntryId;
-pub use keys::{KeyLayout, QueueKeys};
+pub use keys::{validate_name, KeyLayout, QueueKeys};
 
 use crate::error::{Error, ErrorKind, Result};
 

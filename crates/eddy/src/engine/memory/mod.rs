@@ -164,7 +164,10 @@ impl State {
         for d in due {
             let id = self.xadd(&keys.stream, now_ms, d.data);
             if let Some(at) = d.expire_at {
-                self.expiry.entry(keys.expiry.clone()).or_default().insert(id, at);
+                self.expiry
+                    .entry(keys.expiry.clone())
+                    .or_default()
+                    .insert(id, at);
             }
         }
         let next = self
@@ -300,7 +303,10 @@ impl Engine for MemoryEngine {
     async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>> {
         let now = self.clock_ms();
         let mut st = self.lock();
-        if let Some(missing) = appends.iter().find(|a| !st.hashes.contains_key(&a.keys.meta)) {
+        if let Some(missing) = appends
+            .iter()
+            .find(|a| !st.hashes.contains_key(&a.keys.meta))
+        {
             return Err(not_found(&missing.keys));
         }
         let mut out = Vec::with_capacity(appends.len());
@@ -313,19 +319,25 @@ impl Engine for MemoryEngine {
                     st.delayed_seq += 1;
                     let seq = st.delayed_seq;
                     let due = now + delay.as_millis() as u64;
-                    st.delayed.entry(a.keys.delayed.clone()).or_default().insert(
-                        (due, seq),
-                        Delayed {
-                            data: a.data.clone(),
-                            expire_at,
-                        },
-                    );
+                    st.delayed
+                        .entry(a.keys.delayed.clone())
+                        .or_default()
+                        .insert(
+                            (due, seq),
+                            Delayed {
+                                data: a.data.clone(),
+                                expire_at,
+                            },
+                        );
                     out.push(Appended::Delayed);
                 }
                 None => {
                     let id = st.xadd(&a.keys.stream, now, a.data.clone());
                     if let Some(at) = expire_at {
-                        st.expiry.entry(a.keys.expiry.clone()).or_default().insert(id, at);
+                        st.expiry
+                            .entry(a.keys.expiry.clone())
+                            .or_default()
+                            .insert(id, at);
                     }
                     out.push(Appended::Entry(id));
                 }
@@ -354,8 +366,14 @@ impl Engine for MemoryEngine {
             let (entries, next_due) = {
                 let mut st = self.lock();
                 let next_due = st.promote(queue, now);
-                let stream = st.streams.get_mut(&queue.stream).ok_or_else(|| no_group(queue))?;
-                let group = stream.groups.get_mut(&queue.group).ok_or_else(|| no_group(queue))?;
+                let stream = st
+                    .streams
+                    .get_mut(&queue.stream)
+                    .ok_or_else(|| no_group(queue))?;
+                let group = stream
+                    .groups
+                    .get_mut(&queue.group)
+                    .ok_or_else(|| no_group(queue))?;
                 group.consumers.insert(consumer.to_owned(), now);
                 let mut delivered = Vec::new();
                 for (id, data) in stream
@@ -417,7 +435,10 @@ impl Engine for MemoryEngine {
         else {
             return Ok(0);
         };
-        Ok(ids.iter().filter(|id| group.pending.remove(id).is_some()).count() as u64)
+        Ok(ids
+            .iter()
+            .filter(|id| group.pending.remove(id).is_some())
+            .count() as u64)
     }
 
     async fn delete(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64> {
@@ -496,7 +517,10 @@ impl Engine for MemoryEngine {
     async fn info(&self, queue: &QueueKeys) -> Result<StreamInfo> {
         let now = self.clock_ms();
         let st = self.lock();
-        let s = st.streams.get(&queue.stream).ok_or_else(|| not_found(queue))?;
+        let s = st
+            .streams
+            .get(&queue.stream)
+            .ok_or_else(|| not_found(queue))?;
         let g = s.groups.get(&queue.group).ok_or_else(|| no_group(queue))?;
         let mut per_consumer: BTreeMap<&str, u64> = BTreeMap::new();
         for p in g.pending.values() {

@@ -88,7 +88,9 @@ pub struct RedisEngine {
 
 impl std::fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisEngine").field("url", &self.url).finish()
+        f.debug_struct("RedisEngine")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -127,7 +129,9 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
         ),
         ErrorKind::OutOfMemory => format!("Redis is out of memory; nothing was written: {e}"),
         ErrorKind::ReadOnly => format!("Redis is a read-only replica; connect to the primary: {e}"),
-        ErrorKind::Timeout => format!("Redis did not answer in time (a write's outcome is unknown): {e}"),
+        ErrorKind::Timeout => {
+            format!("Redis did not answer in time (a write's outcome is unknown): {e}")
+        }
         ErrorKind::Unavailable => format!("Redis is unavailable: {e}"),
         _ => format!("Redis error: {e}"),
     };
@@ -154,7 +158,10 @@ impl RedisEngine {
         let mut attempt = 0;
         let conn = loop {
             attempt += 1;
-            match client.get_connection_manager_with_config(config.clone()).await {
+            match client
+                .get_connection_manager_with_config(config.clone())
+                .await
+            {
                 Ok(c) => break c,
                 Err(e) if attempt < options.connect_attempts && !is_fatal_connect(&e) => {
                     tracing::debug!(url = %shown, attempt, error = %e, "Redis not reachable yet; retrying");
@@ -281,7 +288,10 @@ impl RedisEngine {
             Ok(Err(e)) => Err(map_err(e)),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
-                format!("Redis at {} did not answer a blocking read in time", self.url),
+                format!(
+                    "Redis at {} did not answer a blocking read in time",
+                    self.url
+                ),
             )),
         }
     }
@@ -344,7 +354,11 @@ impl Engine for RedisEngine {
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
-        Ok(if fields.is_empty() { None } else { Some(fields) })
+        Ok(if fields.is_empty() {
+            None
+        } else {
+            Some(fields)
+        })
     }
 
     async fn registry(&self, registry: &str) -> Result<Vec<String>> {
@@ -361,7 +375,10 @@ impl Engine for RedisEngine {
         let mut inv = self.scripts.delete_queues.prepare_invoke();
         inv.key(registry);
         for q in queues {
-            inv.key(&q.stream).key(&q.meta).key(&q.expiry).key(&q.delayed);
+            inv.key(&q.stream)
+                .key(&q.meta)
+                .key(&q.expiry)
+                .key(&q.delayed);
         }
         let n: i64 = self.invoke(&inv).await?;
         Ok(n == 1)
@@ -495,7 +512,13 @@ impl Engine for RedisEngine {
         }
         let ids: Vec<String> = self.invoke(&inv).await?;
         ids.iter()
-            .map(|s| if s.is_empty() { Ok(None) } else { s.parse().map(Some) })
+            .map(|s| {
+                if s.is_empty() {
+                    Ok(None)
+                } else {
+                    s.parse().map(Some)
+                }
+            })
             .collect()
     }
 

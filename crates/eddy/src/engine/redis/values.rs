@@ -34,9 +34,7 @@ fn int(v: Option<&Value>) -> Option<u64> {
 }
 
 fn id(v: &Value) -> Result<EntryId> {
-    text(v)
-        .ok_or_else(|| unexpected("an entry id", v))?
-        .parse()
+    text(v).ok_or_else(|| unexpected("an entry id", v))?.parse()
 }
 
 /// One entry `[id, [field, value, ...]]`.
@@ -67,7 +65,10 @@ fn entry(v: Value, delivery_count: u64) -> Result<Entry> {
 pub(super) fn entries(v: Value, delivery_count: u64) -> Result<Vec<Entry>> {
     match v {
         Value::Nil => Ok(Vec::new()),
-        Value::Array(items) => items.into_iter().map(|e| entry(e, delivery_count)).collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|e| entry(e, delivery_count))
+            .collect(),
         other => Err(unexpected("entries", &other)),
     }
 }
@@ -78,7 +79,9 @@ pub(super) fn read_reply(v: Value) -> Result<Vec<Entry>> {
     match v {
         Value::Nil => Ok(Vec::new()),
         Value::Array(mut streams) => match streams.pop() {
-            Some(Value::Array(mut pair)) if pair.len() == 2 => entries(pair.pop().unwrap_or(Value::Nil), 1),
+            Some(Value::Array(mut pair)) if pair.len() == 2 => {
+                entries(pair.pop().unwrap_or(Value::Nil), 1)
+            }
             None => Ok(Vec::new()),
             Some(other) => Err(unexpected("XREADGROUP", &other)),
         },
@@ -135,12 +138,26 @@ fn entry_id_field(f: &HashMap<String, Value>, name: &str) -> Option<EntryId> {
 
 pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<StreamInfo> {
     let replies: redis::RedisResult<Vec<Value>> = redis::pipe()
-        .cmd("XINFO").arg("STREAM").arg(&q.stream)
-        .cmd("XINFO").arg("GROUPS").arg(&q.stream)
-        .cmd("XINFO").arg("CONSUMERS").arg(&q.stream).arg(&q.group)
-        .cmd("XPENDING").arg(&q.stream).arg(&q.group).arg("-").arg("+").arg(1)
-        .cmd("ZCARD").arg(&q.expiry)
-        .cmd("ZCARD").arg(&q.delayed)
+        .cmd("XINFO")
+        .arg("STREAM")
+        .arg(&q.stream)
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&q.stream)
+        .cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&q.stream)
+        .arg(&q.group)
+        .cmd("XPENDING")
+        .arg(&q.stream)
+        .arg(&q.group)
+        .arg("-")
+        .arg("+")
+        .arg(1)
+        .cmd("ZCARD")
+        .arg(&q.expiry)
+        .cmd("ZCARD")
+        .arg(&q.delayed)
         .query_async(conn)
         .await;
     let replies = match replies {
@@ -171,7 +188,10 @@ pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<
     .ok_or_else(|| {
         Error::new(
             ErrorKind::NoGroup,
-            format!("consumer group `{}` of `{}` does not exist", q.group, q.stream),
+            format!(
+                "consumer group `{}` of `{}` does not exist",
+                q.group, q.stream
+            ),
         )
     })?;
     let last_delivered = group

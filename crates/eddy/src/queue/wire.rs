@@ -1,0 +1,323 @@
+//! The LeanMQ 0.2 entry format: one field `data` holding a JSON object, the
+//! payload's own fields plus `_metadata: {id, timestamp, ttl}`; dead-letter
+//! entries add `_failures: [{timestamp, reason}]`, requeued ones
+//! `_requeues: [{timestamp, from_dlq, to_queue}]`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::engine::{Entry, EntryId};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The reserved payload field that carries eddy's and LeanMQ's metadata.
+pub const METADATA: &str = "_metadata";
+/// The field listing a dead-lettered message's failures.
+pub const FAILURES: &str = "_failures";
+/// The field listing a message's trips from the DLQ back to its queue.
+pub const REQUEUES: &str = "_requeues";
+
+/// Seconds since the Unix epoch on this machine, as LeanMQ's `time.time()`.
+pub(crate) fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Serialize a payload and append `_metadata`, checking it is a JSON object
+/// within the size limit. The payload is serialized once; the metadata is
+/// spliced in before the closing brace.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    payload: &T,
+    message_id: &str,
+    timestamp: f64,
+    ttl_secs: Option<u64>,
+    max_bytes: usize,
+) -> Result<Bytes> {
+    let mut buf = serde_json::to_vec(payload).map_err(|e| {
+        Error::new(
+            ErrorKind::NotAnObject,
+            format!("payload cannot be serialized as JSON: {e}"),
+        )
+    })?;
+    if buf.first() != Some(&b'{') {
+        return Err(Error::new(
+            ErrorKind::NotAnObject,
+            "payload must be a JSON object (`{...}`), not an array, string, number, boolean or null",
+        ));
+    }
+    if memfind(&buf, b"\"_metadata\"") {
+        // Only a top-level field is reserved; check precisely on the slow path.
+        let v: Map<String, Value> = serde_json::from_slice(&buf)?;
+        if v.contains_key(METADATA) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "payload field `_metadata` is reserved for the queue's own metadata; rename it",
+            ));
+        }
+    }
+    buf.pop(); // the closing brace
+    if buf.len() > 1 {
+        buf.push(b',');
+    }
+    let meta = json!({ "id": message_id, "timestamp": timestamp, "ttl": ttl_secs });
+    buf.extend_from_slice(b"\"_metadata\":");
+    serde_json::to_writer(&mut buf, &meta)?;
+    buf.push(b'}');
+    if buf.len() > max_bytes {
+        return Err(too_large(buf.len(), max_bytes));
+    }
+    Ok(Bytes::from(buf))
+}
+
+pub(crate) fn too_large(len: usize, max: usize) -> Error {
+    Error::new(
+        ErrorKind::PayloadTooLarge,
+        format!(
+            "payload is {len} bytes encoded, over the {max}-byte limit: send a reference to the data instead, or raise max_payload_bytes"
+        ),
+    )
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A message read from a queue.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The stream id: what `ack`, `delete`, `dead_letter` and `requeue` take.
+    pub id: EntryId,
+    /// The payload, without `_metadata` (with `_failures` / `_requeues` if
+    /// the message has been dead-lettered or requeued).
+    pub data: Map<String, Value>,
+    /// When the message was sent (float epoch seconds, the sender's clock).
+    pub timestamp: f64,
+    /// Deliveries to the reading group so far, this one included; 0 for a
+    /// peek.
+    pub delivery_count: u64,
+    /// The sender's message id (`_metadata.id`, a UUID unless the sender
+    /// chose one); stays the same across dead-lettering and requeueing.
+    pub message_id: String,
+    /// The TTL the message was sent with, in seconds.
+    pub ttl: Option<u64>,
+}
+
+/// One entry of a dead-lettered message's `_failures`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[non_exhaustive]
+pub struct Failure {
+    /// When it failed (float epoch seconds).
+    pub timestamp: f64,
+    /// Why.
+    pub reason: String,
+}
+
+impl Message {
+    /// Deserialize the payload into a type.
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(&Value::Object(self.data.clone())).map_err(|e| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("message {} does not match the expected type: {e}", self.id),
+            )
+        })
+    }
+
+    /// The failures recorded when the message was dead-lettered.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.data
+            .get(FAILURES)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The message as the JSON object the CLI prints:
+    /// `{"id","data","timestamp","delivery_count"}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id.to_string(),
+            "data": self.data,
+            "timestamp": self.timestamp,
+            "delivery_count": self.delivery_count,
+        })
+    }
+
+    /// Re-encode for another queue: same payload and message id, `ttl`
+    /// cleared (a dead-lettered or requeued message does not expire), one
+    /// record appended to the list field `list`.
+    pub(crate) fn reencode(&self, list: &str, record: Value) -> Result<Bytes> {
+        let mut data = self.data.clone();
+        match data.get_mut(list) {
+            Some(Value::Array(items)) => items.push(record),
+            _ => {
+                data.insert(list.to_owned(), Value::Array(vec![record]));
+            }
+        }
+        data.insert(
+            METADATA.to_owned(),
+            json!({ "id": self.message_id, "timestamp": self.timestamp, "ttl": Value::Null }),
+        );
+        Ok(Bytes::from(serde_json::to_vec(&data)?))
+    }
+}
+
+/// Why an entry could not be decoded.
+#[derive(Debug)]
+pub(crate) struct Undecodable {
+    pub id: EntryId,
+    pub reason: String,
+    /// The entry as a JSON object carrying the raw bytes, for the DLQ.
+    pub wrapped: Map<String, Value>,
+}
+
+/// Decode an entry, or explain why not.
+pub(crate) fn decode(entry: Entry, max_bytes: usize) -> Result<Message, Box<Undecodable>> {
+    let fallback_ts = entry.id.ms as f64 / 1000.0;
+    let fail = |reason: String, raw: Option<&[u8]>| {
+        let mut wrapped = Map::new();
+        match raw {
+            Some(raw) => match std::str::from_utf8(raw) {
+                Ok(s) => wrapped.insert("_raw".into(), Value::String(s.to_owned())),
+                Err(_) => wrapped.insert("_raw_hex".into(), Value::String(hex(raw))),
+            },
+            None => wrapped.insert("_raw".into(), Value::Null),
+        };
+        Box::new(Undecodable {
+            id: entry.id,
+            reason,
+            wrapped,
+        })
+    };
+    let Some(raw) = entry.data.as_deref() else {
+        return Err(fail("entry has no `data` field".into(), None));
+    };
+    if raw.len() > max_bytes {
+        // Keep only a prefix of an oversized entry: the DLQ must not inherit it.
+        let keep = &raw[..raw.len().min(1024)];
+        return Err(fail(
+            format!(
+                "entry is {} bytes, over the {max_bytes}-byte limit",
+                raw.len()
+            ),
+            Some(keep),
+        ));
+    }
+    let text = match std::str::from_utf8(raw) {
+        Ok(t) => t,
+        Err(e) => return Err(fail(format!("entry is not UTF-8: {e}"), Some(raw))),
+    };
+    let mut data: Map<String, Value> = match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(fail("entry is JSON but not an object".into(), Some(raw))),
+        Err(e) => return Err(fail(format!("entry is not valid JSON: {e}"), Some(raw))),
+    };
+    let meta = data.remove(METADATA);
+    let meta = meta.as_ref().and_then(Value::as_object);
+    let field = |k: &str| meta.and_then(|m| m.get(k));
+    Ok(Message {
+        id: entry.id,
+        timestamp: field("timestamp")
+            .and_then(Value::as_f64)
+            .unwrap_or(fallback_ts),
+        message_id: field("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_default(),
+        ttl: field("ttl").and_then(Value::as_u64),
+        delivery_count: entry.delivery_count,
+        data,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The message of an undecodable entry as a DLQ sees it.
+pub(crate) fn undecodable_message(u: &Undecodable, delivery_count: u64) -> Message {
+    Message {
+        id: u.id,
+        data: u.wrapped.clone(),
+        timestamp: u.id.ms as f64 / 1000.0,
+        delivery_count,
+        message_id: String::new(),
+        ttl: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_with_metadata() -> Result<()> {
+        let b = encode(&json!({"a": 1}), "m1", 1.5, Some(3), 1 << 20)?;
+        let v: Value = serde_json::from_slice(&b)?;
+        assert_eq!(
+            v,
+            json!({"a": 1, "_metadata": {"id": "m1", "timestamp": 1.5, "ttl": 3}})
+        );
+        let b = encode(&json!({}), "m2", 2.0, None, 1 << 20)?;
+        let v: Value = serde_json::from_slice(&b)?;
+        assert_eq!(
+            v,
+            json!({"_metadata": {"id": "m2", "timestamp": 2.0, "ttl": null}})
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_bad_payloads() {
+        let kind = |r: Result<Bytes>| r.err().map(|e| e.kind());
+        assert_eq!(
+            kind(encode(&json!([1]), "m", 0.0, None, 100)),
+            Some(ErrorKind::NotAnObject)
+        );
+        assert_eq!(
+            kind(encode(&json!("s"), "m", 0.0, None, 100)),
+            Some(ErrorKind::NotAnObject)
+        );
+        assert_eq!(
+            kind(encode(&json!(null), "m", 0.0, None, 100)),
+            Some(ErrorKind::NotAnObject)
+        );
+        assert_eq!(
+            kind(encode(&json!({"x": "y".repeat(200)}), "m", 0.0, None, 100)),
+            Some(ErrorKind::PayloadTooLarge)
+        );
+        assert_eq!(
+            kind(encode(&json!({"_metadata": 1}), "m", 0.0, None, 100)),
+            Some(ErrorKind::InvalidArgument)
+        );
+        // Nested `_metadata` is the payload's own business.
+        assert!(encode(&json!({"x": {"_metadata": 1}}), "m", 0.0, None, 100).is_ok());
+    }
+
+    #[test]
+    fn decodes_and_explains() {
+        let e = |d: &[u8]| Entry::new(EntryId::new(1000, 0), Some(Bytes::copy_from_slice(d)), 1);
+        let m = decode(
+            e(br#"{"a":1,"_metadata":{"id":"x","timestamp":3.0,"ttl":null}}"#),
+            1000,
+        );
+        assert!(
+            matches!(m, Ok(ref m) if m.message_id == "x" && m.timestamp == 3.0 && m.data.len() == 1)
+        );
+        for (bytes, want) in [
+            (&b"\xff\xfe"[..], "not UTF-8"),
+            (b"{nope", "not valid JSON"),
+            (b"[1]", "not an object"),
+        ] {
+            match decode(e(bytes), 1000) {
+                Err(u) => assert!(u.reason.contains(want), "{}", u.reason),
+                Ok(m) => unreachable!("decoded {m:?}"),
+            }
+        }
+        assert!(decode(e(&[b' '; 2000]), 1000).is_err_and(|u| u.reason.contains("limit")));
+    }
+}
