@@ -19,7 +19,9 @@ async fn main() -> eddy::Result<()> {
 
     let (emails, dlq) = mq.create_queue_pair("quickstart-emails").await?;
     for to in ["ada@example.com", "grace@example.com", "not-an-address"] {
-        let id = emails.send(&json!({ "to": to, "subject": "hello" })).await?;
+        let id = emails
+            .send(&json!({ "to": to, "subject": "hello" }))
+            .await?;
         println!("sent {id} to {to}");
     }
     // A message that disappears if nobody reads it within a minute.
@@ -36,17 +38,26 @@ async fn main() -> eddy::Result<()> {
     for msg in batch {
         let to = msg.data["to"].as_str().unwrap_or_default();
         if to.contains('@') {
-            println!("delivered {} (delivery #{}) to {to}", msg.id, msg.delivery_count);
+            println!(
+                "delivered {} (delivery #{}) to {to}",
+                msg.id, msg.delivery_count
+            );
             emails.ack(&[msg.id]).await?;
         } else {
             println!("dead-lettering {}: bad address {to:?}", msg.id);
-            emails.dead_letter_messages(&[msg], "invalid address").await?;
+            emails
+                .dead_letter_messages(&[msg], "invalid address")
+                .await?;
         }
     }
 
     for msg in dlq.peek(10).await? {
         let reasons: Vec<_> = msg.failures().into_iter().map(|f| f.reason).collect();
-        println!("in the DLQ: {} {:?}", serde_json::Value::Object(msg.data.clone()), reasons);
+        println!(
+            "in the DLQ: {} {:?}",
+            serde_json::Value::Object(msg.data.clone()),
+            reasons
+        );
     }
     println!("requeued {}", dlq.requeue_all().await?);
 

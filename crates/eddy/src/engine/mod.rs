@@ -250,6 +250,48 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Remove entries whose TTL has passed and make due delayed entries
     /// visible; returns how many entries expired.
     async fn sweep(&self, queue: &QueueKeys) -> Result<u64>;
+
+    /// Take over up to `count` entries that have been pending for at least
+    /// `min_idle` (their consumer crashed or hung) for `consumer`. Each
+    /// claimed entry's delivery count goes up by one and is returned with
+    /// it. Entries whose TTL passed are removed instead; pending ids whose
+    /// entries were deleted are dropped from the pending list and reported.
+    async fn claim(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Claimed>;
+
+    /// Reset the idle time of entries `consumer` still owns, so nobody
+    /// reclaims them while it works (a lease extension). Entries another
+    /// consumer has reclaimed are left alone. Returns how many were extended.
+    async fn extend(&self, queue: &QueueKeys, consumer: &str, ids: &[EntryId]) -> Result<u64>;
+
+    /// Keep entries `consumer` owns pending, with their delivery counts, but
+    /// make them claimable (by claimers using `min_idle`) `after` from now:
+    /// a retry with delay. `after` is capped at `min_idle`. Returns how many
+    /// were released.
+    async fn release(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        ids: &[EntryId],
+        after: Duration,
+        min_idle: Duration,
+    ) -> Result<u64>;
+}
+
+/// What [`Engine::claim`] took over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Claimed {
+    /// The claimed entries, with their new delivery counts.
+    pub entries: Vec<Entry>,
+    /// Pending ids whose entries no longer exist (now dropped from the
+    /// pending list).
+    pub deleted: Vec<EntryId>,
 }
 
 /// A shared engine.

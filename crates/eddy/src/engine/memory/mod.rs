@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Append, Appended, Capabilities, ConsumerInfo, Engine, Entry, EntryId, QueueKeys, StreamInfo,
-    Transfer,
+    Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, QueueKeys,
+    StreamInfo, Transfer,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -73,6 +73,7 @@ struct Group {
 struct Pending {
     consumer: String,
     delivered_ms: u64,
+    count: u64,
 }
 
 fn no_group(keys: &QueueKeys) -> Error {
@@ -392,6 +393,7 @@ impl Engine for MemoryEngine {
                         Pending {
                             consumer: consumer.to_owned(),
                             delivered_ms: now,
+                            count: 1,
                         },
                     );
                 }
@@ -573,5 +575,102 @@ impl Engine for MemoryEngine {
         drop(st);
         self.wake([queue.stream.clone()]);
         Ok(n as u64)
+    }
+
+    async fn claim(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Claimed> {
+        let now = self.clock_ms();
+        let min_idle = min_idle.as_millis() as u64;
+        let mut st = self.lock();
+        let stream = st
+            .streams
+            .get_mut(&queue.stream)
+            .ok_or_else(|| no_group(queue))?;
+        let group = stream
+            .groups
+            .get_mut(&queue.group)
+            .ok_or_else(|| no_group(queue))?;
+        group.consumers.insert(consumer.to_owned(), now);
+        let mut out = Claimed::default();
+        let mut claimed = Vec::new();
+        for (id, p) in group.pending.iter_mut() {
+            if claimed.len() >= count {
+                break;
+            }
+            if now.saturating_sub(p.delivered_ms) < min_idle {
+                continue;
+            }
+            match stream.entries.get(id) {
+                None => out.deleted.push(*id),
+                Some(data) => {
+                    p.consumer = consumer.to_owned();
+                    p.delivered_ms = now;
+                    p.count += 1;
+                    claimed.push(Entry::new(*id, Some(data.clone()), p.count));
+                }
+            }
+        }
+        for id in &out.deleted {
+            group.pending.remove(id);
+        }
+        for e in claimed {
+            if st.is_expired(queue, e.id, now) {
+                st.remove_entry(queue, e.id);
+            } else {
+                out.entries.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn extend(&self, queue: &QueueKeys, consumer: &str, ids: &[EntryId]) -> Result<u64> {
+        let now = self.clock_ms();
+        self.owned(queue, consumer, ids, |p| p.delivered_ms = now)
+    }
+
+    async fn release(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        ids: &[EntryId],
+        after: Duration,
+        min_idle: Duration,
+    ) -> Result<u64> {
+        let back = min_idle.saturating_sub(after).as_millis() as u64;
+        let at = self.clock_ms().saturating_sub(back);
+        self.owned(queue, consumer, ids, |p| p.delivered_ms = at)
+    }
+}
+
+impl MemoryEngine {
+    /// Apply `f` to the pending entries among `ids` that `consumer` owns.
+    fn owned(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        ids: &[EntryId],
+        f: impl Fn(&mut Pending),
+    ) -> Result<u64> {
+        let mut st = self.lock();
+        let Some(group) = st
+            .streams
+            .get_mut(&queue.stream)
+            .and_then(|s| s.groups.get_mut(&queue.group))
+        else {
+            return Err(no_group(queue));
+        };
+        let mut n = 0;
+        for id in ids {
+            if let Some(p) = group.pending.get_mut(id).filter(|p| p.consumer == consumer) {
+                f(p);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }

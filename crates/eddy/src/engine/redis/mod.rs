@@ -13,7 +13,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::{
-    Append, Appended, Capabilities, Engine, Entry, EntryId, QueueKeys, StreamInfo, Transfer,
+    Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, QueueKeys, StreamInfo,
+    Transfer,
 };
 use crate::error::{Error, ErrorKind, Result};
 use scripts::Scripts;
@@ -571,6 +572,59 @@ impl Engine for RedisEngine {
                 return Ok(total);
             }
         }
+    }
+
+    async fn claim(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Claimed> {
+        let mut inv = self.scripts.claim.prepare_invoke();
+        inv.key(&queue.stream)
+            .key(&queue.expiry)
+            .arg(&queue.group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(count.max(1));
+        let reply: Value = self.invoke(&inv).await?;
+        values::claim_reply(reply)
+    }
+
+    async fn extend(&self, queue: &QueueKeys, consumer: &str, ids: &[EntryId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.scripts.extend.prepare_invoke();
+        inv.key(&queue.stream).arg(&queue.group).arg(consumer);
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        self.invoke(&inv).await
+    }
+
+    async fn release(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        ids: &[EntryId],
+        after: Duration,
+        min_idle: Duration,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.scripts.release.prepare_invoke();
+        inv.key(&queue.stream)
+            .arg(&queue.group)
+            .arg(consumer)
+            .arg(after.as_millis() as u64)
+            .arg(min_idle.as_millis() as u64);
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        self.invoke(&inv).await
     }
 }
 

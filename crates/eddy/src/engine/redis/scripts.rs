@@ -24,6 +24,9 @@ pub(super) struct Scripts {
     pub purge: Script,
     pub sweep: Script,
     pub delete_queues: Script,
+    pub claim: Script,
+    pub extend: Script,
+    pub release: Script,
 }
 
 impl Scripts {
@@ -38,6 +41,9 @@ impl Scripts {
             purge: script!("purge.lua"),
             sweep: script!("sweep.lua"),
             delete_queues: script!("delete_queues.lua"),
+            claim: script!("claim.lua"),
+            extend: script!("extend.lua"),
+            release: script!("release.lua"),
         }
     }
 }

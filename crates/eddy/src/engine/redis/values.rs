@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 
 use super::map_err;
-use crate::engine::{ConsumerInfo, Entry, EntryId, QueueKeys, StreamInfo};
+use crate::engine::{Claimed, ConsumerInfo, Entry, EntryId, QueueKeys, StreamInfo};
 use crate::error::{Error, ErrorKind, Result};
 
 fn unexpected(what: &str, v: &Value) -> Error {
@@ -258,4 +258,29 @@ async fn count_after(conn: &mut ConnectionManager, stream: &str, after: EntryId)
             _ => return Ok(total),
         }
     }
+}
+
+/// The reply of claim.lua: `{{id, fields, count}...}, {deleted ids...}`.
+pub(super) fn claim_reply(v: Value) -> Result<Claimed> {
+    let Value::Array(parts) = v else {
+        return Err(unexpected("claim.lua", &v));
+    };
+    let mut it = parts.into_iter();
+    let mut out = Claimed::default();
+    if let Some(Value::Array(rows)) = it.next() {
+        for row in rows {
+            let Value::Array(mut cols) = row else {
+                return Err(unexpected("a claimed entry", &row));
+            };
+            let count = int(cols.get(2)).unwrap_or(1);
+            cols.truncate(2);
+            out.entries.push(entry(Value::Array(cols), count)?);
+        }
+    }
+    if let Some(Value::Array(ids)) = it.next() {
+        for v in &ids {
+            out.deleted.push(id(v)?);
+        }
+    }
+    Ok(out)
 }
