@@ -3,6 +3,7 @@
 //! requeueing, delivery counts without a round trip per message, TTL enforced
 //! at read time, undecodable entries dead-lettered instead of dropped).
 
+pub mod consumer;
 mod transaction;
 pub(crate) mod wire;
 
@@ -566,6 +567,11 @@ impl Queue {
             .engine()
             .read(&self.keys, &opts.consumer, opts.count, opts.block)
             .await?;
+        self.decode_delivered(entries).await
+    }
+
+    /// Decode delivered entries; move undecodable ones to the DLQ.
+    async fn decode_delivered(&self, entries: Vec<crate::engine::Entry>) -> Result<Vec<Message>> {
         let max = self.mq.inner.max_payload_bytes;
         let mut out = Vec::with_capacity(entries.len());
         let mut bad = Vec::new();
@@ -785,4 +791,45 @@ impl Queue {
 
 fn failure_record(reason: &str) -> Value {
     json!({ "timestamp": wire::now_secs(), "reason": reason })
+}
+
+/// Lease operations the consumer loop builds on.
+impl Queue {
+    /// Take over messages pending for at least `min_idle` (their consumer
+    /// crashed or hung) for `consumer`, each with its delivery count raised
+    /// by one. Undecodable ones go to the DLQ as in [`Queue::receive`].
+    pub async fn claim_stale(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Message>> {
+        let claimed = self
+            .engine()
+            .claim(&self.keys, consumer, min_idle, count)
+            .await?;
+        if !claimed.deleted.is_empty() {
+            tracing::debug!(queue = %self.keys.name, n = claimed.deleted.len(), "dropped pending ids of deleted entries");
+        }
+        self.decode_delivered(claimed.entries).await
+    }
+
+    /// Keep `consumer`'s lease on messages it is still working on.
+    pub async fn extend(&self, consumer: &str, ids: &[EntryId]) -> Result<u64> {
+        self.engine().extend(&self.keys, consumer, ids).await
+    }
+
+    /// Hand messages back for a retry `after` from now (capped at
+    /// `visibility_timeout`, the idle time after which consumers reclaim).
+    pub async fn release(
+        &self,
+        consumer: &str,
+        ids: &[EntryId],
+        after: Duration,
+        visibility_timeout: Duration,
+    ) -> Result<u64> {
+        self.engine()
+            .release(&self.keys, consumer, ids, after, visibility_timeout)
+            .await
+    }
 }

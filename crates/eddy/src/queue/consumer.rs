@@ -1,0 +1,585 @@
+//! The consumer loop: receive, run a handler per message with a concurrency
+//! limit, and settle every message — acknowledge, retry later, or dead-letter
+//! — so that none is lost or wedged.
+//!
+//! - A message held by a consumer that died or hung is reclaimed after the
+//!   visibility timeout and redelivered, delivery count +1.
+//! - While a handler works, its lease is extended, so a slow-but-alive
+//!   handler is not run twice; a handler past its timeout is abandoned and
+//!   retried.
+//! - Retries wait with exponential backoff and jitter, measured by the
+//!   server's clock (the message stays pending, backdated; see
+//!   [`Queue::release`]). After `max_deliveries` the message goes to the DLQ
+//!   with the reason, the attempts and the last error — also when no handler
+//!   ever returned because it killed its process each time.
+//! - Engine errors (lost connection, Redis restarting, NOGROUP, OOM) are
+//!   logged, counted and retried with backoff: never a silent drop or a hot
+//!   loop.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{Message, Queue, Receive};
+use crate::engine::EntryId;
+use crate::error::Result;
+
+/// What a handler decided about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Done: acknowledge it.
+    Ack,
+    /// Failed for now: retry after the backoff for this attempt, or
+    /// dead-letter once the maximum deliveries are reached.
+    Retry {
+        /// Why, kept as the last error for the DLQ record.
+        error: String,
+    },
+    /// Like [`Outcome::Retry`], after a delay the handler chooses (capped at
+    /// the visibility timeout).
+    RetryAfter {
+        /// How long to wait.
+        after: Duration,
+        /// Why.
+        error: String,
+    },
+    /// Will never succeed: dead-letter it now with the reason.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// A retry for `error`.
+    pub fn retry(error: impl ToString) -> Self {
+        Outcome::Retry {
+            error: error.to_string(),
+        }
+    }
+
+    /// A rejection for `reason`.
+    pub fn reject(reason: impl Into<String>) -> Self {
+        Outcome::Reject {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Exponential backoff with jitter: attempt `n` waits a random time in
+/// `[d/2, d]` where `d = initial * multiplier^(n-1)`, capped at `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Backoff {
+    /// The first retry's delay.
+    pub initial: Duration,
+    /// The longest delay.
+    pub max: Duration,
+    /// Growth per attempt.
+    pub multiplier: f64,
+    /// Randomize each delay (to spread retries of many messages).
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+impl Backoff {
+    /// A backoff from `initial` to `max`, doubling, with jitter.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            ..Self::default()
+        }
+    }
+
+    /// The delay before retry number `attempt` (1 for the first retry).
+    pub fn delay(&self, attempt: u64) -> Duration {
+        let exp = self
+            .multiplier
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let d = self.initial.as_secs_f64() * exp;
+        let d = d.min(self.max.as_secs_f64()).max(0.0);
+        let d = if self.jitter {
+            d * (0.5 + rand::random::<f64>() * 0.5)
+        } else {
+            d
+        };
+        Duration::from_secs_f64(d)
+    }
+}
+
+/// Settings of a consumer loop.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerOptions {
+    /// This consumer's name in the group (default: host-pid-random).
+    pub name: String,
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// A message whose consumer is silent this long is reclaimed by others.
+    pub visibility_timeout: Duration,
+    /// A handler running longer is abandoned and its message retried.
+    pub handler_timeout: Duration,
+    /// Deliveries after which a failing message goes to the DLQ.
+    pub max_deliveries: u64,
+    /// Delay between retries.
+    pub backoff: Backoff,
+    /// How often to look for messages to reclaim (and retries that are due).
+    pub claim_interval: Duration,
+    /// How long one read waits for new messages.
+    pub poll: Duration,
+    /// On stop, how long in-flight handlers may still run.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            name: default_consumer_name(),
+            concurrency: 16,
+            visibility_timeout: Duration::from_secs(30),
+            handler_timeout: Duration::from_secs(60),
+            max_deliveries: 5,
+            backoff: Backoff::default(),
+            claim_interval: Duration::from_millis(500),
+            poll: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `hostname-pid-xxxx`: unique per process, recognisable in `queue info`.
+pub fn default_consumer_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "eddy".to_owned());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {
+        $( $(#[$doc])* pub fn $field(mut self, v: $ty) -> Self { self.$field = v; self } )*
+    };
+}
+
+impl ConsumerOptions {
+    /// Defaults: 16 at once, visibility 30 s, handler timeout 60 s,
+    /// 5 deliveries, backoff 200 ms doubling to 30 s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    setters! {
+        /// Set the consumer name.
+        name: String,
+        /// Set the concurrency (at least 1).
+        concurrency: usize,
+        /// Set the visibility timeout.
+        visibility_timeout: Duration,
+        /// Set the handler timeout.
+        handler_timeout: Duration,
+        /// Set the maximum deliveries (at least 1).
+        max_deliveries: u64,
+        /// Set the retry backoff.
+        backoff: Backoff,
+        /// Set the reclaim interval.
+        claim_interval: Duration,
+        /// Set the read wait.
+        poll: Duration,
+        /// Set the drain deadline.
+        shutdown_timeout: Duration,
+    }
+}
+
+/// Counters of a consumer loop, updated as it runs.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ConsumerStats {
+    /// Messages handed to the handler.
+    pub delivered: AtomicU64,
+    /// Of those, redeliveries (delivery count > 1).
+    pub redelivered: AtomicU64,
+    /// Acknowledged.
+    pub acked: AtomicU64,
+    /// Handed back for a retry.
+    pub retried: AtomicU64,
+    /// Moved to the DLQ.
+    pub dead_lettered: AtomicU64,
+    /// Handlers that panicked.
+    pub panics: AtomicU64,
+    /// Handlers that ran past the timeout.
+    pub timeouts: AtomicU64,
+    /// Engine errors (each followed by a backoff).
+    pub errors: AtomicU64,
+}
+
+impl ConsumerStats {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Read a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// What the loop needs to settle a message, shared by its tasks.
+struct Settle {
+    queue: Queue,
+    opts: ConsumerOptions,
+    stats: Arc<ConsumerStats>,
+    in_flight: Mutex<HashSet<EntryId>>,
+    /// Last handler error per message, for the DLQ record (bounded).
+    last_error: Mutex<HashMap<EntryId, String>>,
+    acks: mpsc::UnboundedSender<EntryId>,
+}
+
+const MAX_REMEMBERED_ERRORS: usize = 10_000;
+
+impl Settle {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn dead_letter(&self, msg: Message, reason: String) {
+        Self::lock(&self.last_error).remove(&msg.id);
+        match self.queue.dead_letter_messages(&[msg], &reason).await {
+            Ok(_) => ConsumerStats::bump(&self.stats.dead_lettered),
+            Err(e) => {
+                // Still pending: it will be reclaimed and dead-lettered again.
+                ConsumerStats::bump(&self.stats.errors);
+                tracing::warn!(error = %e, "dead-lettering failed; the message stays pending");
+            }
+        }
+    }
+
+    async fn settle(&self, msg: Message, outcome: Outcome) {
+        let id = msg.id;
+        let retry = |after: Duration, error: String| (after, error);
+        let (after, error) = match outcome {
+            Outcome::Ack => {
+                Self::lock(&self.last_error).remove(&id);
+                // Batched by the acker; a lost ack means a redelivery, never a loss.
+                if self.acks.send(id).is_err() {
+                    tracing::warn!(%id, "acker stopped; the message will be redelivered");
+                }
+                return;
+            }
+            Outcome::Reject { reason } => {
+                tracing::info!(%id, %reason, "rejected; dead-lettering");
+                return self.dead_letter(msg, reason).await;
+            }
+            Outcome::Retry { error } => retry(self.opts.backoff.delay(msg.delivery_count), error),
+            Outcome::RetryAfter { after, error } => retry(after, error),
+        };
+        if msg.delivery_count >= self.opts.max_deliveries {
+            let reason = format!(
+                "failed {} deliveries (max_deliveries {}); last error: {error}",
+                msg.delivery_count, self.opts.max_deliveries
+            );
+            return self.dead_letter(msg, reason).await;
+        }
+        {
+            let mut errs = Self::lock(&self.last_error);
+            if errs.len() < MAX_REMEMBERED_ERRORS {
+                errs.insert(id, error.clone());
+            }
+        }
+        tracing::debug!(%id, attempt = msg.delivery_count, ?after, %error, "retrying later");
+        let released = self
+            .queue
+            .release(&self.opts.name, &[id], after, self.opts.visibility_timeout)
+            .await;
+        match released {
+            Ok(_) => ConsumerStats::bump(&self.stats.retried),
+            Err(e) => {
+                ConsumerStats::bump(&self.stats.errors);
+                tracing::warn!(%id, error = %e, "release failed; the message is retried after the visibility timeout");
+            }
+        }
+    }
+}
+
+/// Run the consumer loop on `queue` until `shutdown` completes, then stop
+/// fetching and let in-flight handlers finish (up to
+/// [`ConsumerOptions::shutdown_timeout`]); unfinished ones stay pending for
+/// another consumer. Returns the counters.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> eddy::Result<()> {
+/// use std::time::Duration;
+/// use eddy::queue::consumer::{run, ConsumerOptions, Outcome};
+///
+/// let mq = eddy::Eddy::open("memory://").await?;
+/// let (q, _) = mq.create_queue_pair("jobs").await?;
+/// q.send(&serde_json::json!({"n": 1})).await?;
+///
+/// let stop = tokio::time::sleep(Duration::from_millis(200));
+/// let stats = run(q, ConsumerOptions::new(), |msg| async move {
+///     if msg.data["n"] == 1 { Outcome::Ack } else { Outcome::reject("unexpected") }
+/// }, stop).await?;
+/// assert_eq!(stats.acked.load(std::sync::atomic::Ordering::Relaxed), 1);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn run<H, Fut, S>(
+    queue: Queue,
+    opts: ConsumerOptions,
+    handler: H,
+    shutdown: S,
+) -> Result<Arc<ConsumerStats>>
+where
+    H: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+    S: Future<Output = ()> + Send,
+{
+    let stats = Arc::new(ConsumerStats::default());
+    run_with_stats(queue, opts, handler, shutdown, stats.clone()).await?;
+    Ok(stats)
+}
+
+/// Like [`run`], updating counters the caller holds (to watch them live).
+pub async fn run_with_stats<H, Fut, S>(
+    queue: Queue,
+    mut opts: ConsumerOptions,
+    handler: H,
+    shutdown: S,
+    stats: Arc<ConsumerStats>,
+) -> Result<()>
+where
+    H: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+    S: Future<Output = ()> + Send,
+{
+    opts.concurrency = opts.concurrency.max(1);
+    opts.max_deliveries = opts.max_deliveries.max(1);
+    crate::engine::keys::validate_consumer(&opts.name)?;
+    let handler = Arc::new(handler);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let acker = tokio::spawn(ack_batches(queue.clone(), ack_rx, stats.clone()));
+    let settle = Arc::new(Settle {
+        queue: queue.clone(),
+        opts: opts.clone(),
+        stats: stats.clone(),
+        in_flight: Mutex::new(HashSet::new()),
+        last_error: Mutex::new(HashMap::new()),
+        acks: ack_tx,
+    });
+    let extender = tokio::spawn(extend_leases(settle.clone()));
+    let permits = Arc::new(Semaphore::new(opts.concurrency));
+    let mut next_claim = Instant::now();
+    let mut error_pause = Duration::from_millis(50);
+    tokio::pin!(shutdown);
+
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let free = permits.available_permits() + 1;
+        let fetched = async {
+            let mut msgs = Vec::new();
+            if Instant::now() >= next_claim {
+                next_claim = Instant::now() + opts.claim_interval;
+                msgs = queue
+                    .claim_stale(&opts.name, opts.visibility_timeout, free)
+                    .await?;
+            }
+            if msgs.is_empty() {
+                let wait = opts
+                    .poll
+                    .min(next_claim.saturating_duration_since(Instant::now()));
+                let recv = Receive::new()
+                    .count(free)
+                    .consumer(opts.name.clone())
+                    .block(wait.max(Duration::from_millis(1)));
+                msgs = queue.receive(&recv).await?;
+            }
+            Ok::<_, crate::Error>(msgs)
+        };
+        // A read in progress is never cancelled: what it delivers is ours and
+        // must be handled or left pending, so shutdown is checked between reads.
+        let msgs = match fetched.await {
+            Ok(m) => {
+                error_pause = Duration::from_millis(50);
+                m
+            }
+            Err(e) => {
+                ConsumerStats::bump(&stats.errors);
+                tracing::warn!(queue = %queue.name(), error = %e, kind = ?e.kind(), pause = ?error_pause, "consumer read failed; backing off");
+                drop(first);
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(error_pause) => {}
+                }
+                error_pause = (error_pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let mut first = Some(first);
+        for msg in msgs {
+            if msg.delivery_count > opts.max_deliveries {
+                let last = Settle::lock(&settle.last_error).get(&msg.id).cloned();
+                let reason = format!(
+                    "delivered {} times (max_deliveries {}); last error: {}",
+                    msg.delivery_count,
+                    opts.max_deliveries,
+                    last.unwrap_or_else(|| {
+                        "none recorded: the handler never finished (its process died or it hung)"
+                            .into()
+                    })
+                );
+                settle.dead_letter(msg, reason).await;
+                continue;
+            }
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    // Cannot happen (only this loop takes permits); leave it
+                    // pending for a reclaim rather than exceed the limit.
+                    Err(_) => continue,
+                },
+            };
+            ConsumerStats::bump(&stats.delivered);
+            if msg.delivery_count > 1 {
+                ConsumerStats::bump(&stats.redelivered);
+            }
+            Settle::lock(&settle.in_flight).insert(msg.id);
+            let span = tracing::info_span!("delivery", queue = %queue.name(), group = %queue.keys().group, msg_id = %msg.id, attempt = msg.delivery_count);
+            let (settle, handler, timeout) =
+                (settle.clone(), handler.clone(), opts.handler_timeout);
+            tokio::spawn(
+                async move {
+                    let run = AssertUnwindSafe(handler(msg.clone())).catch_unwind();
+                    let outcome = match tokio::time::timeout(timeout, run).await {
+                        Ok(Ok(outcome)) => outcome,
+                        Ok(Err(panic)) => {
+                            ConsumerStats::bump(&settle.stats.panics);
+                            let what = panic_message(&panic);
+                            tracing::error!(panic = %what, "handler panicked");
+                            Outcome::retry(format!("handler panicked: {what}"))
+                        }
+                        Err(_) => {
+                            ConsumerStats::bump(&settle.stats.timeouts);
+                            tracing::warn!(?timeout, "handler timed out");
+                            Outcome::retry(format!("handler timed out after {timeout:?}"))
+                        }
+                    };
+                    let id = msg.id;
+                    settle.settle(msg, outcome).await;
+                    Settle::lock(&settle.in_flight).remove(&id);
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    // Drain: wait for in-flight handlers up to the deadline.
+    let drained = tokio::time::timeout(
+        opts.shutdown_timeout,
+        permits.acquire_many(opts.concurrency as u32),
+    )
+    .await;
+    extender.abort();
+    if drained.is_err() {
+        let left: Vec<EntryId> = Settle::lock(&settle.in_flight).iter().copied().collect();
+        tracing::warn!(n = left.len(), "handlers still running at the shutdown deadline; their messages stay pending for another consumer");
+        // Let others retry them right away instead of after the visibility timeout.
+        let _ = queue
+            .release(&opts.name, &left, Duration::ZERO, opts.visibility_timeout)
+            .await;
+    }
+    drop(settle);
+    // The acker ends once every sender is gone; in-flight tasks past the
+    // deadline still hold one, so don't wait for them forever.
+    let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
+    Ok(())
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// Acknowledge in batches: whatever has accumulated goes in one XACK.
+async fn ack_batches(
+    queue: Queue,
+    mut rx: mpsc::UnboundedReceiver<EntryId>,
+    stats: Arc<ConsumerStats>,
+) {
+    let mut batch = Vec::with_capacity(512);
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let mut pause = Duration::from_millis(50);
+        for attempt in 1..=5 {
+            match queue.ack(&batch).await {
+                Ok(_) => {
+                    stats.acked.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    ConsumerStats::bump(&stats.errors);
+                    tracing::warn!(error = %e, attempt, n = batch.len(), "ack failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Every third of the visibility timeout, extend the leases of every
+/// message still being handled.
+async fn extend_leases(settle: Arc<Settle>) {
+    let every = (settle.opts.visibility_timeout / 3).max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ids: Vec<EntryId> = Settle::lock(&settle.in_flight).iter().copied().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) = settle.queue.extend(&settle.opts.name, &ids).await {
+            ConsumerStats::bump(&settle.stats.errors);
+            tracing::warn!(error = %e, n = ids.len(), "lease extension failed");
+        }
+    }
+}
