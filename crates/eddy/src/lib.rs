@@ -37,6 +37,7 @@
     )
 )]
 
+pub mod bus;
 pub mod engine;
 mod error;
 pub mod queue;

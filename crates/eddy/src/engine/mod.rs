@@ -192,8 +192,24 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// The fields of a metadata hash, or `None` if it does not exist.
     async fn metadata(&self, meta_key: &str) -> Result<Option<Vec<(String, String)>>>;
 
-    /// Every member of the registry set.
-    async fn registry(&self, registry: &str) -> Result<Vec<String>>;
+    /// Every member of a set (the registry, a route set), sorted.
+    async fn members(&self, key: &str) -> Result<Vec<String>>;
+
+    /// Every member of the registry set, sorted.
+    async fn registry(&self, registry: &str) -> Result<Vec<String>> {
+        self.members(registry).await
+    }
+
+    /// Add members to a set; returns how many were new.
+    async fn set_add(&self, key: &str, members: &[String]) -> Result<u64>;
+
+    /// Remove members from a set; returns how many were there.
+    async fn set_remove(&self, key: &str, members: &[String]) -> Result<u64>;
+
+    /// Fan out: atomically append `data` to the stream
+    /// `target_prefix + member` for every member of every `routes` set (each
+    /// once), and to `log` if given. Returns the members, sorted.
+    async fn publish(&self, publish: &Publish) -> Result<Vec<String>>;
 
     /// Delete each queue's keys and remove it from the registry. Returns
     /// whether any key existed.
@@ -281,6 +297,38 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         after: Duration,
         min_idle: Duration,
     ) -> Result<u64>;
+}
+
+/// One event to fan out with [`Engine::publish`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Publish {
+    /// Route sets whose members name the target queues.
+    pub routes: Vec<String>,
+    /// A target's stream key is this prefix followed by the member.
+    pub target_prefix: String,
+    /// A stream that gets every event too (the bus's `all` log).
+    pub log: Option<String>,
+    /// The entry's `data`.
+    pub data: Bytes,
+}
+
+impl Publish {
+    /// A fan-out of `data` to the members of `routes`.
+    pub fn new(routes: Vec<String>, target_prefix: impl Into<String>, data: Bytes) -> Self {
+        Self {
+            routes,
+            target_prefix: target_prefix.into(),
+            log: None,
+            data,
+        }
+    }
+
+    /// Also append to `log`.
+    pub fn log(mut self, log: impl Into<String>) -> Self {
+        self.log = Some(log.into());
+        self
+    }
 }
 
 /// What [`Engine::claim`] took over.

@@ -422,7 +422,21 @@ impl Eddy {
         Sweeper { task }
     }
 
-    fn encode<T: Serialize + ?Sized>(&self, payload: &T, opts: &SendOptions) -> Result<Bytes> {
+    pub(crate) fn encode<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+        opts: &SendOptions,
+    ) -> Result<Bytes> {
+        self.encode_at(payload, opts, wire::now_secs())
+    }
+
+    /// Encode with `_metadata.timestamp` set to `timestamp`.
+    pub(crate) fn encode_at<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+        opts: &SendOptions,
+        timestamp: f64,
+    ) -> Result<Bytes> {
         if opts.ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid_argument("TTL must be longer than zero"));
         }
@@ -441,7 +455,7 @@ impl Eddy {
         wire::encode(
             payload,
             &message_id,
-            wire::now_secs(),
+            timestamp,
             ttl_secs,
             self.inner.max_payload_bytes,
         )

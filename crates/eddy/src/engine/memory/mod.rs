@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, QueueKeys,
-    StreamInfo, Transfer,
+    Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, Publish,
+    QueueKeys, StreamInfo, Transfer,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -274,13 +274,56 @@ impl Engine for MemoryEngine {
         Ok(self.lock().hashes.get(meta_key).cloned())
     }
 
-    async fn registry(&self, registry: &str) -> Result<Vec<String>> {
+    async fn members(&self, key: &str) -> Result<Vec<String>> {
         Ok(self
             .lock()
             .sets
-            .get(registry)
+            .get(key)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn set_add(&self, key: &str, members: &[String]) -> Result<u64> {
+        let mut st = self.lock();
+        let set = st.sets.entry(key.to_owned()).or_default();
+        Ok(members.iter().filter(|m| set.insert((*m).clone())).count() as u64)
+    }
+
+    async fn set_remove(&self, key: &str, members: &[String]) -> Result<u64> {
+        let mut st = self.lock();
+        let Some(set) = st.sets.get_mut(key) else {
+            return Ok(0);
+        };
+        let n = members.iter().filter(|m| set.remove(*m)).count() as u64;
+        if set.is_empty() {
+            st.sets.remove(key);
+        }
+        Ok(n)
+    }
+
+    async fn publish(&self, p: &Publish) -> Result<Vec<String>> {
+        let now = self.clock_ms();
+        let mut st = self.lock();
+        let members: BTreeSet<String> = p
+            .routes
+            .iter()
+            .filter_map(|r| st.sets.get(r))
+            .flatten()
+            .cloned()
+            .collect();
+        let mut woken: Vec<String> = Vec::with_capacity(members.len() + 1);
+        for m in &members {
+            let stream = format!("{}{m}", p.target_prefix);
+            st.xadd(&stream, now, p.data.clone());
+            woken.push(stream);
+        }
+        if let Some(log) = &p.log {
+            st.xadd(log, now, p.data.clone());
+            woken.push(log.clone());
+        }
+        drop(st);
+        self.wake(woken);
+        Ok(members.into_iter().collect())
     }
 
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {

@@ -13,8 +13,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Value};
 
 use super::{
-    Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, QueueKeys, StreamInfo,
-    Transfer,
+    Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, Publish, QueueKeys,
+    StreamInfo, Transfer,
 };
 use crate::error::{Error, ErrorKind, Result};
 use scripts::Scripts;
@@ -362,14 +362,52 @@ impl Engine for RedisEngine {
         })
     }
 
-    async fn registry(&self, registry: &str) -> Result<Vec<String>> {
+    async fn members(&self, key: &str) -> Result<Vec<String>> {
         let mut members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(registry)
+            .arg(key)
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
         members.sort();
         Ok(members)
+    }
+
+    async fn set_add(&self, key: &str, members: &[String]) -> Result<u64> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        redis::cmd("SADD")
+            .arg(key)
+            .arg(members)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn set_remove(&self, key: &str, members: &[String]) -> Result<u64> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        redis::cmd("SREM")
+            .arg(key)
+            .arg(members)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn publish(&self, p: &Publish) -> Result<Vec<String>> {
+        let mut inv = self.scripts.publish.prepare_invoke();
+        for r in &p.routes {
+            inv.key(r);
+        }
+        if let Some(log) = &p.log {
+            inv.key(log);
+        }
+        inv.arg(&p.target_prefix)
+            .arg(p.data.as_ref())
+            .arg(if p.log.is_some() { "1" } else { "0" });
+        self.invoke(&inv).await
     }
 
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {

@@ -27,6 +27,7 @@ pub(super) struct Scripts {
     pub claim: Script,
     pub extend: Script,
     pub release: Script,
+    pub publish: Script,
 }
 
 impl Scripts {
@@ -44,6 +45,7 @@ impl Scripts {
             claim: script!("claim.lua"),
             extend: script!("extend.lua"),
             release: script!("release.lua"),
+            publish: script!("publish.lua"),
         }
     }
 }

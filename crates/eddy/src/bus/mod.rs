@@ -1,0 +1,241 @@
+//! The event bus: typed events fanned out to per-service subscription
+//! queues.
+//!
+//! Routes live in the engine (on Redis, in Redis), never in process memory,
+//! so every process that publishes routes the same way — the seed's first
+//! flaw was a per-process subscriber map. Under the bus prefix (`events:`):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `events:sub:SERVICE` (+ `:dlq`, ...) | queue pair | the service's subscription queue |
+//! | `events:routes:TYPE` | set | services subscribed to `TYPE` |
+//! | `events:routes:*` | set | services subscribed to every type |
+//! | `events:all` (+ `:dlq`, ...) | queue pair | every event published, for replay |
+//!
+//! Publishing is one atomic step: one Lua script on Redis, one critical
+//! section embedded.
+
+mod envelope;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use envelope::{Envelope, Event, RESERVED};
+
+use crate::engine::{validate_name, EntryId, Publish, SharedEngine};
+use crate::error::{Error, ErrorKind, Result};
+use crate::queue::{Eddy, EddyBuilder, Queue};
+
+/// The default bus prefix.
+pub const DEFAULT_PREFIX: &str = "events:";
+
+/// The queue name of the log of every event.
+const ALL_LOG: &str = "all";
+
+/// Which events a service subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subscription {
+    /// Every event type.
+    All,
+    /// These event types.
+    Types(Vec<String>),
+}
+
+impl Subscription {
+    /// A subscription to the given type names.
+    pub fn types<I, S>(types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Subscription::Types(types.into_iter().map(Into::into).collect())
+    }
+}
+
+/// The outcome of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The event's id.
+    pub event_id: String,
+    /// The services it was delivered to (their subscription queues).
+    pub delivered_to: Vec<String>,
+}
+
+/// The event bus. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> eddy::Result<()> {
+/// use eddy::bus::{Bus, Envelope, Subscription};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct OrderCreatedEvent { order_id: String, total: f64 }
+/// eddy::event!(OrderCreatedEvent);
+///
+/// let bus = Bus::open("memory://").await?;
+/// let queue = bus.subscribe("payment-service", &Subscription::types(["OrderCreatedEvent"])).await?;
+/// let sent = bus.publish(&OrderCreatedEvent { order_id: "o1".into(), total: 9.5 }).await?;
+/// assert_eq!(sent.delivered_to, ["payment-service"]);
+///
+/// let msg = &queue.receive(&eddy::Receive::new()).await?[0];
+/// let event: OrderCreatedEvent = Envelope::from_message(msg)?.decode()?;
+/// assert_eq!(event.order_id, "o1");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bus {
+    mq: Eddy,
+}
+
+impl Bus {
+    /// Open the engine at `url` with the bus prefix `events:`.
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::new(EddyBuilder::new(url).prefix(DEFAULT_PREFIX).open().await?).await
+    }
+
+    /// A bus on an engine that is already open, under the bus prefix.
+    pub async fn with_engine(engine: SharedEngine) -> Result<Self> {
+        Self::new(
+            EddyBuilder::new("")
+                .prefix(DEFAULT_PREFIX)
+                .with_engine(engine)?,
+        )
+        .await
+    }
+
+    /// A bus over `mq`, whose prefix becomes the bus prefix.
+    pub async fn new(mq: Eddy) -> Result<Self> {
+        mq.create_queue_pair(ALL_LOG).await?;
+        Ok(Self { mq })
+    }
+
+    /// The queues underneath (prefix `events:`).
+    pub fn queues(&self) -> &Eddy {
+        &self.mq
+    }
+
+    fn routes_key(&self, event_type: &str) -> String {
+        format!("{}routes:{event_type}", self.mq.prefix())
+    }
+
+    fn all_routes_key(&self) -> String {
+        format!("{}routes:*", self.mq.prefix())
+    }
+
+    fn sub_queue_name(service: &str) -> Result<String> {
+        validate_name(service).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidName,
+                format!("invalid service name `{service}`: use 1 to 190 characters from A-Z a-z 0-9 _ - . :"),
+            )
+        })?;
+        Ok(format!("sub:{service}"))
+    }
+
+    /// Subscribe `service` to event types (or all), creating its
+    /// subscription queue pair `sub:SERVICE`. Routes are stored in the
+    /// engine and add to earlier ones. Events published earlier are not
+    /// copied in; use [`Bus::replay`] for those.
+    pub async fn subscribe(&self, service: &str, subscription: &Subscription) -> Result<Queue> {
+        let name = Self::sub_queue_name(service)?;
+        let keys: Vec<String> = match subscription {
+            Subscription::All => vec![self.all_routes_key()],
+            Subscription::Types(types) => {
+                for t in types {
+                    validate_name(t)?;
+                }
+                types.iter().map(|t| self.routes_key(t)).collect()
+            }
+        };
+        // The queue first: a route must never point at a queue without a group.
+        let (queue, _) = self.mq.create_queue_pair(&name).await?;
+        for key in keys {
+            self.mq
+                .engine()
+                .set_add(&key, std::slice::from_ref(&service.to_owned()))
+                .await?;
+        }
+        Ok(queue)
+    }
+
+    /// Remove routes of `service` (its queue and pending events stay).
+    pub async fn unsubscribe(&self, service: &str, subscription: &Subscription) -> Result<()> {
+        Self::sub_queue_name(service)?;
+        let keys = match subscription {
+            Subscription::All => vec![self.all_routes_key()],
+            Subscription::Types(types) => types.iter().map(|t| self.routes_key(t)).collect(),
+        };
+        for key in keys {
+            self.mq
+                .engine()
+                .set_remove(&key, std::slice::from_ref(&service.to_owned()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The services that receive events of `event_type`.
+    pub async fn subscribers(&self, event_type: &str) -> Result<Vec<String>> {
+        let mut out = self
+            .mq
+            .engine()
+            .members(&self.routes_key(event_type))
+            .await?;
+        out.extend(self.mq.engine().members(&self.all_routes_key()).await?);
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The subscription queue of `service`.
+    pub async fn subscription_queue(&self, service: &str) -> Result<Queue> {
+        self.mq.queue(&Self::sub_queue_name(service)?).await
+    }
+
+    /// Publish a typed event.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Published> {
+        self.publish_envelope(&Envelope::new(event)?).await
+    }
+
+    /// Publish an event with its envelope (source, correlation, ...) set by
+    /// the caller. Publishing the same envelope twice delivers two copies
+    /// with the same `event_id`, which consumers can drop.
+    pub async fn publish_envelope(&self, env: &Envelope) -> Result<Published> {
+        let data = self.encode(env)?;
+        let publish = Publish::new(
+            vec![self.routes_key(&env.event_type), self.all_routes_key()],
+            format!("{}sub:", self.mq.prefix()),
+            data,
+        )
+        .log(format!("{}{ALL_LOG}", self.mq.prefix()));
+        let delivered_to = self.mq.engine().publish(&publish).await?;
+        Ok(Published {
+            event_id: env.event_id.clone(),
+            delivered_to,
+        })
+    }
+
+    fn encode(&self, env: &Envelope) -> Result<Bytes> {
+        let opts = crate::SendOptions::new().message_id(env.event_id.clone());
+        self.mq.encode_at(&env.to_json(), &opts, env.timestamp)
+    }
+
+    /// Events from the `all` log published at or after `since`, oldest
+    /// first, at most `count`. A new service can catch up with this.
+    pub async fn replay(&self, since: SystemTime, count: usize) -> Result<Vec<Envelope>> {
+        let ms = since
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64;
+        let log = self.mq.queue(ALL_LOG).await?;
+        log.peek_from(EntryId::new(ms, 0), count)
+            .await?
+            .iter()
+            .map(Envelope::from_message)
+            .collect()
+    }
+}
