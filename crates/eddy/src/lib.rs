@@ -41,6 +41,7 @@ pub mod bus;
 pub mod engine;
 mod error;
 pub mod queue;
+pub mod service;
 
 pub use engine::EntryId;
 pub use error::{Error, ErrorKind, Result};

@@ -128,8 +128,12 @@ impl Backoff {
     }
 }
 
+/// Extracts the ordering key of a message: messages with the same key are
+/// handled one at a time, in the order this consumer received them.
+pub type OrderingKey = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
+
 /// Settings of a consumer loop.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ConsumerOptions {
     /// This consumer's name in the group (default: host-pid-random).
@@ -150,6 +154,26 @@ pub struct ConsumerOptions {
     pub poll: Duration,
     /// On stop, how long in-flight handlers may still run.
     pub shutdown_timeout: Duration,
+    /// Handle messages with the same key one at a time, in order (a retried
+    /// message comes back after later ones, as with any broker).
+    pub ordering_key: Option<OrderingKey>,
+}
+
+impl std::fmt::Debug for ConsumerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerOptions")
+            .field("name", &self.name)
+            .field("concurrency", &self.concurrency)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("backoff", &self.backoff)
+            .field("claim_interval", &self.claim_interval)
+            .field("poll", &self.poll)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("ordering_key", &self.ordering_key.is_some())
+            .finish()
+    }
 }
 
 impl Default for ConsumerOptions {
@@ -164,6 +188,7 @@ impl Default for ConsumerOptions {
             claim_interval: Duration::from_millis(500),
             poll: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
+            ordering_key: None,
         }
     }
 }
@@ -215,6 +240,15 @@ impl ConsumerOptions {
         /// Set the drain deadline.
         shutdown_timeout: Duration,
     }
+
+    /// Handle messages with the same key (by `key`) one at a time, in order.
+    pub fn ordering_key(
+        mut self,
+        key: impl Fn(&Message) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.ordering_key = Some(Arc::new(key));
+        self
+    }
 }
 
 /// Counters of a consumer loop, updated as it runs.
@@ -259,7 +293,11 @@ struct Settle {
     /// Last handler error per message, for the DLQ record (bounded).
     last_error: Mutex<HashMap<EntryId, String>>,
     acks: mpsc::UnboundedSender<EntryId>,
+    /// Per ordering key: the completion of the last message dispatched.
+    chains: Mutex<HashMap<String, (u64, Chain)>>,
 }
+
+type Chain = futures::future::Shared<tokio::sync::oneshot::Receiver<()>>;
 
 const MAX_REMEMBERED_ERRORS: usize = 10_000;
 
@@ -392,7 +430,9 @@ where
         in_flight: Mutex::new(HashSet::new()),
         last_error: Mutex::new(HashMap::new()),
         acks: ack_tx,
+        chains: Mutex::new(HashMap::new()),
     });
+    let mut dispatched: u64 = 0;
     let extender = tokio::spawn(extend_leases(settle.clone()));
     let permits = Arc::new(Semaphore::new(opts.concurrency));
     let mut next_claim = Instant::now();
@@ -479,10 +519,27 @@ where
             }
             Settle::lock(&settle.in_flight).insert(msg.id);
             let span = tracing::info_span!("delivery", queue = %queue.name(), group = %queue.keys().group, msg_id = %msg.id, attempt = msg.delivery_count);
+            dispatched += 1;
+            let chain = opts.ordering_key.as_ref().and_then(|k| k(&msg)).map(|key| {
+                let (done, rx) = tokio::sync::oneshot::channel::<()>();
+                let prev = Settle::lock(&settle.chains)
+                    .insert(key.clone(), (dispatched, rx.shared()))
+                    .map(|(_, prev)| prev);
+                (key, dispatched, prev, done)
+            });
             let (settle, handler, timeout) =
                 (settle.clone(), handler.clone(), opts.handler_timeout);
             tokio::spawn(
                 async move {
+                    let chain = match chain {
+                        Some((key, seq, prev, done)) => {
+                            if let Some(prev) = prev {
+                                let _ = prev.await;
+                            }
+                            Some((key, seq, done))
+                        }
+                        None => None,
+                    };
                     let run = AssertUnwindSafe(handler(msg.clone())).catch_unwind();
                     let outcome = match tokio::time::timeout(timeout, run).await {
                         Ok(Ok(outcome)) => outcome,
@@ -501,6 +558,13 @@ where
                     let id = msg.id;
                     settle.settle(msg, outcome).await;
                     Settle::lock(&settle.in_flight).remove(&id);
+                    if let Some((key, seq, done)) = chain {
+                        let _ = done.send(());
+                        let mut chains = Settle::lock(&settle.chains);
+                        if chains.get(&key).is_some_and(|(s, _)| *s == seq) {
+                            chains.remove(&key);
+                        }
+                    }
                     drop(permit);
                 }
                 .instrument(span),

@@ -1,0 +1,547 @@
+//! The service runtime: the seed's `Microservice`, done properly.
+//!
+//! A service subscribes to event types on the [`Bus`], and runs a typed
+//! handler per type on its subscription queue through the consumer loop
+//! ([`crate::queue::consumer`]), with a concurrency limit, optional ordering
+//! per key, retries with backoff and a handler timeout. For each message:
+//!
+//! - not an event at all → dead-lettered at once with the reason;
+//! - an event type with no handler → acknowledged and logged (the seed's
+//!   behaviour — it never stays pending);
+//! - handler `Ok` → acknowledged; [`HandlerError::Reject`] (the seed's
+//!   `return False`) → dead-lettered at once with the reason;
+//!   [`HandlerError::Retry`], a panic or a timeout → retried with backoff,
+//!   dead-lettered after the maximum deliveries.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> eddy::Result<()> {
+//! use eddy::bus::Bus;
+//! use eddy::service::{Context, HandlerError, Service};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Ping { n: u32 }
+//! eddy::event!(Ping);
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Pong { n: u32 }
+//! eddy::event!(Pong);
+//!
+//! let bus = Bus::open("memory://").await?;
+//! let pinger = Service::builder("ponger", bus.clone())
+//!     .on(|ctx: Context, ping: Ping| async move {
+//!         ctx.publish(&Pong { n: ping.n + 1 }).await?;
+//!         Ok::<_, HandlerError>(())
+//!     })
+//!     .start()
+//!     .await?;
+//! let pongs = bus.subscribe("test", &eddy::bus::Subscription::types(["Pong"])).await?;
+//! bus.publish(&Ping { n: 1 }).await?;
+//! let got = pongs.receive(&eddy::Receive::new().block(std::time::Duration::from_secs(5))).await?;
+//! assert_eq!(got[0].data["n"], 2);
+//! assert_eq!(got[0].data["source"], "ponger");
+//! pinger.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod metrics;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use metrics::Recorded;
+pub use metrics::{Histogram, ServiceMetrics, Snapshot, TypeMetrics};
+
+use crate::bus::{Bus, Envelope, Event, Published, Subscription};
+use crate::error::{Error, Result};
+use crate::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, Outcome};
+use crate::queue::Message;
+
+/// Why a handler did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// Retrying cannot help: dead-letter the event now with this reason.
+    Reject(String),
+    /// Possibly transient: retry with backoff, dead-letter after the maximum
+    /// deliveries.
+    Retry(String),
+}
+
+impl HandlerError {
+    /// Dead-letter now.
+    pub fn reject(reason: impl Into<String>) -> Self {
+        HandlerError::Reject(reason.into())
+    }
+
+    /// Retry later.
+    pub fn retry(error: impl std::fmt::Display) -> Self {
+        HandlerError::Retry(error.to_string())
+    }
+}
+
+impl From<Error> for HandlerError {
+    fn from(e: Error) -> Self {
+        HandlerError::Retry(e.to_string())
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandlerError::Reject(r) => write!(f, "rejected: {r}"),
+            HandlerError::Retry(e) => write!(f, "failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+/// What a handler gets besides its event: who it is, what it is handling,
+/// and a way to publish follow-up events.
+#[derive(Debug, Clone)]
+pub struct Context {
+    bus: Bus,
+    service: Arc<str>,
+    envelope: Arc<Envelope>,
+    delivery_count: u64,
+    metrics: Arc<ServiceMetrics>,
+}
+
+impl Context {
+    /// The service handling the event.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The incoming event's envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Deliveries of this event to this service so far, this one included.
+    pub fn delivery_count(&self) -> u64 {
+        self.delivery_count
+    }
+
+    /// Publish a follow-up event: `source` is this service, `causation_id`
+    /// the incoming event, `correlation_id` the incoming event's (or its id
+    /// if it had none), and `traceparent` continues the incoming trace.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Published> {
+        let mut env = Envelope::new(event)?;
+        env.source = Some(self.service.to_string());
+        env.causation_id = Some(self.envelope.event_id.clone());
+        env.correlation_id = Some(
+            self.envelope
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| self.envelope.event_id.clone()),
+        );
+        env.traceparent = Some(child_traceparent(self.envelope.traceparent.as_deref()));
+        let out = self.bus.publish_envelope(&env).await?;
+        self.metrics.published();
+        Ok(out)
+    }
+}
+
+/// A W3C `traceparent` continuing `parent`'s trace with a new span id, or
+/// starting a new trace.
+fn child_traceparent(parent: Option<&str>) -> String {
+    let trace_id = parent
+        .and_then(|p| p.split('-').nth(1))
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>() | 1));
+    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type Handler = Arc<dyn Fn(Context, &Envelope) -> BoxFuture + Send + Sync>;
+
+/// Builds a [`Service`]: name, handlers, limits.
+pub struct ServiceBuilder {
+    name: String,
+    bus: Bus,
+    handlers: HashMap<String, Handler>,
+    fallback: Option<Handler>,
+    options: ConsumerOptions,
+    order_by: Option<String>,
+    dedupe_window: usize,
+}
+
+impl std::fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("name", &self.name)
+            .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("all_events", &self.fallback.is_some())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// A service: the seed's `Microservice`.
+#[derive(Debug)]
+pub struct Service;
+
+impl Service {
+    /// Start building the service `name` on `bus`.
+    pub fn builder(name: impl Into<String>, bus: Bus) -> ServiceBuilder {
+        let name = name.into();
+        ServiceBuilder {
+            options: ConsumerOptions::new().name(consumer::default_consumer_name()),
+            name,
+            bus,
+            handlers: HashMap::new(),
+            fallback: None,
+            order_by: None,
+            dedupe_window: 10_000,
+        }
+    }
+}
+
+impl ServiceBuilder {
+    /// Handle events of type `E` (and subscribe to them).
+    pub fn on<E, F, Fut>(mut self, handler: F) -> Self
+    where
+        E: Event,
+        F: Fn(Context, E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |ctx: Context, env: &Envelope| {
+            let decoded = env.decode::<E>();
+            let handler = handler.clone();
+            Box::pin(async move {
+                match decoded {
+                    Ok(event) => handler(ctx, event).await,
+                    // Missing or mistyped fields never get better.
+                    Err(e) => Err(HandlerError::Reject(e.to_string())),
+                }
+            })
+        });
+        self.handlers.insert(E::TYPE.to_owned(), erased);
+        self
+    }
+
+    /// Handle every event type without a typed handler, as an envelope (and
+    /// subscribe to all types).
+    pub fn on_any<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Context, Envelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.fallback = Some(Arc::new(move |ctx: Context, env: &Envelope| {
+            let (handler, env) = (handler.clone(), env.clone());
+            Box::pin(async move { handler(ctx, env).await })
+        }));
+        self
+    }
+
+    /// Handlers running at once (default 16).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.options.concurrency = n.max(1);
+        self
+    }
+
+    /// Retry delays (default 200 ms doubling to 30 s, with jitter).
+    pub fn retry(mut self, backoff: Backoff) -> Self {
+        self.options.backoff = backoff;
+        self
+    }
+
+    /// Deliveries before a failing event is dead-lettered (default 5).
+    pub fn max_deliveries(mut self, n: u64) -> Self {
+        self.options.max_deliveries = n.max(1);
+        self
+    }
+
+    /// A handler running longer is abandoned and retried (default 60 s).
+    pub fn handler_timeout(mut self, d: Duration) -> Self {
+        self.options.handler_timeout = d;
+        self
+    }
+
+    /// Events held by a silent consumer this long are redelivered (default
+    /// 30 s).
+    pub fn visibility_timeout(mut self, d: Duration) -> Self {
+        self.options.visibility_timeout = d;
+        self
+    }
+
+    /// How long `stop` lets in-flight handlers finish (default 10 s).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.options.shutdown_timeout = d;
+        self
+    }
+
+    /// Handle events with the same value of field `field` (e.g. `order_id`)
+    /// one at a time, in the order they arrive.
+    pub fn order_by(mut self, field: impl Into<String>) -> Self {
+        self.order_by = Some(field.into());
+        self
+    }
+
+    /// Remember this many handled event ids to drop duplicates (default
+    /// 10,000; 0 turns it off).
+    pub fn dedupe_window(mut self, n: usize) -> Self {
+        self.dedupe_window = n;
+        self
+    }
+
+    /// Replace the consumer loop settings wholesale.
+    pub fn consumer_options(mut self, options: ConsumerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    fn subscription(&self) -> Subscription {
+        if self.fallback.is_some() {
+            Subscription::All
+        } else {
+            let mut types: Vec<String> = self.handlers.keys().cloned().collect();
+            types.sort();
+            Subscription::Types(types)
+        }
+    }
+
+    /// Subscribe (routes are stored in the engine, so publishers in any
+    /// process reach this service) and start handling events.
+    pub async fn start(self) -> Result<RunningService> {
+        let queue = self.bus.subscribe(&self.name, &self.subscription()).await?;
+        let metrics = Arc::new(ServiceMetrics::default());
+        let stats = Arc::new(ConsumerStats::default());
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let mut options = self.options;
+        if let Some(field) = self.order_by.clone() {
+            options = options.ordering_key(move |m: &Message| match m.data.get(&field) {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(v) if !v.is_null() => Some(v.to_string()),
+                _ => None,
+            });
+        }
+        let dispatch = Arc::new(Dispatch {
+            bus: self.bus.clone(),
+            service: self.name.clone().into(),
+            handlers: self.handlers,
+            fallback: self.fallback,
+            metrics: metrics.clone(),
+            seen: Mutex::new(Seen::new(self.dedupe_window)),
+        });
+        let name = self.name.clone();
+        let task = tokio::spawn({
+            let stats = stats.clone();
+            async move {
+                let shutdown = async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                };
+                tracing::info!(service = %name, "service started");
+                let result = consumer::run_with_stats(
+                    queue,
+                    options,
+                    move |msg| {
+                        let dispatch = dispatch.clone();
+                        async move { dispatch.handle(msg).await }
+                    },
+                    shutdown,
+                    stats,
+                )
+                .await;
+                tracing::info!(service = %name, "service stopped");
+                result
+            }
+        });
+        Ok(RunningService {
+            name: self.name,
+            stop: stop_tx,
+            task,
+            metrics,
+            stats,
+        })
+    }
+}
+
+/// Recently handled event ids, for dropping duplicates.
+struct Seen {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl Seen {
+    fn new(cap: usize) -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
+    fn insert(&mut self, id: &str) {
+        if self.cap == 0 || !self.set.insert(id.to_owned()) {
+            return;
+        }
+        self.order.push_back(id.to_owned());
+        if self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+struct Dispatch {
+    bus: Bus,
+    service: Arc<str>,
+    handlers: HashMap<String, Handler>,
+    fallback: Option<Handler>,
+    metrics: Arc<ServiceMetrics>,
+    seen: Mutex<Seen>,
+}
+
+impl Dispatch {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn handle(&self, msg: Message) -> Outcome {
+        let env = match Envelope::from_message(&msg) {
+            Ok(env) => env,
+            Err(e) => {
+                self.metrics.malformed();
+                return Outcome::reject(format!("not an event: {e}"));
+            }
+        };
+        if self.seen().contains(&env.event_id) {
+            self.metrics.duplicate();
+            tracing::debug!(event_id = %env.event_id, "duplicate event dropped");
+            return Outcome::Ack;
+        }
+        let Some(handler) = self
+            .handlers
+            .get(&env.event_type)
+            .or(self.fallback.as_ref())
+        else {
+            self.metrics.unknown();
+            tracing::warn!(service = %self.service, event_type = %env.event_type, event_id = %env.event_id, "no handler for this event type; acknowledging it");
+            return Outcome::Ack;
+        };
+        let ctx = Context {
+            bus: self.bus.clone(),
+            service: self.service.clone(),
+            delivery_count: msg.delivery_count,
+            metrics: self.metrics.clone(),
+            envelope: Arc::new(env),
+        };
+        let (event_type, event_id) = (
+            ctx.envelope.event_type.clone(),
+            ctx.envelope.event_id.clone(),
+        );
+        let started = Instant::now();
+        let result = handler(ctx.clone(), &ctx.envelope).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(()) => {
+                self.metrics.record(&event_type, Recorded::Handled, elapsed);
+                self.seen().insert(&event_id);
+                Outcome::Ack
+            }
+            Err(HandlerError::Reject(reason)) => {
+                self.metrics
+                    .record(&event_type, Recorded::Rejected, elapsed);
+                Outcome::Reject { reason }
+            }
+            Err(HandlerError::Retry(error)) => {
+                self.metrics.record(&event_type, Recorded::Failed, elapsed);
+                Outcome::Retry { error }
+            }
+        }
+    }
+}
+
+/// A started service.
+#[derive(Debug)]
+pub struct RunningService {
+    name: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+    metrics: Arc<ServiceMetrics>,
+    stats: Arc<ConsumerStats>,
+}
+
+impl RunningService {
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Handler counters and latencies per event type.
+    pub fn metrics(&self) -> Snapshot {
+        self.metrics.snapshot()
+    }
+
+    /// The consumer loop's counters (deliveries, retries, dead-letters...).
+    pub fn stats(&self) -> &ConsumerStats {
+        &self.stats
+    }
+
+    /// Stop fetching, let in-flight handlers finish up to the shutdown
+    /// timeout, and wait. Unfinished events stay pending for another
+    /// instance.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::new(
+                crate::ErrorKind::Backend,
+                format!("service {} task failed: {e}", self.name),
+            )),
+        }
+    }
+
+    /// Stop and release everything (the same as [`RunningService::stop`];
+    /// kept for the seed's `close`).
+    pub async fn close(self) -> Result<()> {
+        self.stop().await
+    }
+
+    /// Run until SIGINT or SIGTERM, then stop gracefully.
+    pub async fn run_until_signal(self) -> Result<()> {
+        shutdown_signal().await;
+        self.stop().await
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
