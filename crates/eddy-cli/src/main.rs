@@ -1,1 +1,70 @@
-fn main() {}
+//! `eddy`: the command line for eddy's queues and dead-letter queues.
+//!
+//! ```text
+//! eddy --url redis://127.0.0.1:6379/0 queue create emails
+//! echo '{"to": "ada@example.com"}' | eddy queue send emails -
+//! eddy queue receive emails --count 10 --ack --json
+//! ```
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod cli;
+mod dlq_cmd;
+mod duration;
+mod error;
+mod output;
+mod queue_cmd;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+use error::CliResult;
+use output::Output;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // `eddy queue peek q | head -1` closes stdout early: not a failure.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            // Nothing useful can be done if stderr itself is gone.
+            let _ = writeln!(io::stderr(), "error: {}", e.one_line());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let g = cli.global;
+    let mq = eddy::EddyBuilder::new(&g.url)
+        .prefix(g.prefix)
+        .max_payload_bytes(g.max_payload_bytes)
+        .open()
+        .await?;
+    let mut out = Output::new(g.json);
+    match cli.command {
+        Command::Queue(command) => queue_cmd::run(&mq, command, &mut out).await?,
+        Command::Dlq(command) => dlq_cmd::run(&mq, command, &mut out).await?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Fails only if a subscriber is already set, which main never does.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}

@@ -330,7 +330,10 @@ impl Eddy {
         let keys = self.inner.layout.queue(name)?;
         let dlq = self.inner.layout.dlq(name)?;
         if self.inner.engine.metadata(&dlq.meta).await?.is_none() {
-            return Err(queue_not_found(&dlq.name));
+            return Err(Error::new(
+                ErrorKind::QueueNotFound,
+                format!("queue `{name}` has no dead-letter queue: create the queue first (eddy queue create {name})"),
+            ));
         }
         Ok(self.handle(dlq, keys))
     }

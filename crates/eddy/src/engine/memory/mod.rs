@@ -102,10 +102,7 @@ impl Default for MemoryEngine {
 impl MemoryEngine {
     /// A new, empty engine.
     pub fn new() -> Self {
-        let epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let epoch_ms = wall_clock_ms();
         Self {
             state: Mutex::new(State::default()),
             wakers: Mutex::new(HashMap::new()),
@@ -114,8 +111,12 @@ impl MemoryEngine {
         }
     }
 
+    /// The later of the wall clock and the start time plus `tokio::time`
+    /// elapsed: the wall clock normally (so ids agree with `SystemTime` in
+    /// other code), the virtual clock when a test pauses and advances time.
     fn clock_ms(&self) -> u64 {
-        self.epoch_ms + self.started.elapsed().as_millis() as u64
+        let virtual_ms = self.epoch_ms + self.started.elapsed().as_millis() as u64;
+        virtual_ms.max(wall_clock_ms())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -214,6 +215,13 @@ impl State {
             }
         }
     }
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Float epoch seconds as LeanMQ writes them (`str(time.time())`).

@@ -1,0 +1,309 @@
+//! The command line: global options and one subcommand tree per group.
+
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::duration::parse_duration;
+use crate::error::{CliError, CliResult};
+
+const OUTPUT_HELP: &str = "\
+Output:
+  By default output is for people: aligned tables for `queue list` and
+  `queue info`; for messages one row each with the stream id, the delivery
+  count, the send time (UTC) and the data as JSON; `dlq list` adds each
+  failure's time and reason under its message.
+
+  With --json every command prints machine output on stdout:
+    messages (receive, peek)  one object per line:
+                              {\"id\",\"data\",\"timestamp\",\"delivery_count\"}
+    dlq list                  the same, plus \"failures\": [{\"timestamp\",\"reason\"}]
+    queue list                one queue object per line (as queue info)
+    queue info                {\"name\",\"stream\",\"is_dlq\",\"consumer_group\",\"length\",
+                              \"pending\",\"lag\",\"delayed\",\"consumers\",
+                              \"oldest_pending_idle_ms\",\"created_at\"}
+    queue create              {\"created\": NAME, \"dlq\": \"NAME:dlq\"}
+    queue send NAME JSON      {\"id\": ID} ({\"id\": null, \"delayed\": true} with --delay)
+    queue send NAME -         {\"count\": N}
+    queue ack                 {\"acknowledged\": N}
+    queue dead-letter         {\"dead_lettered\": N}
+    queue purge, dlq purge    {\"purged\": N}
+    queue delete              {\"deleted\": NAME, \"dlq_deleted\": BOOL}
+    dlq requeue               {\"requeued\": N}
+  Timestamps are float seconds since the Unix epoch.
+
+Errors:
+  One line `error: <message>` on stderr and exit status 1 (2 for usage
+  errors). Ids and JSON are checked before anything is sent: a bad input
+  changes nothing.
+
+Environment:
+  EDDY_URL   default for --url
+  RUST_LOG   log filter for stderr (default: warn)";
+
+/// Durable queues with dead-letter queues on Redis Streams (LeanMQ 0.2
+/// compatible).
+#[derive(Debug, Parser)]
+#[command(name = "eddy", version, after_long_help = OUTPUT_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where the queues live: redis://host:port/db, rediss://host:port/db,
+    /// redis+unix:///path/to.sock, or memory://.
+    ///
+    /// memory:// is the embedded engine: it lives inside one process, so with
+    /// the CLI every invocation starts empty (useful only to try commands).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_URL",
+        hide_env_values = true,
+        default_value = "memory://",
+        value_name = "URL"
+    )]
+    pub url: String,
+
+    /// The key prefix of the queues (LeanMQ's default).
+    #[arg(long, global = true, default_value = "mq:", value_name = "P")]
+    pub prefix: String,
+
+    /// Print machine-readable JSON (see "Output" in --help).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The largest encoded message accepted (and read without moving it to
+    /// the dead-letter queue).
+    #[arg(long, global = true, default_value_t = 1 << 20, value_name = "N")]
+    pub max_payload_bytes: usize,
+}
+
+/// The command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, send to, receive from and inspect queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Inspect, requeue and purge a queue's dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `eddy queue ...`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Create a queue and its dead-letter queue (does nothing if they exist).
+    Create {
+        /// The queue name: 1 to 200 characters from A-Z a-z 0-9 _ - . :
+        name: String,
+    },
+    /// Send a message; prints its stream id.
+    ///
+    /// With `-` instead of JSON, reads one JSON object per line from stdin
+    /// (blank lines are skipped), checks every line, then sends them in
+    /// atomic batches and prints the count. A bad line sends nothing.
+    Send(SendArgs),
+    /// Receive new messages for a consumer; they stay pending until
+    /// acknowledged (or use --ack).
+    Receive(ReceiveArgs),
+    /// Acknowledge messages; prints how many were pending.
+    Ack {
+        /// The queue name.
+        name: String,
+        /// Stream ids, e.g. 1700000000000-0.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Move messages to the dead-letter queue with a reason.
+    DeadLetter {
+        /// The queue name.
+        name: String,
+        /// Stream ids, e.g. 1700000000000-0.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Why the messages failed (recorded in `_failures`).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Show messages from the head of the queue without delivering them.
+    Peek {
+        /// The queue name.
+        name: String,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        count: usize,
+    },
+    /// Show a queue's length, pending, lag, delayed and consumers.
+    Info {
+        /// The queue name, or `NAME:dlq` for its dead-letter queue (as
+        /// `queue list` shows it).
+        name: String,
+    },
+    /// List every queue and dead-letter queue under the prefix.
+    List,
+    /// Remove every message from a queue (not from its dead-letter queue).
+    Purge {
+        /// The queue name.
+        name: String,
+    },
+    /// Delete a queue with its messages, and its dead-letter queue.
+    Delete {
+        /// The queue name.
+        name: String,
+        /// Keep the dead-letter queue and its messages.
+        #[arg(long)]
+        keep_dlq: bool,
+    },
+}
+
+/// `eddy queue send`
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The queue name.
+    pub name: String,
+    /// The message: a JSON object, or `-` to read one object per stdin line.
+    #[arg(value_name = "JSON")]
+    pub message: String,
+    /// Remove the message unread after this long: seconds (0.5) or 500ms,
+    /// 2s, 1m, 1h.
+    #[arg(long, value_parser = parse_duration, allow_negative_numbers = true, value_name = "SECS")]
+    pub ttl: Option<Duration>,
+    /// Deliver no earlier than this long from now: seconds or 500ms, 2s, 1m.
+    #[arg(long, value_parser = parse_duration, allow_negative_numbers = true, value_name = "SECS")]
+    pub delay: Option<Duration>,
+    /// The message id stored in `_metadata.id` (a UUID if not given).
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+}
+
+impl SendArgs {
+    /// Whether any per-message option is set (they apply to one message).
+    pub fn has_options(&self) -> bool {
+        self.ttl.is_some() || self.delay.is_some() || self.id.is_some()
+    }
+}
+
+/// `eddy queue receive`
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// The queue name.
+    pub name: String,
+    /// At most this many messages.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub count: usize,
+    /// Wait up to this long for the first message: seconds or 500ms, 2s, 1m.
+    #[arg(long, value_parser = parse_duration, allow_negative_numbers = true, value_name = "SECS")]
+    pub block: Option<Duration>,
+    /// The consumer name.
+    #[arg(long, default_value = eddy::queue::DEFAULT_CONSUMER, value_name = "C")]
+    pub consumer: String,
+    /// Acknowledge the messages once printed.
+    #[arg(long)]
+    pub ack: bool,
+}
+
+/// `eddy dlq ...`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Show the dead-letter queue's messages with their failure reasons.
+    List {
+        /// The queue name (not `NAME:dlq`).
+        name: String,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        count: usize,
+    },
+    /// Move messages back to the queue (recorded in `_requeues`).
+    #[command(
+        group(ArgGroup::new("which").required(true).args(["ids", "all"])),
+        override_usage = "eddy dlq requeue [OPTIONS] <NAME> (<ID>... | --all)"
+    )]
+    Requeue {
+        /// The queue name (not `NAME:dlq`).
+        name: String,
+        /// Stream ids of dead-letter queue messages.
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+        /// Requeue every message in the dead-letter queue.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove every message from the dead-letter queue.
+    Purge {
+        /// The queue name (not `NAME:dlq`).
+        name: String,
+    },
+}
+
+/// Parse every id before anything is sent, so a typo changes nothing.
+pub fn parse_ids(ids: &[String]) -> CliResult<Vec<eddy::EntryId>> {
+    ids.iter()
+        .map(|s| s.parse().map_err(CliError::from))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_every_command_with_global_options() {
+        for args in [
+            &["eddy", "--json", "queue", "send", "q", "{}", "--ttl", "2s"][..],
+            &["eddy", "queue", "send", "q", "-", "--json"],
+            &["eddy", "queue", "receive", "q", "--block", "0.5", "--ack"],
+            &["eddy", "queue", "ack", "q", "1-0", "2-0"],
+            &[
+                "eddy",
+                "queue",
+                "dead-letter",
+                "q",
+                "1-0",
+                "--reason",
+                "bad",
+            ],
+            &["eddy", "queue", "peek", "q", "--count", "3"],
+            &["eddy", "queue", "info", "q", "--url", "memory://"],
+            &["eddy", "queue", "list", "--prefix", "x:"],
+            &["eddy", "queue", "purge", "q"],
+            &["eddy", "queue", "delete", "q", "--keep-dlq"],
+            &["eddy", "dlq", "list", "q", "--count", "5"],
+            &["eddy", "dlq", "requeue", "q", "--all"],
+            &["eddy", "dlq", "requeue", "q", "1-0"],
+            &["eddy", "dlq", "purge", "q", "--max-payload-bytes", "10"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+        for bad in [
+            &["eddy", "dlq", "requeue", "q"][..],
+            &["eddy", "dlq", "requeue", "q", "1-0", "--all"],
+            &["eddy", "queue", "send", "q", "{}", "--ttl", "-1"],
+            &["eddy", "queue", "send", "q", "{}", "--delay", "soon"],
+            &["eddy", "queue", "ack", "q"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        let ok = parse_ids(&["1700000000000-0".to_owned(), "1-2".to_owned()]);
+        assert_eq!(ok.map(|v| v.len()).ok(), Some(2));
+        let err = parse_ids(&["1-0".to_owned(), "nope".to_owned()]);
+        assert!(err.is_err_and(|e| e.to_string().contains("`nope`")));
+    }
+}

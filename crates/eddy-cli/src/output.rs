@@ -1,0 +1,324 @@
+//! Everything the CLI prints on stdout: human tables or JSON lines.
+
+use std::io::{self, Write};
+
+use eddy::{Message, QueueInfo};
+use serde_json::{json, Map, Value};
+
+/// Where and how results are printed.
+#[derive(Debug)]
+pub struct Output {
+    json: bool,
+    out: io::StdoutLock<'static>,
+}
+
+impl Output {
+    /// Human output, or JSON when `json`.
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            out: io::stdout().lock(),
+        }
+    }
+
+    /// A command's result: `machine` as one JSON object with --json, else
+    /// the `human` line.
+    pub fn result(&mut self, machine: Value, human: &str) -> io::Result<()> {
+        if self.json {
+            self.json_line(&machine)
+        } else {
+            writeln!(self.out, "{human}")
+        }
+    }
+
+    fn json_line(&mut self, value: &Value) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        writeln!(self.out)
+    }
+
+    /// Messages from receive or peek.
+    pub fn messages(&mut self, messages: &[Message]) -> io::Result<()> {
+        if self.json {
+            for m in messages {
+                self.json_line(&m.to_json())?;
+            }
+            return Ok(());
+        }
+        if messages.is_empty() {
+            return writeln!(self.out, "no messages");
+        }
+        let mut table = Table::new(["ID", "DELIVERIES", "TIMESTAMP", "DATA"]);
+        for m in messages {
+            table.row(message_row(m, &m.data));
+        }
+        write!(self.out, "{}", table.render())
+    }
+
+    /// Dead-letter queue messages, each with its failures.
+    pub fn dead_letters(&mut self, messages: &[Message]) -> io::Result<()> {
+        if self.json {
+            for m in messages {
+                let mut v = m.to_json();
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("failures".into(), json!(m.failures()));
+                }
+                self.json_line(&v)?;
+            }
+            return Ok(());
+        }
+        if messages.is_empty() {
+            return writeln!(self.out, "no messages");
+        }
+        // The failures are printed under each message, not inside its data.
+        let mut table = Table::new(["ID", "DELIVERIES", "TIMESTAMP", "DATA"]);
+        let mut failures = Vec::with_capacity(messages.len());
+        for m in messages {
+            let mut data = m.data.clone();
+            data.remove("_failures");
+            table.row(message_row(m, &data));
+            failures.push(m.failures());
+        }
+        let rendered = table.render();
+        let mut lines = rendered.lines();
+        if let Some(header) = lines.next() {
+            writeln!(self.out, "{header}")?;
+        }
+        for (line, failures) in lines.zip(failures) {
+            writeln!(self.out, "{line}")?;
+            if failures.is_empty() {
+                writeln!(self.out, "    (no failure recorded)")?;
+            }
+            for f in failures {
+                writeln!(
+                    self.out,
+                    "    failed {}  {}",
+                    format_timestamp(Some(f.timestamp)),
+                    f.reason
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One queue's state.
+    pub fn info(&mut self, info: &QueueInfo) -> io::Result<()> {
+        if self.json {
+            return self.json_line(&serde_json::to_value(info)?);
+        }
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+        let mut table = Table::headless();
+        for (k, v) in [
+            ("name", info.name.clone()),
+            ("stream", info.stream.clone()),
+            ("dead-letter queue", yes_no(info.is_dlq)),
+            ("consumer group", info.consumer_group.clone()),
+            ("length", info.length.to_string()),
+            ("pending", info.pending.to_string()),
+            ("lag", info.lag.to_string()),
+            ("delayed", info.delayed.to_string()),
+            (
+                "oldest pending idle",
+                info.oldest_pending_idle_ms
+                    .map_or_else(|| "-".to_owned(), format_ms),
+            ),
+            ("created", format_timestamp(info.created_at)),
+        ] {
+            table.row([k.to_owned(), v]);
+        }
+        write!(self.out, "{}", table.render())?;
+        if info.consumers.is_empty() {
+            return writeln!(self.out, "consumers  none");
+        }
+        writeln!(self.out, "consumers")?;
+        let mut consumers = Table::new(["  NAME", "PENDING", "IDLE"]);
+        for c in &info.consumers {
+            consumers.row([
+                format!("  {}", c.name),
+                c.pending.to_string(),
+                format_ms(c.idle_ms),
+            ]);
+        }
+        write!(self.out, "{}", consumers.render())
+    }
+
+    /// Every queue under the prefix.
+    pub fn queues(&mut self, queues: &[QueueInfo]) -> io::Result<()> {
+        if self.json {
+            for q in queues {
+                self.json_line(&serde_json::to_value(q)?)?;
+            }
+            return Ok(());
+        }
+        if queues.is_empty() {
+            return writeln!(self.out, "no queues");
+        }
+        let mut table = Table::new([
+            "NAME",
+            "LENGTH",
+            "PENDING",
+            "LAG",
+            "DELAYED",
+            "CONSUMERS",
+            "CREATED",
+        ]);
+        for q in queues {
+            table.row([
+                q.name.clone(),
+                q.length.to_string(),
+                q.pending.to_string(),
+                q.lag.to_string(),
+                q.delayed.to_string(),
+                q.consumers.len().to_string(),
+                format_timestamp(q.created_at),
+            ]);
+        }
+        write!(self.out, "{}", table.render())
+    }
+
+    /// Flush stdout.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn message_row(m: &Message, data: &Map<String, Value>) -> [String; 4] {
+    [
+        m.id.to_string(),
+        m.delivery_count.to_string(),
+        format_timestamp(Some(m.timestamp)),
+        serde_json::to_string(data).unwrap_or_default(),
+    ]
+}
+
+/// Columns padded to their widest cell; the last column is not padded.
+#[derive(Debug, Default)]
+struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new<const N: usize>(header: [&str; N]) -> Self {
+        Self {
+            rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
+        }
+    }
+
+    fn headless() -> Self {
+        Self::default()
+    }
+
+    fn row<const N: usize>(&mut self, cells: [String; N]) {
+        self.rows.push(cells.into());
+    }
+
+    fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|cell| cell.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let pad = widths[i] - cell.chars().count();
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`.
+fn format_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// Float epoch seconds as `2024-05-01T12:00:00.123Z` (UTC), `-` if unknown.
+fn format_timestamp(secs: Option<f64>) -> String {
+    let Some(secs) = secs.filter(|s| s.is_finite() && *s >= 0.0) else {
+        return "-".to_owned();
+    };
+    let total_ms = (secs * 1000.0).round() as u64;
+    let (days, ms_of_day) = (total_ms / 86_400_000, total_ms % 86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    let s = ms_of_day / 1000;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        ms_of_day % 1000
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `civil_from_days`, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_timestamps_in_utc() {
+        assert_eq!(format_timestamp(Some(0.0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_timestamp(Some(1_700_000_000.123)),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            format_timestamp(Some(951_782_400.0)),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(format_timestamp(None), "-");
+        assert_eq!(format_timestamp(Some(f64::NAN)), "-");
+    }
+
+    #[test]
+    fn formats_durations() {
+        assert_eq!(format_ms(850), "850ms");
+        assert_eq!(format_ms(12_345), "12.3s");
+        assert_eq!(format_ms(245_000), "4m05s");
+        assert_eq!(format_ms(7_380_000), "2h03m");
+    }
+
+    #[test]
+    fn aligns_columns() {
+        let mut t = Table::new(["A", "LONG HEADER", "C"]);
+        t.row(["wide cell".into(), "x".into(), "last".into()]);
+        assert_eq!(
+            t.render(),
+            "A          LONG HEADER  C\nwide cell  x            last\n"
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! `eddy queue ...`
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+use eddy::{Eddy, Queue, Receive, SendOptions, Transaction};
+
+use crate::cli::{parse_ids, QueueCommand, ReceiveArgs, SendArgs};
+use crate::error::{CliError, CliResult};
+use crate::output::Output;
+
+/// How `queue list` names a dead-letter queue: `orders:dlq`.
+const DLQ_SUFFIX: &str = ":dlq";
+/// Messages per atomic append when sending from stdin.
+const BATCH_MESSAGES: usize = 500;
+/// Encoded bytes per atomic append (a batch ends at whichever comes first),
+/// so large messages do not make one huge script call.
+const BATCH_BYTES: usize = 8 << 20;
+/// Batches in flight at once: Redis pipelines them on one connection.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Run one `eddy queue` command.
+pub async fn run(mq: &Eddy, command: QueueCommand, out: &mut Output) -> CliResult {
+    match command {
+        QueueCommand::Create { name } => {
+            let (queue, dlq) = mq.create_queue_pair(&name).await?;
+            out.result(
+                json!({ "created": queue.name(), "dlq": dlq.name() }),
+                &format!(
+                    "created queue `{}` with dead-letter queue `{}`",
+                    queue.name(),
+                    dlq.name()
+                ),
+            )?;
+        }
+        QueueCommand::Send(args) if args.message == "-" => {
+            if args.has_options() {
+                return Err(CliError::new(
+                    "--ttl, --delay and --id apply to one message; they cannot be used with `-` (stdin)",
+                ));
+            }
+            let count = send_stdin(mq, &args.name).await?;
+            out.result(
+                json!({ "count": count }),
+                &format!("sent {count} message{}", plural(count)),
+            )?;
+        }
+        QueueCommand::Send(args) => send_one(mq, args, out).await?,
+        QueueCommand::Receive(args) => receive(mq, args, out).await?,
+        QueueCommand::Ack { name, ids } => {
+            let ids = parse_ids(&ids)?;
+            let n = mq.queue(&name).await?.ack(&ids).await?;
+            out.result(
+                json!({ "acknowledged": n }),
+                &format!("acknowledged {n} message{}", plural(n)),
+            )?;
+        }
+        QueueCommand::DeadLetter { name, ids, reason } => {
+            let ids = parse_ids(&ids)?;
+            let queue = mq.queue(&name).await?;
+            let n = queue.dead_letter(&ids, &reason).await?;
+            out.result(
+                json!({ "dead_lettered": n }),
+                &format!("moved {n} message{} to `{name}:dlq`", plural(n)),
+            )?;
+        }
+        QueueCommand::Peek { name, count } => {
+            let messages = mq.queue(&name).await?.peek(count).await?;
+            out.messages(&messages)?;
+        }
+        QueueCommand::Info { name } => {
+            let queue = match name.strip_suffix(DLQ_SUFFIX) {
+                Some(main) => crate::dlq_cmd::dead_letter_queue(mq, main).await?,
+                None => mq.queue(&name).await?,
+            };
+            let info = queue.info().await?;
+            out.info(&info)?;
+        }
+        QueueCommand::List => {
+            let queues = mq.list_queues().await?;
+            out.queues(&queues)?;
+        }
+        QueueCommand::Purge { name } => {
+            let n = mq.queue(&name).await?.purge().await?;
+            out.result(
+                json!({ "purged": n }),
+                &format!("purged {n} message{} from `{name}`", plural(n)),
+            )?;
+        }
+        QueueCommand::Delete { name, keep_dlq } => {
+            mq.delete_queue(&name, keep_dlq).await?;
+            let human = if keep_dlq {
+                format!("deleted queue `{name}` (kept `{name}:dlq`)")
+            } else {
+                format!("deleted queue `{name}` and `{name}:dlq`")
+            };
+            out.result(json!({ "deleted": name, "dlq_deleted": !keep_dlq }), &human)?;
+        }
+    }
+    Ok(())
+}
+
+async fn send_one(mq: &Eddy, args: SendArgs, out: &mut Output) -> CliResult {
+    let payload: Value = serde_json::from_str(&args.message)
+        .map_err(|e| CliError::new(format!("invalid JSON: {}", json_error(&e))))?;
+    let mut opts = SendOptions::new();
+    if let Some(ttl) = args.ttl {
+        opts = opts.ttl(ttl);
+    }
+    if let Some(delay) = args.delay {
+        opts = opts.delay(delay);
+    }
+    if let Some(id) = args.id {
+        opts = opts.message_id(id);
+    }
+    let queue = mq.queue(&args.name).await?;
+    match queue.send_with(&payload, &opts).await? {
+        Some(id) => out.result(json!({ "id": id.to_string() }), &id.to_string())?,
+        None => out.result(
+            json!({ "id": null, "delayed": true }),
+            "delayed: the message gets its id when it becomes visible",
+        )?,
+    }
+    Ok(())
+}
+
+/// Read every stdin line, check them all (JSON, object, size) by staging
+/// them in transactions, then commit the batches a few at a time. A bad line
+/// sends nothing. Returns how many messages were sent.
+async fn send_stdin(mq: &Eddy, name: &str) -> CliResult<usize> {
+    // Looked up first: an unknown queue fails before waiting for stdin.
+    let queue = mq.queue(name).await?;
+    let mut input = Vec::new();
+    tokio::io::stdin().read_to_end(&mut input).await?;
+    let input = String::from_utf8(input)
+        .map_err(|e| CliError::new(format!("stdin is not UTF-8: {e}; nothing was sent")))?;
+    let batches = stage_batches(mq, &queue, &input)?;
+    let total: usize = batches.iter().map(Transaction::len).sum();
+
+    let mut batches = batches.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let (mut sent, mut failure) = (0, None);
+    loop {
+        while failure.is_none() && in_flight.len() < BATCHES_IN_FLIGHT {
+            let Some(tx) = batches.next() else { break };
+            let n = tx.len();
+            in_flight.push(async move { (n, tx.commit().await) });
+        }
+        // After a failure, wait for the batches already in flight so the
+        // count of what was sent is exact.
+        let Some((n, result)) = in_flight.next().await else {
+            break;
+        };
+        match result {
+            Ok(_) => sent += n,
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        None => Ok(sent),
+        Some(e) => Err(CliError::new(format!(
+            "{} ({sent} of {total} messages were sent before this error, in whole batches of up to {BATCH_MESSAGES})",
+            e.message()
+        ))),
+    }
+}
+
+/// Validate every non-blank line and group them into transactions.
+fn stage_batches(mq: &Eddy, queue: &Queue, input: &str) -> CliResult<Vec<Transaction>> {
+    let mut batches = Vec::new();
+    let mut tx = mq.transaction();
+    let mut bytes = 0;
+    for (index, line) in input.lines().enumerate() {
+        let line_no = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let payload: Value = serde_json::from_str(line).map_err(|e| {
+            CliError::new(format!(
+                "line {line_no}: invalid JSON: {}; nothing was sent",
+                json_error(&e)
+            ))
+        })?;
+        if tx.len() >= BATCH_MESSAGES || bytes + line.len() > BATCH_BYTES && !tx.is_empty() {
+            batches.push(std::mem::replace(&mut tx, mq.transaction()));
+            bytes = 0;
+        }
+        tx.send(queue, &payload).map_err(|e| {
+            CliError::new(format!("line {line_no}: {}; nothing was sent", e.message()))
+        })?;
+        bytes += line.len();
+    }
+    if !tx.is_empty() {
+        batches.push(tx);
+    }
+    Ok(batches)
+}
+
+async fn receive(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
+    let mut opts = Receive::new().count(args.count).consumer(args.consumer);
+    if let Some(block) = args.block {
+        opts = opts.block(block);
+    }
+    let queue = mq.queue(&args.name).await?;
+    let messages = queue.receive(&opts).await?;
+    out.messages(&messages)?;
+    if args.ack && !messages.is_empty() {
+        // Printed first: an interrupted run leaves them pending, never lost.
+        out.flush()?;
+        let ids: Vec<_> = messages.iter().map(|m| m.id).collect();
+        queue.ack(&ids).await?;
+    }
+    Ok(())
+}
+
+/// A serde_json error without its "at line 1 column N" (the input is one
+/// line), with the column kept.
+fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&suffix) {
+        Some(msg) => format!("{msg} at column {}", e.column()),
+        None => text,
+    }
+}
+
+fn plural<N: TryInto<u64>>(n: N) -> &'static str {
+    if n.try_into().is_ok_and(|n| n == 1) {
+        ""
+    } else {
+        "s"
+    }
+}

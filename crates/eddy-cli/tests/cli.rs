@@ -1,0 +1,609 @@
+//! The `eddy` binary against a real redis-server started per test (and a
+//! few commands on `memory://`). Every test uses its own server, so tests
+//! never see each other's queues.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use eddy_testkit::RedisServer;
+use serde_json::Value;
+
+/// One run of the binary.
+#[derive(Debug)]
+struct Run {
+    args: Vec<String>,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Assert success and return stdout.
+    fn ok(self) -> String {
+        assert_eq!(self.code, Some(0), "{self:#?}");
+        self.stdout
+    }
+
+    /// Assert a failure with exit status 1, nothing on stdout and exactly one
+    /// `error: ...` line on stderr; return the message.
+    fn fails(self) -> String {
+        assert_eq!(self.code, Some(1), "{self:#?}");
+        assert!(self.stdout.is_empty(), "{self:#?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{self:#?}");
+        lines[0]
+            .strip_prefix("error: ")
+            .unwrap_or_else(|| panic!("no `error: ` prefix: {self:#?}"))
+            .to_owned()
+    }
+
+    /// Each stdout line as JSON.
+    fn json_lines(self) -> Vec<Value> {
+        let args = self.args.clone();
+        self.ok()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{args:?}: {l}: {e}")))
+            .collect()
+    }
+
+    /// Stdout as exactly one JSON object.
+    fn json(self) -> Value {
+        let mut lines = self.json_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines.remove(0)
+    }
+}
+
+/// Run `eddy --url URL ARGS...` with `stdin` (or none).
+fn eddy_with_stdin(url: &str, args: &[&str], stdin: Option<String>) -> Run {
+    let mut all = vec!["--url".to_owned(), url.to_owned()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(&all)
+        .env_remove("EDDY_URL")
+        .env_remove("RUST_LOG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the eddy binary");
+    let writer = stdin.map(|input| {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        thread::spawn(move || {
+            // The CLI may exit early on a usage error; a broken pipe is fine.
+            let _ = pipe.write_all(input.as_bytes());
+        })
+    });
+    let out = child.wait_with_output().expect("wait for eddy");
+    if let Some(w) = writer {
+        w.join().expect("stdin writer");
+    }
+    Run {
+        args: all,
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+fn eddy(url: &str, args: &[&str]) -> Run {
+    eddy_with_stdin(url, args, None)
+}
+
+fn redis() -> RedisServer {
+    RedisServer::start().expect("start redis-server")
+}
+
+fn info(url: &str, queue: &str) -> Value {
+    eddy(url, &["--json", "queue", "info", queue]).json()
+}
+
+/// `(length, pending, lag)` of a queue.
+fn counts(url: &str, queue: &str) -> (u64, u64, u64) {
+    let i = info(url, queue);
+    let n = |k: &str| i[k].as_u64().unwrap_or_else(|| panic!("{k} in {i}"));
+    (n("length"), n("pending"), n("lag"))
+}
+
+fn ids_of(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["id"].as_str().expect("id is a string").to_owned())
+        .collect()
+}
+
+fn assert_message_shape(m: &Value) {
+    let obj = m.as_object().expect("a message is an object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["data", "delivery_count", "id", "timestamp"], "{m}");
+    assert!(m["id"].as_str().is_some_and(|id| id.contains('-')), "{m}");
+    assert!(m["data"].is_object(), "{m}");
+    assert!(m["timestamp"].as_f64().is_some_and(|t| t > 1e9), "{m}");
+    assert!(m["delivery_count"].is_u64(), "{m}");
+}
+
+fn lines(n: usize) -> String {
+    (0..n).map(|i| format!("{{\"n\": {i}}}\n")).collect()
+}
+
+#[test]
+fn queue_lifecycle() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+
+    let created = eddy(url, &["queue", "create", "orders"]).ok();
+    assert!(created.contains("orders:dlq"), "{created}");
+    // Idempotent.
+    let again = eddy(url, &["--json", "queue", "create", "orders"]).json();
+    assert_eq!(again["created"], "orders");
+    assert_eq!(again["dlq"], "orders:dlq");
+
+    let id = eddy(url, &["queue", "send", "orders", r#"{"order_id": 1}"#]).ok();
+    let id = id.trim();
+    assert!(id.parse::<eddy::EntryId>().is_ok(), "{id}");
+    let sent = eddy(
+        url,
+        &["--json", "queue", "send", "orders", r#"{"order_id": 2}"#],
+    )
+    .json();
+    assert!(
+        sent["id"].as_str().is_some_and(|s| s.contains('-')),
+        "{sent}"
+    );
+
+    // 1000 lines from stdin, with blank lines skipped: several batches.
+    let input = format!("\n{}\n\n", lines(1000));
+    let count = eddy_with_stdin(
+        url,
+        &["--json", "queue", "send", "orders", "-"],
+        Some(input),
+    )
+    .json();
+    assert_eq!(count["count"], 1000);
+    let human = eddy_with_stdin(url, &["queue", "send", "orders", "-"], Some(lines(3))).ok();
+    assert_eq!(human.trim(), "sent 3 messages");
+    assert_eq!(counts(url, "orders"), (1005, 0, 1005));
+
+    // The first message is the one sent first; stdin lines keep their order.
+    let peeked = eddy(url, &["--json", "queue", "peek", "orders", "--count", "3"]).json_lines();
+    assert_eq!(peeked.len(), 3);
+    peeked.iter().for_each(assert_message_shape);
+    assert_eq!(peeked[0]["id"], id);
+    assert_eq!(peeked[0]["data"]["order_id"], 1);
+    assert_eq!(peeked[0]["delivery_count"], 0);
+    assert_eq!(peeked[2]["data"]["n"], 0);
+
+    let got = eddy(
+        url,
+        &[
+            "--json",
+            "queue",
+            "receive",
+            "orders",
+            "--count",
+            "2",
+            "--consumer",
+            "w1",
+        ],
+    )
+    .json_lines();
+    assert_eq!(got.len(), 2);
+    got.iter().for_each(assert_message_shape);
+    assert_eq!(got[0]["delivery_count"], 1);
+    assert_eq!(got[1]["data"]["order_id"], 2);
+    assert_eq!(counts(url, "orders"), (1005, 2, 1003));
+
+    let ids = ids_of(&got);
+    let acked = eddy(url, &["--json", "queue", "ack", "orders", &ids[0], &ids[1]]).json();
+    assert_eq!(acked["acknowledged"], 2);
+    let again = eddy(url, &["queue", "ack", "orders", &ids[0]]).ok();
+    assert_eq!(again.trim(), "acknowledged 0 messages");
+    assert_eq!(counts(url, "orders").1, 0);
+
+    // Human output.
+    let table = eddy(url, &["queue", "peek", "orders", "--count", "2"]).ok();
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["ID", "DELIVERIES", "TIMESTAMP", "DATA"] {
+        assert!(header.contains(column), "{table}");
+    }
+    assert!(table.contains(r#"{"order_id":1}"#), "{table}");
+    let human_info = eddy(url, &["queue", "info", "orders"]).ok();
+    assert!(human_info.contains("length"), "{human_info}");
+    assert!(human_info.contains("1005"), "{human_info}");
+    assert!(human_info.contains("w1"), "{human_info}");
+
+    let listed = eddy(url, &["--json", "queue", "list"]).json_lines();
+    let names: Vec<&str> = listed.iter().filter_map(|q| q["name"].as_str()).collect();
+    assert_eq!(names, ["orders", "orders:dlq"]);
+    assert_eq!(listed[0]["length"], 1005);
+    assert_eq!(listed[1]["is_dlq"], true);
+    let human_list = eddy(url, &["queue", "list"]).ok();
+    assert!(human_list.starts_with("NAME"), "{human_list}");
+    assert_eq!(human_list.lines().count(), 3, "{human_list}");
+
+    let purged = eddy(url, &["--json", "queue", "purge", "orders"]).json();
+    assert_eq!(purged["purged"], 1005);
+    assert_eq!(counts(url, "orders"), (0, 0, 0));
+    assert_eq!(
+        eddy(url, &["queue", "peek", "orders"]).ok().trim(),
+        "no messages"
+    );
+
+    let deleted = eddy(url, &["--json", "queue", "delete", "orders"]).json();
+    assert_eq!(deleted["deleted"], "orders");
+    assert_eq!(deleted["dlq_deleted"], true);
+    let err = eddy(url, &["queue", "info", "orders"]).fails();
+    assert!(err.contains("`orders` does not exist"), "{err}");
+    assert!(eddy(url, &["--json", "queue", "list"]).ok().is_empty());
+    let err = eddy(url, &["queue", "delete", "orders"]).fails();
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn dead_letter_and_requeue() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "pay"]).ok();
+    for n in 1..=3 {
+        eddy(url, &["queue", "send", "pay", &format!(r#"{{"n": {n}}}"#)]).ok();
+    }
+    let got = eddy(url, &["--json", "queue", "receive", "pay", "--count", "3"]).json_lines();
+    let ids = ids_of(&got);
+
+    let moved = eddy(
+        url,
+        &[
+            "--json",
+            "queue",
+            "dead-letter",
+            "pay",
+            &ids[0],
+            &ids[1],
+            "--reason",
+            "card declined",
+        ],
+    )
+    .json();
+    assert_eq!(moved["dead_lettered"], 2);
+    assert_eq!(counts(url, "pay"), (1, 1, 0));
+
+    let dead = eddy(url, &["--json", "dlq", "list", "pay"]).json_lines();
+    assert_eq!(dead.len(), 2);
+    for m in &dead {
+        assert_eq!(m["failures"][0]["reason"], "card declined", "{m}");
+        assert!(m["failures"][0]["timestamp"].as_f64().is_some(), "{m}");
+        assert!(m["data"]["n"].is_u64(), "{m}");
+    }
+    let human = eddy(url, &["dlq", "list", "pay"]).ok();
+    assert!(human.contains("card declined"), "{human}");
+    assert!(human.contains("failed 20"), "{human}");
+
+    // Requeue one by its DLQ id, then the rest with --all.
+    let dead_ids = ids_of(&dead);
+    let one = eddy(url, &["--json", "dlq", "requeue", "pay", &dead_ids[0]]).json();
+    assert_eq!(one["requeued"], 1);
+    let rest = eddy(url, &["--json", "dlq", "requeue", "pay", "--all"]).json();
+    assert_eq!(rest["requeued"], 1);
+    assert!(eddy(url, &["--json", "dlq", "list", "pay"]).ok().is_empty());
+    assert_eq!(
+        eddy(url, &["dlq", "list", "pay"]).ok().trim(),
+        "no messages"
+    );
+
+    let back = eddy(url, &["--json", "queue", "receive", "pay", "--count", "10"]).json_lines();
+    assert_eq!(back.len(), 2);
+    for m in &back {
+        assert_message_shape(m);
+        let requeues = m["data"]["_requeues"].as_array().expect("_requeues");
+        assert_eq!(requeues.len(), 1, "{m}");
+        assert_eq!(requeues[0]["to_queue"], "mq:pay", "{m}");
+        assert_eq!(m["data"]["_failures"][0]["reason"], "card declined", "{m}");
+    }
+
+    // dlq purge.
+    let back_ids = ids_of(&back);
+    eddy(
+        url,
+        &[
+            "queue",
+            "dead-letter",
+            "pay",
+            &back_ids[0],
+            "--reason",
+            "again",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        eddy(url, &["--json", "dlq", "purge", "pay"]).json()["purged"],
+        1
+    );
+    assert_eq!(counts(url, "pay:dlq").0, 0);
+
+    // delete --keep-dlq keeps the DLQ reachable.
+    eddy(url, &["queue", "delete", "pay", "--keep-dlq"]).ok();
+    let listed = eddy(url, &["--json", "queue", "list"]).json_lines();
+    let names: Vec<&str> = listed.iter().filter_map(|q| q["name"].as_str()).collect();
+    assert_eq!(names, ["pay:dlq"]);
+    eddy(url, &["dlq", "list", "pay"]).ok();
+}
+
+#[test]
+fn receive_ack_block_and_send_options() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "jobs"]).ok();
+    eddy_with_stdin(url, &["queue", "send", "jobs", "-"], Some(lines(3))).ok();
+
+    // --ack acknowledges exactly what was printed.
+    let got = eddy(
+        url,
+        &[
+            "--json", "queue", "receive", "jobs", "--count", "2", "--ack",
+        ],
+    )
+    .json_lines();
+    assert_eq!(got.len(), 2);
+    assert_eq!(counts(url, "jobs"), (3, 0, 1));
+
+    // An empty receive prints nothing with --json, a note for people.
+    eddy(url, &["queue", "receive", "jobs"]).ok();
+    assert!(eddy(url, &["--json", "queue", "receive", "jobs"])
+        .ok()
+        .is_empty());
+    assert_eq!(
+        eddy(url, &["queue", "receive", "jobs"]).ok().trim(),
+        "no messages"
+    );
+
+    // A delayed send has no id yet; --block waits for it.
+    let delayed = eddy(
+        url,
+        &[
+            "--json",
+            "queue",
+            "send",
+            "jobs",
+            r#"{"later": true}"#,
+            "--delay",
+            "300ms",
+        ],
+    )
+    .json();
+    assert_eq!(delayed["id"], Value::Null);
+    assert_eq!(delayed["delayed"], true);
+    assert_eq!(info(url, "jobs")["delayed"], 1);
+    let started = Instant::now();
+    let got = eddy(
+        url,
+        &["--json", "queue", "receive", "jobs", "--block", "5s"],
+    )
+    .json_lines();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["data"]["later"], true);
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // --block with nothing to receive waits about that long.
+    let started = Instant::now();
+    eddy(url, &["queue", "receive", "jobs", "--block", "0.3"]).ok();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // TTL and message id are accepted; the TTL is stored in seconds.
+    let sent = eddy(
+        url,
+        &[
+            "--json", "queue", "send", "jobs", "{}", "--ttl", "1m", "--id", "job-7",
+        ],
+    )
+    .json();
+    assert!(sent["id"].is_string(), "{sent}");
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line_and_change_nothing() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "q"]).ok();
+    eddy(url, &["queue", "send", "q", r#"{"keep": 1}"#]).ok();
+    let got = eddy(url, &["--json", "queue", "receive", "q"]).json_lines();
+    let pending = ids_of(&got).remove(0);
+    let before = counts(url, "q");
+    assert_eq!(before, (1, 1, 0));
+
+    let big = format!(r#"{{"x": "{}"}}"#, "y".repeat(400));
+    let mut bad_line_500 = lines(1000);
+    bad_line_500 = bad_line_500
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 499 {
+                "[500]\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let invalid_last = format!("{}{{\"n\":\n", lines(999));
+    let big_last = format!("{}{big}\n", lines(999));
+    let cases: Vec<(Vec<&str>, Option<String>, &str)> = vec![
+        (
+            vec!["queue", "send", "q", "[1, 2]"],
+            None,
+            "must be a JSON object",
+        ),
+        (
+            vec!["queue", "send", "q", "42"],
+            None,
+            "must be a JSON object",
+        ),
+        (
+            vec!["queue", "send", "q", r#"{"a": "#],
+            None,
+            "invalid JSON",
+        ),
+        (
+            vec!["queue", "send", "q", "-"],
+            Some(bad_line_500),
+            "line 500:",
+        ),
+        (
+            vec!["queue", "send", "q", "-"],
+            Some(invalid_last),
+            "line 1000: invalid JSON",
+        ),
+        (
+            vec!["--max-payload-bytes", "300", "queue", "send", "q", &big],
+            None,
+            "over the 300-byte limit",
+        ),
+        (
+            vec!["--max-payload-bytes", "300", "queue", "send", "q", "-"],
+            Some(big_last),
+            "line 1000: payload is",
+        ),
+        (
+            vec!["queue", "ack", "q", &pending, "nope"],
+            None,
+            "invalid message id `nope`",
+        ),
+        (
+            vec!["queue", "dead-letter", "q", &pending, "12", "--reason", "r"],
+            None,
+            "invalid message id `12`",
+        ),
+        (
+            vec!["dlq", "requeue", "q", "1-x"],
+            None,
+            "invalid message id `1-x`",
+        ),
+        (
+            vec!["queue", "send", "nosuch", "{}"],
+            None,
+            "`nosuch` does not exist",
+        ),
+        (
+            vec!["queue", "ack", "nosuch", "1-0"],
+            None,
+            "`nosuch` does not exist",
+        ),
+        (
+            vec!["queue", "purge", "nosuch"],
+            None,
+            "`nosuch` does not exist",
+        ),
+        (
+            vec!["dlq", "list", "nosuch"],
+            None,
+            "eddy queue create nosuch",
+        ),
+        (vec!["queue", "create", "bad name"], None, "invalid name"),
+        (vec!["queue", "create", "q:dlq"], None, "invalid name"),
+        (vec!["queue", "send", "q", "{}", "--ttl", "0"], None, "TTL"),
+        (vec!["queue", "receive", "q", "--count", "0"], None, "count"),
+    ];
+    for (args, stdin, want) in cases {
+        let err = eddy_with_stdin(url, &args, stdin).fails();
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(counts(url, "q"), before, "{args:?} changed the queue");
+        assert_eq!(counts(url, "q:dlq").0, 0, "{args:?} changed the DLQ");
+    }
+    let listed = eddy(url, &["--json", "queue", "list"]).json_lines();
+    assert_eq!(listed.len(), 2, "no queue was created: {listed:?}");
+    let peeked = eddy(url, &["--json", "queue", "peek", "q"]).json_lines();
+    assert_eq!(peeked.len(), 1);
+    assert_eq!(peeked[0]["data"]["keep"], 1);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["queue", "send", "q", "{}", "--ttl", "-1"][..],
+        &["queue", "send", "q", "{}", "--delay", "soon"],
+        &["queue", "receive", "q", "--block", "1x"],
+        &["dlq", "requeue", "q"],
+        &["queue", "ack", "q"],
+        &["queue", "nope"],
+    ] {
+        let run = eddy("memory://", args);
+        assert_eq!(run.code, Some(2), "{run:#?}");
+        assert!(run.stderr.starts_with("error: "), "{run:#?}");
+    }
+    let run = eddy("memory://", &["queue", "send", "q", "{}", "--ttl", "-1"]);
+    assert!(run.stderr.contains("must not be negative"), "{run:#?}");
+}
+
+#[test]
+fn unreachable_redis_fails_fast_naming_the_url() {
+    let url = "redis://127.0.0.1:1/0";
+    let started = Instant::now();
+    let err = eddy(url, &["queue", "list"]).fails();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.contains(url), "{err}");
+    let err = eddy(url, &["queue", "send", "q", "{}"]).fails();
+    assert!(err.contains(url), "{err}");
+    let err = eddy("http://example.invalid", &["queue", "list"]).fails();
+    assert!(err.contains("unknown engine URL"), "{err}");
+}
+
+#[test]
+fn memory_engine_starts_empty_each_run() {
+    let url = "memory://";
+    eddy(url, &["queue", "create", "x"]).ok();
+    assert_eq!(
+        eddy(url, &["--json", "queue", "create", "x"]).json()["created"],
+        "x"
+    );
+    assert!(eddy(url, &["--json", "queue", "list"]).ok().is_empty());
+    assert_eq!(eddy(url, &["queue", "list"]).ok().trim(), "no queues");
+    let err = eddy(url, &["queue", "info", "x"]).fails();
+    assert!(err.contains("eddy queue create x"), "{err}");
+    // The default URL is memory://.
+    let run = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["queue", "create", "y"])
+        .env_remove("EDDY_URL")
+        .output()
+        .expect("run eddy");
+    assert!(run.status.success(), "{run:?}");
+}
+
+#[test]
+fn url_from_the_environment() {
+    let server = redis();
+    let run = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["--json", "queue", "create", "env"])
+        .env("EDDY_URL", server.url())
+        .output()
+        .expect("run eddy");
+    assert!(run.status.success(), "{run:?}");
+    let listed = eddy(&server.url(), &["--json", "queue", "list"]).json_lines();
+    assert_eq!(listed.len(), 2);
+}
+
+#[test]
+fn help_documents_the_json_output() {
+    let help = eddy("memory://", &["--help"]).ok();
+    for needle in [
+        "--json",
+        "delivery_count",
+        "\"failures\"",
+        "EDDY_URL",
+        "memory://",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from --help");
+    }
+}

@@ -1,0 +1,540 @@
+//! The consumer loop, the event bus and the service runtime, on both engines.
+//! Each test runs once on `memory://` and once on a redis-server of its own.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eddy::bus::{Bus, Envelope, Subscription};
+use eddy::queue::consumer::{self, Backoff, ConsumerOptions, Outcome};
+use eddy::service::{Context, HandlerError, Service};
+use eddy::{Eddy, EddyBuilder, Receive};
+use eddy_testkit::RedisServer;
+use serde_json::json;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// An engine for one test: the URL, and the server guard that keeps a Redis
+/// alive for the test's duration.
+struct Env {
+    url: String,
+    _server: Option<RedisServer>,
+}
+
+impl Env {
+    fn memory() -> Self {
+        Self {
+            url: "memory://".into(),
+            _server: None,
+        }
+    }
+
+    fn redis() -> Self {
+        let server = RedisServer::start().expect("redis-server must be installed (see README)");
+        Self {
+            url: server.url(),
+            _server: Some(server),
+        }
+    }
+
+    async fn mq(&self) -> eddy::Result<Eddy> {
+        EddyBuilder::new(&self.url).prefix("rt:").open().await
+    }
+}
+
+/// Memory URLs are per process: share one engine between handles there.
+async fn shared_bus(mq: &Eddy) -> eddy::Result<Bus> {
+    Bus::with_engine(mq.engine().clone()).await
+}
+
+fn fast() -> ConsumerOptions {
+    ConsumerOptions::new()
+        .visibility_timeout(Duration::from_millis(300))
+        .claim_interval(Duration::from_millis(50))
+        .poll(Duration::from_millis(50))
+        .backoff(Backoff::new(Duration::from_millis(10), Duration::from_millis(40)))
+        .handler_timeout(Duration::from_secs(5))
+        .shutdown_timeout(Duration::from_secs(5))
+}
+
+/// Poll `check` until it holds or `limit` passes.
+async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}
+
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() -> super::TestResult { super::$name(super::Env::memory()).await } )*
+        }
+        mod redis {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() -> super::TestResult { super::$name(super::Env::redis()).await } )*
+        }
+    };
+}
+
+both_engines!(
+    poison_message_goes_to_dlq_after_max_deliveries,
+    panic_is_retried_and_worker_survives,
+    reject_dead_letters_at_once,
+    crashed_consumers_messages_are_reclaimed,
+    slow_handler_keeps_its_lease,
+    hung_handler_times_out_and_is_retried,
+    stop_drains_in_flight_work,
+    ordering_key_serializes_same_key,
+    bus_routes_are_durable_and_shared,
+    unknown_event_type_is_acknowledged,
+    replay_from_the_all_log,
+    service_context_sets_envelope,
+    service_reject_and_retry_outcomes,
+);
+
+async fn poison_message_goes_to_dlq_after_max_deliveries(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, dlq) = mq.create_queue_pair("poison").await?;
+    q.send(&json!({"poison": true})).await?;
+    for i in 0..5 {
+        q.send(&json!({"n": i})).await?;
+    }
+    let ok = Arc::new(AtomicU64::new(0));
+    let seen = ok.clone();
+    let stop = async { tokio::time::sleep(Duration::from_millis(1500)).await };
+    let stats = consumer::run(
+        q.clone(),
+        fast().max_deliveries(3),
+        move |m| {
+            let seen = seen.clone();
+            async move {
+                if m.data.contains_key("poison") {
+                    Outcome::retry(format!("cannot digest (attempt {})", m.delivery_count))
+                } else {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    Outcome::Ack
+                }
+            }
+        },
+        stop,
+    )
+    .await?;
+    assert_eq!(ok.load(Ordering::SeqCst), 5, "other messages keep flowing");
+    let dead = dlq.peek(10).await?;
+    assert_eq!(dead.len(), 1);
+    let reason = &dead[0].failures()[0].reason;
+    assert!(reason.contains("failed 3 deliveries"), "{reason}");
+    assert!(reason.contains("cannot digest (attempt 3)"), "{reason}");
+    assert_eq!(stats.dead_lettered.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.retried.load(Ordering::SeqCst), 2);
+    let info = q.info().await?;
+    assert_eq!((info.pending, info.lag), (0, 0));
+    Ok(())
+}
+
+async fn panic_is_retried_and_worker_survives(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, dlq) = mq.create_queue_pair("panics").await?;
+    q.send(&json!({"boom": true})).await?;
+    q.send(&json!({"fine": true})).await?;
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let log = attempts.clone();
+    let stats = consumer::run(
+        q.clone(),
+        fast(),
+        move |m| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push((m.data.contains_key("boom"), m.delivery_count));
+                if m.data.contains_key("boom") && m.delivery_count == 1 {
+                    panic!("handler exploded");
+                }
+                Outcome::Ack
+            }
+        },
+        tokio::time::sleep(Duration::from_millis(1000)),
+    )
+    .await?;
+    let attempts = attempts.lock().unwrap().clone();
+    assert!(attempts.contains(&(true, 1)) && attempts.contains(&(true, 2)), "{attempts:?}");
+    assert!(attempts.contains(&(false, 1)));
+    assert_eq!(stats.panics.load(Ordering::SeqCst), 1);
+    assert!(dlq.peek(10).await?.is_empty());
+    assert_eq!(q.info().await?.pending, 0);
+    Ok(())
+}
+
+async fn reject_dead_letters_at_once(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, dlq) = mq.create_queue_pair("rejects").await?;
+    q.send(&json!({"bad": 1})).await?;
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    consumer::run(
+        q.clone(),
+        fast(),
+        move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Outcome::reject("invalid order") }
+        },
+        tokio::time::sleep(Duration::from_millis(500)),
+    )
+    .await?;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry for a rejection");
+    let dead = dlq.peek(10).await?;
+    assert_eq!(dead[0].failures()[0].reason, "invalid order");
+    assert_eq!(dead[0].data["bad"], 1);
+    assert_eq!(q.info().await?.length, 0, "gone from the queue");
+    Ok(())
+}
+
+async fn crashed_consumers_messages_are_reclaimed(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("reclaim").await?;
+    for i in 0..3 {
+        q.send(&json!({"n": i})).await?;
+    }
+    // A consumer takes all three and dies without acknowledging.
+    let taken = q.receive(&Receive::new().count(3).consumer("dead-worker")).await?;
+    assert_eq!(taken.len(), 3);
+    let counts = Arc::new(Mutex::new(Vec::new()));
+    let c = counts.clone();
+    let started = std::time::Instant::now();
+    consumer::run(
+        q.clone(),
+        fast().name("rescuer".into()),
+        move |m| {
+            c.lock().unwrap().push((m.data["n"].as_u64(), m.delivery_count, started.elapsed()));
+            async { Outcome::Ack }
+        },
+        tokio::time::sleep(Duration::from_millis(1200)),
+    )
+    .await?;
+    let counts = counts.lock().unwrap().clone();
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (_, dc, at) in &counts {
+        assert_eq!(*dc, 2, "delivery count +1");
+        assert!(*at >= Duration::from_millis(250), "not before the visibility timeout: {at:?}");
+    }
+    let info = q.info().await?;
+    assert_eq!(info.pending, 0);
+    Ok(())
+}
+
+async fn slow_handler_keeps_its_lease(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("slow").await?;
+    q.send(&json!({"slow": true})).await?;
+    let runs = Arc::new(AtomicU64::new(0));
+    let mq2 = mq.clone();
+    // A second consumer competes for reclaims while the first is slow.
+    let rival_runs = Arc::new(AtomicU64::new(0));
+    let rr = rival_runs.clone();
+    let rival = tokio::spawn(async move {
+        let q2 = mq2.queue("slow").await.unwrap();
+        consumer::run(
+            q2,
+            fast().name("rival".into()),
+            move |_| {
+                rr.fetch_add(1, Ordering::SeqCst);
+                async { Outcome::Ack }
+            },
+            tokio::time::sleep(Duration::from_millis(2000)),
+        )
+        .await
+    });
+    let r = runs.clone();
+    consumer::run(
+        q.clone(),
+        fast().name("slowpoke".into()),
+        move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(1000)).await; // > 3 × V
+                Outcome::Ack
+            }
+        },
+        tokio::time::sleep(Duration::from_millis(200)),
+    )
+    .await?;
+    rival.await??;
+    assert_eq!(
+        runs.load(Ordering::SeqCst) + rival_runs.load(Ordering::SeqCst),
+        1,
+        "the slow-but-alive handler's message must not run twice"
+    );
+    assert_eq!(q.info().await?.pending, 0);
+    Ok(())
+}
+
+async fn hung_handler_times_out_and_is_retried(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("hung").await?;
+    q.send(&json!({"x": 1})).await?;
+    let counts = Arc::new(Mutex::new(Vec::new()));
+    let c = counts.clone();
+    let stats = consumer::run(
+        q.clone(),
+        fast().handler_timeout(Duration::from_millis(100)),
+        move |m| {
+            c.lock().unwrap().push(m.delivery_count);
+            let hang = m.delivery_count == 1;
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Outcome::Ack
+            }
+        },
+        tokio::time::sleep(Duration::from_millis(1000)),
+    )
+    .await?;
+    assert_eq!(*counts.lock().unwrap(), vec![1, 2]);
+    assert_eq!(stats.timeouts.load(Ordering::SeqCst), 1);
+    assert_eq!(q.info().await?.pending, 0);
+    Ok(())
+}
+
+async fn stop_drains_in_flight_work(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("drain").await?;
+    for i in 0..4 {
+        q.send(&json!({"n": i})).await?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let d = done.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = started.clone();
+    let task = tokio::spawn(consumer::run(
+        q.clone(),
+        fast().concurrency(4),
+        move |_| {
+            let (d, s) = (d.clone(), s.clone());
+            async move {
+                s.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                d.fetch_add(1, Ordering::SeqCst);
+                Outcome::Ack
+            }
+        },
+        async {
+            let _ = rx.await;
+        },
+    ));
+    started.notified().await;
+    tx.send(()).ok();
+    task.await??;
+    assert_eq!(done.load(Ordering::SeqCst), 4, "in-flight handlers finish");
+    assert_eq!(q.info().await?.pending, 0, "and are acknowledged before stop returns");
+    Ok(())
+}
+
+async fn ordering_key_serializes_same_key(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("ordered").await?;
+    for i in 0..20 {
+        q.send(&json!({"key": format!("k{}", i % 2), "n": i})).await?;
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    consumer::run(
+        q.clone(),
+        fast().concurrency(8).ordering_key(|m| m.data.get("key").and_then(|v| v.as_str()).map(str::to_owned)),
+        move |m| {
+            let l = l.clone();
+            async move {
+                let n = m.data["n"].as_u64().unwrap();
+                // Later messages finish faster: only ordering keeps them in order.
+                tokio::time::sleep(Duration::from_millis(20 - n)).await;
+                l.lock().unwrap().push(n);
+                Outcome::Ack
+            }
+        },
+        tokio::time::sleep(Duration::from_millis(1500)),
+    )
+    .await?;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 20);
+    for parity in 0..2 {
+        let seq: Vec<u64> = log.iter().copied().filter(|n| n % 2 == parity).collect();
+        let mut sorted = seq.clone();
+        sorted.sort();
+        assert_eq!(seq, sorted, "key k{parity} out of order");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct OrderCreatedEvent {
+    order_id: String,
+    total: f64,
+}
+eddy::event!(OrderCreatedEvent);
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct PaymentProcessedEvent {
+    order_id: String,
+    status: String,
+}
+eddy::event!(PaymentProcessedEvent);
+
+fn order(id: &str) -> OrderCreatedEvent {
+    OrderCreatedEvent {
+        order_id: id.into(),
+        total: 10.0,
+    }
+}
+
+/// A second bus handle as another process would have one: its own
+/// connection on Redis; the same engine on memory (the only way to share it).
+async fn other_process_bus(env: &Env, mq: &Eddy) -> eddy::Result<Bus> {
+    if env.url.starts_with("memory") {
+        shared_bus(mq).await
+    } else {
+        Bus::open(&env.url).await
+    }
+}
+
+async fn bus_routes_are_durable_and_shared(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let subscriber = shared_bus(&mq).await?;
+    let publisher = other_process_bus(&env, &mq).await?;
+    let pay = subscriber
+        .subscribe("payment-service", &Subscription::types(["OrderCreatedEvent"]))
+        .await?;
+    let audit = subscriber.subscribe("audit", &Subscription::All).await?;
+    let ship = subscriber
+        .subscribe("shipping-service", &Subscription::types(["PaymentProcessedEvent"]))
+        .await?;
+    let sent = publisher.publish(&order("o1")).await?;
+    assert_eq!(sent.delivered_to, ["audit", "payment-service"]);
+    assert_eq!(publisher.subscribers("OrderCreatedEvent").await?, ["audit", "payment-service"]);
+    let got = pay.receive(&Receive::new().count(10)).await?;
+    assert_eq!(got.len(), 1);
+    let env1 = Envelope::from_message(&got[0])?;
+    assert_eq!(env1.event_id, sent.event_id);
+    assert_eq!(env1.decode::<OrderCreatedEvent>()?, order("o1"));
+    assert_eq!(got[0].message_id, sent.event_id, "the queue's message id is the event id");
+    assert_eq!(audit.receive(&Receive::new().count(10)).await?.len(), 1);
+    assert!(ship.receive(&Receive::new()).await?.is_empty());
+    publisher.unsubscribe("audit", &Subscription::All).await?;
+    assert_eq!(publisher.publish(&order("o2")).await?.delivered_to, ["payment-service"]);
+    Ok(())
+}
+
+async fn unknown_event_type_is_acknowledged(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let bus = shared_bus(&mq).await?;
+    let svc = Service::builder("catch-all", bus.clone())
+        .consumer_options(fast())
+        .on(|_ctx: Context, _e: OrderCreatedEvent| async { Ok::<_, HandlerError>(()) })
+        .start()
+        .await?;
+    // Route an unknown type to the service by hand (as an old subscription would).
+    bus.subscribe("catch-all", &Subscription::types(["MysteryEvent"])).await?;
+    bus.publish_envelope(&Envelope::from_parts("MysteryEvent", Default::default())?)
+        .await?;
+    let q = bus.subscription_queue("catch-all").await?;
+    let acked = eventually(Duration::from_secs(3), || svc.metrics().unknown == 1).await;
+    assert!(acked, "unknown event counted");
+    let info = q.info().await?;
+    assert_eq!((info.pending, info.lag), (0, 0), "never left pending");
+    svc.stop().await?;
+    Ok(())
+}
+
+async fn replay_from_the_all_log(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let bus = shared_bus(&mq).await?;
+    bus.publish(&order("before")).await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let since = std::time::SystemTime::now();
+    bus.publish(&order("after-1")).await?;
+    bus.publish(&order("after-2")).await?;
+    let events = bus.replay(since, 100).await?;
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| e.decode::<OrderCreatedEvent>().map(|o| o.order_id))
+        .collect::<eddy::Result<_>>()?;
+    assert_eq!(ids, ["after-1", "after-2"]);
+    Ok(())
+}
+
+async fn service_context_sets_envelope(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let bus = shared_bus(&mq).await?;
+    let svc = Service::builder("payment-service", bus.clone())
+        .consumer_options(fast())
+        .on(|ctx: Context, e: OrderCreatedEvent| async move {
+            ctx.publish(&PaymentProcessedEvent {
+                order_id: e.order_id,
+                status: "succeeded".into(),
+            })
+            .await?;
+            Ok::<_, HandlerError>(())
+        })
+        .start()
+        .await?;
+    let watch = bus
+        .subscribe("watcher", &Subscription::types(["PaymentProcessedEvent"]))
+        .await?;
+    let sent = bus.publish(&order("o9")).await?;
+    let got = watch
+        .receive(&Receive::new().block(Duration::from_secs(5)))
+        .await?;
+    let e = Envelope::from_message(&got[0])?;
+    assert_eq!(e.source.as_deref(), Some("payment-service"));
+    assert_eq!(e.causation_id.as_deref(), Some(sent.event_id.as_str()));
+    assert_eq!(e.correlation_id.as_deref(), Some(sent.event_id.as_str()));
+    assert!(e.traceparent.as_deref().is_some_and(|t| t.starts_with("00-") && t.len() == 55));
+    assert_eq!(e.decode::<PaymentProcessedEvent>()?.order_id, "o9");
+    let m = svc.metrics();
+    assert_eq!(m.by_type["OrderCreatedEvent"].handled, 1);
+    assert_eq!(m.published, 1);
+    svc.stop().await?;
+    Ok(())
+}
+
+async fn service_reject_and_retry_outcomes(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let bus = shared_bus(&mq).await?;
+    let svc = Service::builder("picky", bus.clone())
+        .consumer_options(fast())
+        .max_deliveries(2)
+        .on(|_ctx: Context, e: OrderCreatedEvent| async move {
+            match e.order_id.as_str() {
+                "reject-me" => Err(HandlerError::reject("Event handling returned false")),
+                "flaky" => Err(HandlerError::retry("database unavailable")),
+                _ => Ok(()),
+            }
+        })
+        .start()
+        .await?;
+    bus.publish(&order("reject-me")).await?;
+    bus.publish(&order("flaky")).await?;
+    bus.publish(&order("fine")).await?;
+    let dlq = bus.queues().dead_letter_queue("sub:picky").await?;
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = dlq.peek(10).await?;
+        if dead.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(dead.len(), 2);
+    let reasons: Vec<String> = dead.iter().map(|m| m.failures()[0].reason.clone()).collect();
+    assert!(reasons.iter().any(|r| r == "Event handling returned false"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("database unavailable")), "{reasons:?}");
+    let m = svc.metrics().by_type["OrderCreatedEvent"].clone();
+    assert_eq!((m.handled, m.rejected, m.failed), (1, 1, 2));
+    svc.stop().await?;
+    Ok(())
+}
