@@ -52,7 +52,10 @@ fn fast() -> ConsumerOptions {
         .visibility_timeout(Duration::from_millis(300))
         .claim_interval(Duration::from_millis(50))
         .poll(Duration::from_millis(50))
-        .backoff(Backoff::new(Duration::from_millis(10), Duration::from_millis(40)))
+        .backoff(Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(40),
+        ))
         .handler_timeout(Duration::from_secs(5))
         .shutdown_timeout(Duration::from_secs(5))
 }
@@ -96,6 +99,8 @@ both_engines!(
     replay_from_the_all_log,
     service_context_sets_envelope,
     service_reject_and_retry_outcomes,
+    janitor_trims_only_acknowledged_history,
+    max_length_rejects_instead_of_dropping,
 );
 
 async fn poison_message_goes_to_dlq_after_max_deliveries(env: Env) -> TestResult {
@@ -151,7 +156,9 @@ async fn panic_is_retried_and_worker_survives(env: Env) -> TestResult {
         move |m| {
             let log = log.clone();
             async move {
-                log.lock().unwrap().push((m.data.contains_key("boom"), m.delivery_count));
+                log.lock()
+                    .unwrap()
+                    .push((m.data.contains_key("boom"), m.delivery_count));
                 if m.data.contains_key("boom") && m.delivery_count == 1 {
                     panic!("handler exploded");
                 }
@@ -162,7 +169,10 @@ async fn panic_is_retried_and_worker_survives(env: Env) -> TestResult {
     )
     .await?;
     let attempts = attempts.lock().unwrap().clone();
-    assert!(attempts.contains(&(true, 1)) && attempts.contains(&(true, 2)), "{attempts:?}");
+    assert!(
+        attempts.contains(&(true, 1)) && attempts.contains(&(true, 2)),
+        "{attempts:?}"
+    );
     assert!(attempts.contains(&(false, 1)));
     assert_eq!(stats.panics.load(Ordering::SeqCst), 1);
     assert!(dlq.peek(10).await?.is_empty());
@@ -201,7 +211,9 @@ async fn crashed_consumers_messages_are_reclaimed(env: Env) -> TestResult {
         q.send(&json!({"n": i})).await?;
     }
     // A consumer takes all three and dies without acknowledging.
-    let taken = q.receive(&Receive::new().count(3).consumer("dead-worker")).await?;
+    let taken = q
+        .receive(&Receive::new().count(3).consumer("dead-worker"))
+        .await?;
     assert_eq!(taken.len(), 3);
     let counts = Arc::new(Mutex::new(Vec::new()));
     let c = counts.clone();
@@ -210,7 +222,9 @@ async fn crashed_consumers_messages_are_reclaimed(env: Env) -> TestResult {
         q.clone(),
         fast().name("rescuer".into()),
         move |m| {
-            c.lock().unwrap().push((m.data["n"].as_u64(), m.delivery_count, started.elapsed()));
+            c.lock()
+                .unwrap()
+                .push((m.data["n"].as_u64(), m.delivery_count, started.elapsed()));
             async { Outcome::Ack }
         },
         tokio::time::sleep(Duration::from_millis(1200)),
@@ -220,7 +234,10 @@ async fn crashed_consumers_messages_are_reclaimed(env: Env) -> TestResult {
     assert_eq!(counts.len(), 3, "{counts:?}");
     for (_, dc, at) in &counts {
         assert_eq!(*dc, 2, "delivery count +1");
-        assert!(*at >= Duration::from_millis(250), "not before the visibility timeout: {at:?}");
+        assert!(
+            *at >= Duration::from_millis(250),
+            "not before the visibility timeout: {at:?}"
+        );
     }
     let info = q.info().await?;
     assert_eq!(info.pending, 0);
@@ -332,7 +349,11 @@ async fn stop_drains_in_flight_work(env: Env) -> TestResult {
     tx.send(()).ok();
     task.await??;
     assert_eq!(done.load(Ordering::SeqCst), 4, "in-flight handlers finish");
-    assert_eq!(q.info().await?.pending, 0, "and are acknowledged before stop returns");
+    assert_eq!(
+        q.info().await?.pending,
+        0,
+        "and are acknowledged before stop returns"
+    );
     Ok(())
 }
 
@@ -340,13 +361,19 @@ async fn ordering_key_serializes_same_key(env: Env) -> TestResult {
     let mq = env.mq().await?;
     let (q, _) = mq.create_queue_pair("ordered").await?;
     for i in 0..20 {
-        q.send(&json!({"key": format!("k{}", i % 2), "n": i})).await?;
+        q.send(&json!({"key": format!("k{}", i % 2), "n": i}))
+            .await?;
     }
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
     consumer::run(
         q.clone(),
-        fast().concurrency(8).ordering_key(|m| m.data.get("key").and_then(|v| v.as_str()).map(str::to_owned)),
+        fast().concurrency(8).ordering_key(|m| {
+            m.data
+                .get("key")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        }),
         move |m| {
             let l = l.clone();
             async move {
@@ -407,25 +434,40 @@ async fn bus_routes_are_durable_and_shared(env: Env) -> TestResult {
     let subscriber = shared_bus(&mq).await?;
     let publisher = other_process_bus(&env, &mq).await?;
     let pay = subscriber
-        .subscribe("payment-service", &Subscription::types(["OrderCreatedEvent"]))
+        .subscribe(
+            "payment-service",
+            &Subscription::types(["OrderCreatedEvent"]),
+        )
         .await?;
     let audit = subscriber.subscribe("audit", &Subscription::All).await?;
     let ship = subscriber
-        .subscribe("shipping-service", &Subscription::types(["PaymentProcessedEvent"]))
+        .subscribe(
+            "shipping-service",
+            &Subscription::types(["PaymentProcessedEvent"]),
+        )
         .await?;
     let sent = publisher.publish(&order("o1")).await?;
     assert_eq!(sent.delivered_to, ["audit", "payment-service"]);
-    assert_eq!(publisher.subscribers("OrderCreatedEvent").await?, ["audit", "payment-service"]);
+    assert_eq!(
+        publisher.subscribers("OrderCreatedEvent").await?,
+        ["audit", "payment-service"]
+    );
     let got = pay.receive(&Receive::new().count(10)).await?;
     assert_eq!(got.len(), 1);
     let env1 = Envelope::from_message(&got[0])?;
     assert_eq!(env1.event_id, sent.event_id);
     assert_eq!(env1.decode::<OrderCreatedEvent>()?, order("o1"));
-    assert_eq!(got[0].message_id, sent.event_id, "the queue's message id is the event id");
+    assert_eq!(
+        got[0].message_id, sent.event_id,
+        "the queue's message id is the event id"
+    );
     assert_eq!(audit.receive(&Receive::new().count(10)).await?.len(), 1);
     assert!(ship.receive(&Receive::new()).await?.is_empty());
     publisher.unsubscribe("audit", &Subscription::All).await?;
-    assert_eq!(publisher.publish(&order("o2")).await?.delivered_to, ["payment-service"]);
+    assert_eq!(
+        publisher.publish(&order("o2")).await?.delivered_to,
+        ["payment-service"]
+    );
     Ok(())
 }
 
@@ -438,7 +480,8 @@ async fn unknown_event_type_is_acknowledged(env: Env) -> TestResult {
         .start()
         .await?;
     // Route an unknown type to the service by hand (as an old subscription would).
-    bus.subscribe("catch-all", &Subscription::types(["MysteryEvent"])).await?;
+    bus.subscribe("catch-all", &Subscription::types(["MysteryEvent"]))
+        .await?;
     bus.publish_envelope(&Envelope::from_parts("MysteryEvent", Default::default())?)
         .await?;
     let q = bus.subscription_queue("catch-all").await?;
@@ -493,7 +536,10 @@ async fn service_context_sets_envelope(env: Env) -> TestResult {
     assert_eq!(e.source.as_deref(), Some("payment-service"));
     assert_eq!(e.causation_id.as_deref(), Some(sent.event_id.as_str()));
     assert_eq!(e.correlation_id.as_deref(), Some(sent.event_id.as_str()));
-    assert!(e.traceparent.as_deref().is_some_and(|t| t.starts_with("00-") && t.len() == 55));
+    assert!(e
+        .traceparent
+        .as_deref()
+        .is_some_and(|t| t.starts_with("00-") && t.len() == 55));
     assert_eq!(e.decode::<PaymentProcessedEvent>()?.order_id, "o9");
     let m = svc.metrics();
     assert_eq!(m.by_type["OrderCreatedEvent"].handled, 1);
@@ -530,11 +576,88 @@ async fn service_reject_and_retry_outcomes(env: Env) -> TestResult {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(dead.len(), 2);
-    let reasons: Vec<String> = dead.iter().map(|m| m.failures()[0].reason.clone()).collect();
-    assert!(reasons.iter().any(|r| r == "Event handling returned false"), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("database unavailable")), "{reasons:?}");
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|m| m.failures()[0].reason.clone())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "Event handling returned false"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("database unavailable")),
+        "{reasons:?}"
+    );
     let m = svc.metrics().by_type["OrderCreatedEvent"].clone();
     assert_eq!((m.handled, m.rejected, m.failed), (1, 1, 2));
     svc.stop().await?;
+    Ok(())
+}
+
+async fn janitor_trims_only_acknowledged_history(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("history").await?;
+    for i in 0..10 {
+        q.send(&json!({"n": i})).await?;
+    }
+    // 0..4 acknowledged, 4..6 pending, 6..10 never delivered.
+    let got = q.receive(&Receive::new().count(6)).await?;
+    let acked: Vec<_> = got[..4].iter().map(|m| m.id).collect();
+    q.ack(&acked).await?;
+    // A long retention keeps everything.
+    assert_eq!(q.trim_history(Duration::from_secs(3600)).await?, 0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        mq.trim_history(Duration::ZERO).await?,
+        4,
+        "only acknowledged entries go"
+    );
+    let left: Vec<u64> = q
+        .peek(20)
+        .await?
+        .iter()
+        .map(|m| m.data["n"].as_u64().unwrap_or(99))
+        .collect();
+    assert_eq!(left, (4..10).collect::<Vec<u64>>());
+    // Acknowledging an entry after a pending one frees nothing before it.
+    q.ack(&[got[5].id]).await?;
+    assert_eq!(
+        q.trim_history(Duration::ZERO).await?,
+        0,
+        "entry 4 is still pending"
+    );
+    q.ack(&[got[4].id]).await?;
+    assert_eq!(q.trim_history(Duration::ZERO).await?, 2);
+    let info = q.info().await?;
+    assert_eq!((info.length, info.pending, info.lag), (4, 0, 4));
+    Ok(())
+}
+
+async fn max_length_rejects_instead_of_dropping(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("bounded").await?;
+    let (other, _) = mq.create_queue_pair("unbounded").await?;
+    q.set_max_length(Some(3)).await?;
+    assert_eq!(q.info().await?.max_length, Some(3));
+    for i in 0..3 {
+        q.send(&json!({"n": i})).await?;
+    }
+    let err = q.send(&json!({"n": 3})).await.unwrap_err();
+    assert_eq!(err.kind(), eddy::ErrorKind::QueueFull, "{err}");
+    // A transaction that would overflow writes nothing anywhere.
+    q.set_max_length(Some(4)).await?;
+    let mut tx = mq.transaction();
+    tx.send(&other, &json!({"x": 1}))?;
+    tx.send(&q, &json!({"n": 3}))?;
+    tx.send(&q, &json!({"n": 4}))?;
+    assert_eq!(
+        tx.commit().await.unwrap_err().kind(),
+        eddy::ErrorKind::QueueFull
+    );
+    assert_eq!(other.info().await?.length, 0);
+    assert_eq!(q.info().await?.length, 3, "nothing old was dropped");
+    q.set_max_length(None).await?;
+    q.send(&json!({"n": 5})).await?;
+    assert_eq!(q.info().await?.length, 4);
     Ok(())
 }

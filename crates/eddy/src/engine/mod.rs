@@ -267,6 +267,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// visible; returns how many entries expired.
     async fn sweep(&self, queue: &QueueKeys) -> Result<u64>;
 
+    /// Remove acknowledged history older than `retention`: entries the group
+    /// has delivered and acknowledged. Never an entry that is pending or not
+    /// yet delivered. Returns how many were removed.
+    async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64>;
+
+    /// Set (or with `None` remove) one field of a metadata hash; fails with
+    /// [`ErrorKind::QueueNotFound`] if the hash does not exist.
+    async fn set_metadata(&self, queue: &QueueKeys, field: &str, value: Option<&str>)
+        -> Result<()>;
+
     /// Take over up to `count` entries that have been pending for at least
     /// `min_idle` (their consumer crashed or hung) for `consumer`. Each
     /// claimed entry's delivery count goes up by one and is returned with

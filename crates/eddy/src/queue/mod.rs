@@ -144,6 +144,8 @@ pub struct QueueInfo {
     pub lag: u64,
     /// Waiting for their delivery time.
     pub delayed: u64,
+    /// The maximum length, if one is set.
+    pub max_length: Option<u64>,
     /// The group's consumers.
     pub consumers: Vec<ConsumerStatus>,
     /// How long the oldest pending message has waited since its delivery.
@@ -409,6 +411,33 @@ impl Eddy {
     /// Run [`Eddy::sweep_expired`] every `interval` in a background task,
     /// until the returned guard is dropped.
     pub fn spawn_sweeper(&self, interval: Duration) -> Sweeper {
+        self.spawn_janitor(interval, None)
+    }
+
+    /// Remove acknowledged history older than `retention` from every queue
+    /// (see [`Queue::trim_history`]). Returns how many entries were removed.
+    pub async fn trim_history(&self, retention: Duration) -> Result<u64> {
+        let layout = &self.inner.layout;
+        let mut total = 0;
+        for key in self.inner.engine.registry(&layout.registry()).await? {
+            let Some((name, is_dlq)) = layout.parse_stream_key(&key) else {
+                continue;
+            };
+            // A DLQ's entries are never acknowledged: nothing to trim there.
+            if is_dlq {
+                continue;
+            }
+            if let Ok(keys) = layout.queue(&name) {
+                total += self.inner.engine.trim(&keys, retention).await?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// A background janitor, until the returned guard is dropped: every
+    /// `interval` it removes expired messages and, if `retention` is set,
+    /// acknowledged history older than it.
+    pub fn spawn_janitor(&self, interval: Duration, retention: Option<Duration>) -> Sweeper {
         let mq = self.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -419,6 +448,13 @@ impl Eddy {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(expired = n, "swept expired messages"),
                     Err(e) => tracing::warn!(error = %e, "TTL sweep failed; will retry"),
+                }
+                if let Some(keep) = retention {
+                    match mq.trim_history(keep).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(trimmed = n, "trimmed acknowledged history"),
+                        Err(e) => tracing::warn!(error = %e, "history trim failed; will retry"),
+                    }
                 }
             }
         });
@@ -781,10 +817,13 @@ impl Queue {
         let Some(meta) = meta else {
             return Err(queue_not_found(self.name()));
         };
-        let created_at = meta
-            .iter()
-            .find(|(k, _)| k == "created_at")
-            .and_then(|(_, v)| v.parse().ok());
+        let field = |name: &str| {
+            meta.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let created_at = field("created_at").and_then(|v| v.parse().ok());
+        let max_length = field("max_length").and_then(|v| v.parse().ok());
         Ok(QueueInfo {
             name: self.keys.name.clone(),
             stream: self.keys.stream.clone(),
@@ -794,10 +833,29 @@ impl Queue {
             pending: info.pending,
             lag: info.lag,
             delayed: info.delayed,
+            max_length,
             consumers: info.consumers.into_iter().map(Into::into).collect(),
             oldest_pending_idle_ms: info.oldest_pending_idle_ms,
             created_at,
         })
+    }
+
+    /// Remove acknowledged history older than `retention`: entries this
+    /// queue's group has delivered and acknowledged. An entry that is pending
+    /// or not yet delivered is never removed. Returns how many were.
+    pub async fn trim_history(&self, retention: Duration) -> Result<u64> {
+        self.engine().trim(&self.keys, retention).await
+    }
+
+    /// Cap the queue at `max` entries (`None` removes the cap): a send that
+    /// would go past it fails with [`ErrorKind::QueueFull`] instead of
+    /// dropping anything. The count is the stream's length, acknowledged
+    /// history included until [`Queue::trim_history`] removes it.
+    pub async fn set_max_length(&self, max: Option<u64>) -> Result<()> {
+        let value = max.map(|m| m.to_string());
+        self.engine()
+            .set_metadata(&self.keys, "max_length", value.as_deref())
+            .await
     }
 
     /// Remove this queue's expired messages now; returns how many.

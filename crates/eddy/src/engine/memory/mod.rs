@@ -86,6 +86,16 @@ fn no_group(keys: &QueueKeys) -> Error {
     )
 }
 
+fn queue_full(keys: &QueueKeys, max: u64) -> Error {
+    Error::new(
+        ErrorKind::QueueFull,
+        format!(
+            "queue `{}` holds its maximum of {max} entries; nothing was sent: retry later or raise its max length",
+            keys.name
+        ),
+    )
+}
+
 fn not_found(keys: &QueueKeys) -> Error {
     Error::new(
         ErrorKind::QueueNotFound,
@@ -360,6 +370,23 @@ impl Engine for MemoryEngine {
             .find(|a| !st.hashes.contains_key(&a.keys.meta))
         {
             return Err(not_found(&missing.keys));
+        }
+        let mut adding: HashMap<&str, u64> = HashMap::new();
+        for a in appends {
+            let n = adding.entry(a.keys.stream.as_str()).or_default();
+            *n += 1;
+            let max = st.hashes.get(&a.keys.meta).and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k == "max_length")
+                    .and_then(|(_, v)| v.parse::<u64>().ok())
+            });
+            let len = st
+                .streams
+                .get(&a.keys.stream)
+                .map_or(0, |s| s.entries.len() as u64);
+            if let Some(max) = max.filter(|max| len + *n > *max) {
+                return Err(queue_full(&a.keys, max));
+            }
         }
         let mut out = Vec::with_capacity(appends.len());
         for a in appends {
@@ -677,6 +704,45 @@ impl Engine for MemoryEngine {
             }
         }
         Ok(out)
+    }
+
+    async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64> {
+        let cutoff = EntryId::new(
+            self.clock_ms().saturating_sub(retention.as_millis() as u64),
+            0,
+        );
+        let mut st = self.lock();
+        let Some(stream) = st.streams.get_mut(&queue.stream) else {
+            return Ok(0);
+        };
+        let Some(group) = stream.groups.get(&queue.group) else {
+            return Ok(0);
+        };
+        let mut limit = group.last_delivered.next().min(cutoff);
+        if let Some(oldest) = group.pending.keys().next() {
+            limit = limit.min(*oldest);
+        }
+        let keep = stream.entries.split_off(&limit);
+        let removed = std::mem::replace(&mut stream.entries, keep).len();
+        Ok(removed as u64)
+    }
+
+    async fn set_metadata(
+        &self,
+        queue: &QueueKeys,
+        field: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        let h = st
+            .hashes
+            .get_mut(&queue.meta)
+            .ok_or_else(|| not_found(queue))?;
+        h.retain(|(k, _)| k != field);
+        if let Some(v) = value {
+            h.push((field.to_owned(), v.to_owned()));
+        }
+        Ok(())
     }
 
     async fn extend(&self, queue: &QueueKeys, consumer: &str, ids: &[EntryId]) -> Result<u64> {

@@ -111,6 +111,7 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
     let code = e.code().unwrap_or_default();
     let kind = match code {
         "EDDY_NOQUEUE" => ErrorKind::QueueNotFound,
+        "EDDY_QUEUE_FULL" => ErrorKind::QueueFull,
         "NOGROUP" => ErrorKind::NoGroup,
         "OOM" => ErrorKind::OutOfMemory,
         "READONLY" => ErrorKind::ReadOnly,
@@ -126,6 +127,10 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
     let message = match kind {
         ErrorKind::QueueNotFound => format!(
             "queue `{}` does not exist: create it first",
+            e.detail().unwrap_or_default()
+        ),
+        ErrorKind::QueueFull => format!(
+            "queue `{}`; nothing was sent: retry later or raise its max length",
             e.detail().unwrap_or_default()
         ),
         ErrorKind::OutOfMemory => format!("Redis is out of memory; nothing was written: {e}"),
@@ -628,6 +633,29 @@ impl Engine for RedisEngine {
             .arg(count.max(1));
         let reply: Value = self.invoke(&inv).await?;
         values::claim_reply(reply)
+    }
+
+    async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64> {
+        let mut inv = self.scripts.trim.prepare_invoke();
+        inv.key(&queue.stream)
+            .arg(&queue.group)
+            .arg(retention.as_millis() as u64);
+        self.invoke(&inv).await
+    }
+
+    async fn set_metadata(
+        &self,
+        queue: &QueueKeys,
+        field: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let mut inv = self.scripts.set_metadata.prepare_invoke();
+        inv.key(&queue.meta)
+            .arg(field)
+            .arg(if value.is_some() { "1" } else { "0" })
+            .arg(value.unwrap_or_default());
+        let _: i64 = self.invoke(&inv).await?;
+        Ok(())
     }
 
     async fn extend(&self, queue: &QueueKeys, consumer: &str, ids: &[EntryId]) -> Result<u64> {

@@ -28,6 +28,8 @@ pub(super) struct Scripts {
     pub extend: Script,
     pub release: Script,
     pub publish: Script,
+    pub trim: Script,
+    pub set_metadata: Script,
 }
 
 impl Scripts {
@@ -46,6 +48,8 @@ impl Scripts {
             extend: script!("extend.lua"),
             release: script!("release.lua"),
             publish: script!("publish.lua"),
+            trim: script!("trim.lua"),
+            set_metadata: script!("set_metadata.lua"),
         }
     }
 }

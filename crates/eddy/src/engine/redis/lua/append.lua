@@ -1,4 +1,7 @@
--- Append entries to one or more queues, all or none.
+-- Append entries to one or more queues, all or none. Every check (queue
+-- exists, key types, maximum length) runs before the first write; Redis
+-- itself refuses a script's first write when it is out of memory, so an
+-- OOM leaves nothing half-written either.
 -- KEYS: per entry: meta, stream, expiry, delayed
 -- ARGV: per entry: data, ttl ms ('' = none), delay ms ('' = none), nonce
 -- Returns per entry the new stream id, or '' if it went to the delayed set.
@@ -11,6 +14,16 @@ for i = 0, n - 1 do
   check_type(KEYS[i * 4 + 2], 'stream')
   check_type(KEYS[i * 4 + 3], 'zset')
   check_type(KEYS[i * 4 + 4], 'zset')
+end
+-- Maximum lengths: count this batch's appends per stream on top of XLEN.
+local adding = {}
+for i = 0, n - 1 do
+  local stream = KEYS[i * 4 + 2]
+  adding[stream] = (adding[stream] or 0) + 1
+  local max = redis.call('HGET', KEYS[i * 4 + 1], 'max_length')
+  if max and redis.call('XLEN', stream) + adding[stream] > tonumber(max) then
+    return redis.error_reply('EDDY_QUEUE_FULL ' .. stream .. ' holds its maximum of ' .. max .. ' entries')
+  end
 end
 local now = now_ms()
 local out = {}

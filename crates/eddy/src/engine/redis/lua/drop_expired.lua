@@ -2,6 +2,8 @@
 -- passed. KEYS: stream, expiry; ARGV: group, ids...
 -- Returns the ids removed.
 local stream, expiry, group = KEYS[1], KEYS[2], ARGV[1]
+check_type(stream, 'stream')
+check_type(expiry, 'zset')
 local now = now_ms()
 local out = {}
 for i = 2, #ARGV do

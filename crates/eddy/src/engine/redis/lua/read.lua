@@ -5,6 +5,9 @@
 -- Returns {entries, next delayed due ms or -1, 1 if the TTL index exists}
 local stream, expiry, delayed = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, count = ARGV[1], ARGV[2], ARGV[3]
+check_type(stream, 'stream')
+check_type(expiry, 'zset')
+check_type(delayed, 'zset')
 local now = now_ms()
 local next_due = promote(stream, expiry, delayed, now)
 local has_expiry = redis.call('EXISTS', expiry)

@@ -1,0 +1,43 @@
+-- Trim acknowledged history: remove entries older than the retention window
+-- that the group has both delivered and acknowledged. An entry at or after
+-- the oldest pending one, or not yet delivered, is never trimmed.
+-- KEYS: stream; ARGV: group, retention ms
+-- Returns how many entries were removed.
+local stream, group, retention = KEYS[1], ARGV[1], tonumber(ARGV[2])
+if redis.call('EXISTS', stream) == 0 then
+  return 0
+end
+check_type(stream, 'stream')
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function less(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local last
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local name, id
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'last-delivered-id' then id = g[i + 1] end
+  end
+  if name == group then last = id end
+end
+if not last then
+  return 0
+end
+-- Everything up to and including `last` was delivered: the first id after it.
+local ms, seq = parse(last)
+local limit = string.format('%d-%d', ms, seq + 1)
+local oldest = redis.call('XPENDING', stream, group, '-', '+', 1)
+if oldest[1] and less(oldest[1][1], limit) then
+  limit = oldest[1][1]
+end
+local cutoff = string.format('%d-0', math.max(now_ms() - retention, 0))
+if less(cutoff, limit) then
+  limit = cutoff
+end
+return redis.call('XTRIM', stream, 'MINID', limit)
