@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+pub mod conformance;
 pub mod redis_server;
 
 pub use redis_server::{RedisServer, RedisServerBuilder};

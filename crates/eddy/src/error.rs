@@ -46,6 +46,11 @@ pub enum ErrorKind {
     Decode,
     /// A transaction was used after it was committed or is empty.
     Transaction,
+    /// A webhook request's handler rejected it or failed its last allowed
+    /// delivery (the request is in the path's dead-letter queue); the message
+    /// carries the handler's reason. Sending the same request again is
+    /// unlikely to help.
+    Rejected,
     /// Any other server or I/O error.
     Backend,
 }

@@ -42,6 +42,7 @@ pub mod engine;
 mod error;
 pub mod queue;
 pub mod service;
+pub mod webhook;
 
 pub use engine::EntryId;
 pub use error::{Error, ErrorKind, Result};

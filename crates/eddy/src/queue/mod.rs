@@ -879,6 +879,9 @@ impl Queue {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Message>> {
+        if count == 0 {
+            return Err(Error::invalid_argument("count must be at least 1"));
+        }
         let claimed = self
             .engine()
             .claim(&self.keys, consumer, min_idle, count)

@@ -582,6 +582,9 @@ impl Engine for MemoryEngine {
 
     async fn purge(&self, queue: &QueueKeys) -> Result<u64> {
         let mut st = self.lock();
+        if !st.hashes.contains_key(&queue.meta) {
+            return Err(not_found(queue));
+        }
         st.expiry.remove(&queue.expiry);
         st.delayed.remove(&queue.delayed);
         let Some(s) = st.streams.get_mut(&queue.stream) else {
@@ -773,6 +776,9 @@ impl MemoryEngine {
         ids: &[EntryId],
         f: impl Fn(&mut Pending),
     ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let mut st = self.lock();
         let Some(group) = st
             .streams

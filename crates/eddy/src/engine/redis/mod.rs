@@ -593,6 +593,7 @@ impl Engine for RedisEngine {
         inv.key(&queue.stream)
             .key(&queue.expiry)
             .key(&queue.delayed)
+            .key(&queue.meta)
             .arg(&queue.group);
         self.invoke(&inv).await
     }
@@ -630,7 +631,7 @@ impl Engine for RedisEngine {
             .arg(&queue.group)
             .arg(consumer)
             .arg(min_idle.as_millis() as u64)
-            .arg(count.max(1));
+            .arg(count);
         let reply: Value = self.invoke(&inv).await?;
         values::claim_reply(reply)
     }

@@ -198,9 +198,15 @@ pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<
         .get("last-delivered-id")
         .and_then(|v| id(v).ok())
         .unwrap_or_default();
+    // Redis 7.0 miscounts `lag` once entries were deleted (redis/redis#13337),
+    // and eddy deletes (dead-letter, requeue, TTL): count instead then.
+    let deleted = stream
+        .get("max-deleted-entry-id")
+        .and_then(|v| id(v).ok())
+        .unwrap_or_default();
     let lag = match int(group.get("lag")) {
-        Some(lag) => lag,
-        None => count_after(conn, &q.stream, last_delivered).await?,
+        Some(lag) if deleted == EntryId::MIN => lag,
+        _ => count_after(conn, &q.stream, last_delivered).await?,
     };
     let consumers = match consumers {
         Value::Array(cs) => cs

@@ -9,6 +9,8 @@ local stream, expiry = KEYS[1], KEYS[2]
 local group, consumer, min_idle, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 check_type(stream, 'stream')
 check_type(expiry, 'zset')
+-- Register the claimer even if it takes nothing, as a read does.
+pcall(redis.call, 'XGROUP', 'CREATECONSUMER', stream, group, consumer)
 local now = now_ms()
 local has_expiry = redis.call('EXISTS', expiry) == 1
 local out, deleted = {}, {}

@@ -1,6 +1,10 @@
 -- Remove every entry of a queue (pending, delayed and TTL index too) and
--- recreate its group at the beginning. KEYS: stream, expiry, delayed; ARGV: group
-local stream, expiry, delayed, group = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+-- recreate its group at the beginning. A deleted queue stays deleted.
+-- KEYS: stream, expiry, delayed, meta; ARGV: group
+local stream, expiry, delayed, meta, group = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
+if redis.call('EXISTS', meta) == 0 then
+  return redis.error_reply('EDDY_NOQUEUE ' .. stream)
+end
 check_type(stream, 'stream')
 local n = 0
 if redis.call('EXISTS', stream) == 1 then

@@ -11,6 +11,10 @@ check_type(delayed, 'zset')
 local now = now_ms()
 local next_due = promote(stream, expiry, delayed, now)
 local has_expiry = redis.call('EXISTS', expiry)
+-- Register the consumer even when nothing is delivered (Redis 7.0 only
+-- does so on delivery; newer versions always do).
+-- A missing stream or group is reported by XREADGROUP below (NOGROUP).
+pcall(redis.call, 'XGROUP', 'CREATECONSUMER', stream, group, consumer)
 local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
 local out = {}
 if res then

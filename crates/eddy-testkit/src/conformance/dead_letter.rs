@@ -1,0 +1,380 @@
+//! Dead-lettering and requeueing (atomic moves with history), and entries
+//! that cannot be decoded.
+
+use bytes::Bytes;
+use eddy::engine::Append;
+use eddy::{ErrorKind, SendOptions};
+use serde_json::{json, Value};
+
+use super::{
+    assert_kind, assert_recent, ids, ns, numbered, send_numbered, take, CaseResult, Harness,
+    Outcome,
+};
+
+/// `dead_letter` moves a message to the DLQ in one step: gone from the
+/// queue (and its pending list), in the DLQ with its payload, message id and
+/// `_failures: [{timestamp, reason}]`.
+pub async fn dead_letter_moves_atomically(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("dl").await?;
+    q.send_with(
+        &json!({"n": 0, "deep": {"k": ["v"]}}),
+        &SendOptions::new().message_id("x1"),
+    )
+    .await?;
+    send_numbered(&q, 1..2).await?;
+    let got = q.receive(&take(2, "c")).await?;
+    assert_eq!(q.dead_letter(&[got[0].id], "payment declined").await?, 1);
+
+    let info = q.info().await?;
+    assert_eq!((info.length, info.pending, info.lag), (1, 1, 0));
+    assert_eq!(info.consumers[0].pending, 1);
+    assert_eq!(ns(&q.peek(10).await?), vec![1]);
+
+    let dead = dlq.peek(10).await?;
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(m.message_id, "x1");
+    assert_eq!(m.timestamp, got[0].timestamp, "the send time is kept");
+    assert_eq!(m.data["n"], json!(0));
+    assert_eq!(m.data["deep"], json!({"k": ["v"]}));
+    let failures = m.data["_failures"].as_array().expect("_failures is a list");
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["reason"], json!("payment declined"));
+    assert_recent(
+        failures[0]["timestamp"]
+            .as_f64()
+            .expect("a float timestamp"),
+        60.0,
+    );
+    let typed = m.failures();
+    assert_eq!(typed.len(), 1);
+    assert_eq!(typed[0].reason, "payment declined");
+    let dinfo = dlq.info().await?;
+    assert_eq!((dinfo.length, dinfo.lag, dinfo.pending), (1, 1, 0));
+    Ok(Outcome::Passed)
+}
+
+/// Dead-lettering an id that already moved returns 0 and moves nothing.
+pub async fn dead_letter_twice_returns_zero(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("dl2").await?;
+    let sent = send_numbered(&q, 0..2).await?;
+    assert_eq!(q.dead_letter(&sent[..1], "once").await?, 1);
+    assert_eq!(q.dead_letter(&sent[..1], "twice").await?, 0);
+    assert_eq!(
+        q.dead_letter(&[sent[0], sent[0], sent[1], sent[1]], "mixed")
+            .await?,
+        1
+    );
+    assert_eq!(q.dead_letter(&[], "nothing").await?, 0);
+    assert_eq!(
+        q.dead_letter(&[eddy::EntryId::new(1, 0)], "unknown")
+            .await?,
+        0
+    );
+    assert_eq!(dlq.info().await?.length, 2);
+    let reasons: Vec<String> = dlq
+        .peek(10)
+        .await?
+        .iter()
+        .map(|m| m.failures()[0].reason.clone())
+        .collect();
+    assert_eq!(reasons, ["once", "mixed"]);
+    assert_eq!(q.info().await?.length, 0);
+    Ok(Outcome::Passed)
+}
+
+/// A message can be dead-lettered before it was ever delivered.
+pub async fn dead_letter_of_undelivered_message(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("dl3").await?;
+    let sent = send_numbered(&q, 0..3).await?;
+    assert_eq!(q.dead_letter(&sent[1..2], "poison").await?, 1);
+    let info = q.info().await?;
+    assert_eq!((info.length, info.lag, info.pending), (2, 2, 0));
+    assert_eq!(ns(&q.receive(&take(10, "c")).await?), vec![0, 2]);
+    assert_eq!(ns(&dlq.peek(10).await?), vec![1]);
+    Ok(Outcome::Passed)
+}
+
+/// `dead_letter_messages` moves messages already in hand (no read first);
+/// stale messages (already moved or deleted) are skipped.
+pub async fn dead_letter_messages_in_hand(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("dl4").await?;
+    send_numbered(&q, 0..4).await?;
+    let got = q.receive(&take(4, "c")).await?;
+    q.delete(&[got[3].id]).await?;
+    assert_eq!(q.dead_letter_messages(&got[..2], "bad").await?, 2);
+    assert_eq!(
+        q.dead_letter_messages(&got, "again").await?,
+        1,
+        "only n = 2 is still there"
+    );
+    assert_eq!(q.dead_letter_messages(&[], "none").await?, 0);
+    assert_eq!(ns(&dlq.peek(10).await?), vec![0, 1, 2]);
+    let info = q.info().await?;
+    assert_eq!((info.length, info.pending), (0, 0));
+    Ok(Outcome::Passed)
+}
+
+/// Dead-lettering from a DLQ and requeueing into a queue that is not a DLQ
+/// are `InvalidArgument`, and change nothing.
+pub async fn dlq_only_and_queue_only_operations_are_rejected(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("dl5").await?;
+    let sent = send_numbered(&q, 0..2).await?;
+    q.dead_letter(&sent[..1], "x").await?;
+    let dead = dlq.peek(10).await?;
+    assert_kind(
+        dlq.dead_letter(&ids(&dead), "again").await,
+        ErrorKind::InvalidArgument,
+    );
+    assert_kind(
+        dlq.dead_letter_messages(&dead, "again").await,
+        ErrorKind::InvalidArgument,
+    );
+    assert_kind(q.requeue(&sent[1..]).await, ErrorKind::InvalidArgument);
+    assert_kind(q.requeue_all().await, ErrorKind::InvalidArgument);
+    assert_eq!(q.info().await?.length, 1);
+    assert_eq!(dlq.info().await?.length, 1);
+    Ok(Outcome::Passed)
+}
+
+/// `requeue` moves a message back to its queue in one step, appending
+/// `_requeues: [{timestamp, from_dlq, to_queue}]` (full stream keys) and
+/// keeping `_failures` and the message id; it is delivered again as new.
+pub async fn requeue_moves_back_with_history(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let p = h.prefix();
+    let (q, dlq) = mq.create_queue_pair("rq").await?;
+    q.send_with(&numbered(0), &SendOptions::new().message_id("keep-me"))
+        .await?;
+    send_numbered(&q, 1..2).await?;
+    let got = q.receive(&take(2, "c")).await?;
+    q.ack(&got[1..].iter().map(|m| m.id).collect::<Vec<_>>())
+        .await?;
+    q.dead_letter(&[got[0].id], "flaky").await?;
+    let dead = dlq.peek(10).await?;
+    assert_eq!(dlq.requeue(&ids(&dead)).await?, 1);
+    assert_eq!(dlq.info().await?.length, 0);
+    assert_eq!(dlq.requeue(&ids(&dead)).await?, 0, "already requeued");
+
+    let info = q.info().await?;
+    assert_eq!((info.length, info.lag, info.pending), (2, 1, 0));
+    let back = q.receive(&take(10, "c")).await?;
+    assert_eq!(back.len(), 1);
+    let m = &back[0];
+    assert_eq!(m.delivery_count, 1);
+    assert_eq!(m.message_id, "keep-me");
+    assert_eq!(m.data["n"], json!(0));
+    assert_eq!(m.failures().len(), 1);
+    assert_eq!(m.failures()[0].reason, "flaky");
+    let requeues = m.data["_requeues"].as_array().expect("_requeues is a list");
+    assert_eq!(requeues.len(), 1);
+    assert_eq!(requeues[0]["from_dlq"], json!(format!("{p}rq:dlq")));
+    assert_eq!(requeues[0]["to_queue"], json!(format!("{p}rq")));
+    assert_recent(
+        requeues[0]["timestamp"]
+            .as_f64()
+            .expect("a float timestamp"),
+        60.0,
+    );
+    assert!(
+        m.id > got[1].id,
+        "a requeued message goes to the end of the queue"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Requeueing ids that are not in the DLQ returns 0.
+pub async fn requeue_unknown_id_returns_zero(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("rq0").await?;
+    let sent = send_numbered(&q, 0..1).await?;
+    assert_eq!(dlq.requeue(&[]).await?, 0);
+    assert_eq!(dlq.requeue(&[eddy::EntryId::new(1, 0)]).await?, 0);
+    assert_eq!(
+        dlq.requeue(&sent).await?,
+        0,
+        "an id of the queue, not the DLQ"
+    );
+    assert_eq!(dlq.requeue_all().await?, 0);
+    assert_eq!(q.info().await?.length, 1);
+    Ok(Outcome::Passed)
+}
+
+/// `requeue_all` moves every DLQ message back, oldest first, also past one
+/// batch (500).
+pub async fn requeue_all_moves_everything(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("rqall").await?;
+    let payloads: Vec<Value> = (0..1200).map(numbered).collect();
+    let sent = q.send_batch(&payloads).await?;
+    // Dead-letter in reverse order, so DLQ order differs from send order.
+    let reversed: Vec<_> = sent.iter().rev().copied().collect();
+    assert_eq!(q.dead_letter(&reversed, "all bad").await?, 1200);
+    assert_eq!(q.info().await?.length, 0);
+    assert_eq!(dlq.info().await?.length, 1200);
+
+    assert_eq!(dlq.requeue_all().await?, 1200);
+    assert_eq!(dlq.info().await?.length, 0);
+    let info = q.info().await?;
+    assert_eq!((info.length, info.lag), (1200, 1200));
+    let back = q.receive(&take(2000, "c")).await?;
+    let want: Vec<u64> = (0..1200).rev().collect();
+    assert_eq!(ns(&back), want, "requeued in DLQ order");
+    assert!(back.iter().all(
+        |m| m.failures().len() == 1 && m.data["_requeues"].as_array().map(Vec::len) == Some(1)
+    ));
+    Ok(Outcome::Passed)
+}
+
+/// Each trip through the DLQ appends to the histories, never replaces them.
+pub async fn failure_history_accumulates_over_round_trips(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("hist").await?;
+    q.send_with(&numbered(0), &SendOptions::new().message_id("m"))
+        .await?;
+    for round in 0..3 {
+        let got = q.receive(&take(1, "c")).await?;
+        assert_eq!(got.len(), 1, "round {round}");
+        assert_eq!(got[0].message_id, "m");
+        assert_eq!(
+            q.dead_letter_messages(&got, &format!("fail {round}"))
+                .await?,
+            1
+        );
+        assert_eq!(dlq.requeue_all().await?, 1);
+    }
+    let m = &q.peek(1).await?[0];
+    let reasons: Vec<String> = m.failures().into_iter().map(|f| f.reason).collect();
+    assert_eq!(reasons, ["fail 0", "fail 1", "fail 2"]);
+    assert_eq!(m.data["_requeues"].as_array().map(Vec::len), Some(3));
+    assert_eq!(m.message_id, "m");
+    let ts: Vec<f64> = m.failures().iter().map(|f| f.timestamp).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+    Ok(Outcome::Passed)
+}
+
+/// Entries that cannot be decoded (not UTF-8, not JSON, not an object) are
+/// moved to the DLQ with their raw content (`_raw` or `_raw_hex`) and the
+/// reason; receive never returns them, and never drops them.
+pub async fn undecodable_entries_go_to_dlq(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("raw").await?;
+    let raw = |data: &'static [u8]| Append::new(q.keys().clone(), Bytes::from_static(data));
+    q.send(&numbered(0)).await?;
+    h.engine().append(&[raw(b"\xff"), raw(b"[1]")]).await?;
+    q.send(&numbered(1)).await?;
+    h.engine().append(&[raw(b"{nope"), raw(b"")]).await?;
+    q.send(&numbered(2)).await?;
+    assert_eq!(q.info().await?.length, 7);
+
+    let got = q.receive(&take(100, "c")).await?;
+    assert_eq!(
+        ns(&got),
+        vec![0, 1, 2],
+        "only the decodable messages are returned"
+    );
+    let info = q.info().await?;
+    assert_eq!((info.length, info.pending, info.lag), (3, 3, 0));
+    assert_eq!(
+        info.consumers[0].pending, 3,
+        "undecodable entries are not left pending"
+    );
+
+    let dead = dlq.peek(10).await?;
+    assert_eq!(dead.len(), 4, "every undecodable entry is kept: {dead:?}");
+    let field = |i: usize, k: &str| dead[i].data.get(k).cloned();
+    assert_eq!(field(0, "_raw_hex"), Some(json!("ff")));
+    assert_eq!(field(1, "_raw"), Some(json!("[1]")));
+    assert_eq!(field(2, "_raw"), Some(json!("{nope")));
+    assert_eq!(field(3, "_raw"), Some(json!("")));
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|m| m.failures()[0].reason.clone())
+        .collect();
+    assert!(reasons[0].contains("UTF-8"), "{reasons:?}");
+    assert!(reasons[1].contains("not an object"), "{reasons:?}");
+    assert!(reasons[2].contains("JSON"), "{reasons:?}");
+    assert!(reasons[3].contains("JSON"), "{reasons:?}");
+    for m in &dead {
+        assert_recent(m.failures()[0].timestamp, 60.0);
+    }
+    // Nothing more to read, and a second receive does not resurface them.
+    assert!(q.receive(&take(100, "c")).await?.is_empty());
+    assert_eq!(dlq.info().await?.length, 4);
+    Ok(Outcome::Passed)
+}
+
+/// An entry over the size limit goes to the DLQ with only a prefix of its
+/// content, so the DLQ does not inherit the oversized entry.
+pub async fn oversized_entry_goes_to_dlq_truncated(h: &Harness) -> CaseResult {
+    let mq = h.eddy_from(h.builder().max_payload_bytes(1500));
+    let (q, dlq) = mq.create_queue_pair("huge").await?;
+    let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(3000));
+    h.engine()
+        .append(&[Append::new(q.keys().clone(), Bytes::from(big.clone()))])
+        .await?;
+    assert!(q.receive(&take(10, "c")).await?.is_empty());
+    assert_eq!(q.info().await?.length, 0);
+    let dead = dlq.peek(10).await?;
+    assert_eq!(dead.len(), 1);
+    let kept = dead[0].data["_raw"].as_str().expect("_raw").to_owned();
+    assert_eq!(kept, big[..1024]);
+    assert!(
+        dead[0].failures()[0].reason.contains("limit"),
+        "{:?}",
+        dead[0].failures()
+    );
+    Ok(Outcome::Passed)
+}
+
+/// A DLQ has nowhere further to send an undecodable entry: receiving from
+/// the DLQ hands it over raw, with its delivery count.
+pub async fn undecodable_entry_in_dlq_is_handed_over_raw(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (_q, dlq) = mq.create_queue_pair("rawdlq").await?;
+    h.engine()
+        .append(&[Append::new(
+            dlq.keys().clone(),
+            Bytes::from_static(b"\x00\xfe"),
+        )])
+        .await?;
+    let got = dlq.receive(&take(10, "c")).await?;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data.get("_raw_hex"), Some(&json!("00fe")));
+    assert_eq!(got[0].delivery_count, 1);
+    assert_eq!(got[0].message_id, "");
+    let info = dlq.info().await?;
+    assert_eq!((info.length, info.pending), (1, 1));
+    assert_eq!(dlq.delete(&ids(&got)).await?, 1);
+    Ok(Outcome::Passed)
+}
+
+/// `peek` shows an undecodable entry raw instead of failing, and does not
+/// move it.
+pub async fn peek_shows_undecodable_entries_raw(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("rawpeek").await?;
+    q.send(&numbered(0)).await?;
+    h.engine()
+        .append(&[Append::new(
+            q.keys().clone(),
+            Bytes::from_static(b"not json"),
+        )])
+        .await?;
+    let peeked = q.peek(10).await?;
+    assert_eq!(peeked.len(), 2);
+    assert_eq!(peeked[0].data["n"], json!(0));
+    assert_eq!(peeked[1].data.get("_raw"), Some(&json!("not json")));
+    assert_eq!(q.info().await?.length, 2);
+    assert_eq!(dlq.info().await?.length, 0);
+    // An undecodable entry can still be dead-lettered or deleted by id.
+    assert_eq!(q.dead_letter(&[peeked[1].id], "inspected").await?, 1);
+    let dead = dlq.peek(10).await?;
+    assert_eq!(dead[0].data.get("_raw"), Some(&json!("not json")));
+    Ok(Outcome::Passed)
+}

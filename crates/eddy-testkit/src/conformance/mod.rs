@@ -1,0 +1,446 @@
+//! The conformance suite: one set of behaviour tests that every engine must
+//! pass, the way Watermill runs one Pub/Sub suite against every transport.
+//!
+//! A backend's test file is a constructor and nothing else:
+//!
+//! ```ignore
+//! async fn memory(case: &'static str) -> Option<Harness> {
+//!     Some(Harness::open("memory", "memory://", case).await.expect("memory engine"))
+//! }
+//! mod memory_engine {
+//!     eddy_testkit::conformance_tests!(super::memory);
+//! }
+//! ```
+//!
+//! [`conformance_tests!`](crate::conformance_tests) expands to one
+//! `#[tokio::test]` per case, so each case shows up as its own test for each
+//! engine; [`ALL`] lists the same cases for a custom runner.
+//!
+//! Each case gets a fresh [`Harness`]: its own random key prefix (tests never
+//! collide, even on a shared server), the engine's [`Capabilities`] and a
+//! name. A case that needs a capability the engine lacks returns
+//! [`Outcome::NotApplicable`] with the reason, which is printed: no assertion
+//! that applies is ever skipped silently.
+
+pub mod dead_letter;
+pub mod leases;
+pub mod messages;
+pub mod queues;
+pub mod receive;
+pub mod retention;
+pub mod send;
+pub mod timing;
+pub mod transactions;
+pub mod volume;
+
+use std::any::Any;
+use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use eddy::engine::{Capabilities, SharedEngine};
+use eddy::{Eddy, EddyBuilder, EntryId, ErrorKind, Message, Queue, Receive};
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+/// What a case found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Every assertion ran and held.
+    Passed,
+    /// The case needs a capability this engine does not have.
+    NotApplicable(&'static str),
+}
+
+/// An unexpected error from eddy inside a case, with where it happened.
+#[derive(Debug)]
+pub struct CaseError {
+    error: eddy::Error,
+    location: &'static Location<'static>,
+}
+
+impl From<eddy::Error> for CaseError {
+    #[track_caller]
+    fn from(error: eddy::Error) -> Self {
+        Self {
+            error,
+            location: Location::caller(),
+        }
+    }
+}
+
+impl fmt::Display for CaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (kind {:?}) at {}",
+            self.error,
+            self.error.kind(),
+            self.location
+        )
+    }
+}
+
+/// What a case returns.
+pub type CaseResult = Result<Outcome, CaseError>;
+
+/// A case of the suite, as [`ALL`] lists it.
+pub type CaseFn = for<'a> fn(&'a Harness) -> BoxFuture<'a, CaseResult>;
+
+/// One engine, set up for one case.
+pub struct Harness {
+    engine_name: String,
+    case: String,
+    url: String,
+    prefix: String,
+    engine: SharedEngine,
+    capabilities: Capabilities,
+    /// Whether [`Harness::pause_time`] paused `tokio::time`.
+    paused: AtomicBool,
+    /// Dropped last: whatever keeps the engine's server alive.
+    guard: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Harness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harness")
+            .field("engine", &self.engine_name)
+            .field("case", &self.case)
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("capabilities", &self.capabilities)
+            .finish()
+    }
+}
+
+impl Harness {
+    /// Open the engine at `url` for case `case`, under a fresh random prefix.
+    pub async fn open(engine_name: &str, url: &str, case: &str) -> eddy::Result<Self> {
+        let engine = eddy::engine::open(url).await?;
+        let capabilities = engine.capabilities();
+        Ok(Self {
+            engine_name: engine_name.to_owned(),
+            case: case.to_owned(),
+            url: url.to_owned(),
+            prefix: format!("t{:016x}:", rand::random::<u64>()),
+            engine,
+            capabilities,
+            paused: AtomicBool::new(false),
+            guard: None,
+        })
+    }
+
+    /// Keep `guard` (e.g. a `RedisServer`) alive as long as the harness.
+    pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
+        self.guard = Some(Box::new(guard));
+        self
+    }
+
+    /// The engine's name (`memory`, `redis`).
+    pub fn engine_name(&self) -> &str {
+        &self.engine_name
+    }
+
+    /// The case's name.
+    pub fn case(&self) -> &str {
+        &self.case
+    }
+
+    /// The engine's optional behaviours.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// This case's key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &SharedEngine {
+        &self.engine
+    }
+
+    /// Settings for an [`Eddy`] under this case's prefix; open it with
+    /// [`Harness::eddy_from`].
+    pub fn builder(&self) -> EddyBuilder {
+        EddyBuilder::new(self.url.clone()).prefix(self.prefix.clone())
+    }
+
+    /// An [`Eddy`] on the engine under this case's prefix.
+    pub fn eddy(&self) -> Eddy {
+        self.eddy_from(self.builder())
+    }
+
+    /// An [`Eddy`] on the engine with other settings.
+    pub fn eddy_from(&self, builder: EddyBuilder) -> Eddy {
+        builder
+            .with_engine(self.engine.clone())
+            .expect("the harness's prefix is valid")
+    }
+
+    /// An [`Eddy`] on the same engine under another prefix (this case's
+    /// prefix plus `suffix`).
+    pub fn eddy_with_prefix(&self, suffix: &str) -> Eddy {
+        self.eddy_from(self.builder().prefix(format!("{}{suffix}", self.prefix)))
+    }
+
+    /// A second, independent connection to the same data, as another process
+    /// would open it; `None` unless the engine is `shared_between_processes`.
+    pub async fn reconnect(&self) -> eddy::Result<Option<Eddy>> {
+        if !self.capabilities.shared_between_processes {
+            return Ok(None);
+        }
+        Ok(Some(self.builder().open().await?))
+    }
+
+    /// Pause `tokio::time` if the engine's clock follows it; returns whether
+    /// it did. Only valid on a current-thread runtime (`#[tokio::test]`).
+    pub fn pause_time(&self) -> bool {
+        if self.capabilities.virtual_time && !self.paused.swap(true, Ordering::SeqCst) {
+            tokio::time::pause();
+        }
+        self.capabilities.virtual_time
+    }
+
+    /// Let `d` pass on the engine's clock: advance paused time on a
+    /// virtual-time engine, sleep otherwise.
+    pub async fn advance(&self, d: Duration) {
+        if self.paused.load(Ordering::SeqCst) {
+            tokio::time::advance(d).await;
+        } else {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    /// Report a case's result: panic (failing the test) on an error, print
+    /// a line when the case did not apply.
+    #[track_caller]
+    pub fn report(&self, result: CaseResult) {
+        match result {
+            Ok(Outcome::Passed) => {}
+            Ok(Outcome::NotApplicable(why)) => eprintln!(
+                "conformance {} on {}: not applicable: {why}",
+                self.case, self.engine_name
+            ),
+            Err(e) => panic!(
+                "conformance {} on {} failed: {e}",
+                self.case, self.engine_name
+            ),
+        }
+    }
+}
+
+/// Every case of the suite's list, in one place: calls
+/// `target! { args [module::case, ...] }`. Used by [`conformance_tests!`]
+/// and [`ALL`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    (($($target:tt)+) $($args:tt)*) => {
+        $($target)+ ! { $($args)* [
+            queues::create_queue_pair_returns_queue_and_dlq,
+            queues::create_queue_pair_is_idempotent,
+            queues::unknown_queue_is_not_found,
+            queues::invalid_names_are_rejected,
+            queues::list_queues_is_empty_for_a_new_prefix,
+            queues::list_queues_shows_queues_and_dlqs_sorted,
+            queues::delete_queue_removes_queue_and_dlq,
+            queues::delete_queue_keep_dlq_keeps_dead_letters,
+            queues::delete_unknown_queue_is_not_found,
+            queues::operations_on_a_deleted_queue,
+            queues::purge_of_a_deleted_queue_does_not_resurrect_it,
+            queues::queues_are_independent,
+            queues::prefixes_are_independent,
+            queues::second_connection_shares_queues,
+            queues::data_outlives_the_writer,
+            send::send_returns_increasing_ids_that_receive_returns,
+            send::payload_round_trips_exactly,
+            send::typed_payloads_round_trip,
+            send::message_id_option_is_kept,
+            send::metadata_field_is_reserved,
+            send::non_object_payload_is_rejected_and_nothing_written,
+            send::oversize_payload_is_rejected_and_nothing_written,
+            send::invalid_send_options_are_rejected,
+            send::send_batch_sends_all_in_order,
+            send::send_batch_with_a_bad_payload_writes_nothing,
+            send::send_to_deleted_queue_is_not_found,
+            receive::receive_on_empty_queue_returns_nothing,
+            receive::receive_respects_count,
+            receive::new_messages_have_delivery_count_one,
+            receive::received_messages_are_not_redelivered,
+            receive::consumer_shows_in_info,
+            receive::consumer_that_read_nothing_is_listed,
+            receive::blocking_receive_times_out_empty,
+            receive::blocking_receive_wakes_on_send,
+            receive::messages_sent_before_first_consumer_are_delivered,
+            receive::competing_consumers_get_disjoint_messages,
+            receive::concurrent_consumers_get_disjoint_messages,
+            receive::invalid_receive_arguments_are_rejected,
+            receive::dlq_can_be_received_from,
+            messages::ack_returns_count_and_clears_pending,
+            messages::ack_of_unknown_ids_counts_zero,
+            messages::ack_on_dlq_is_an_error,
+            messages::delete_removes_messages,
+            messages::lag_ignores_deleted_messages,
+            messages::peek_does_not_deliver,
+            messages::peek_from_starts_at_id,
+            messages::peek_on_dlq,
+            messages::purge_removes_everything_and_queue_stays_usable,
+            messages::purge_of_empty_queue_returns_zero,
+            messages::info_reports_state,
+            messages::info_idle_times_grow,
+            dead_letter::dead_letter_moves_atomically,
+            dead_letter::dead_letter_twice_returns_zero,
+            dead_letter::dead_letter_of_undelivered_message,
+            dead_letter::dead_letter_messages_in_hand,
+            dead_letter::dlq_only_and_queue_only_operations_are_rejected,
+            dead_letter::requeue_moves_back_with_history,
+            dead_letter::requeue_unknown_id_returns_zero,
+            dead_letter::requeue_all_moves_everything,
+            dead_letter::failure_history_accumulates_over_round_trips,
+            dead_letter::undecodable_entries_go_to_dlq,
+            dead_letter::oversized_entry_goes_to_dlq_truncated,
+            dead_letter::undecodable_entry_in_dlq_is_handed_over_raw,
+            dead_letter::peek_shows_undecodable_entries_raw,
+            leases::claim_stale_takes_over_with_delivery_counts,
+            leases::claim_stale_respects_count_and_order,
+            leases::claim_stale_skips_settled_messages,
+            leases::claim_stale_drops_expired_messages,
+            leases::claim_stale_moves_undecodable_to_dlq,
+            leases::claim_stale_with_zero_count_claims_nothing,
+            leases::extend_keeps_the_lease,
+            leases::release_makes_message_claimable_later,
+            leases::lease_calls_without_ids_count_zero,
+            retention::trim_history_removes_only_acknowledged_history,
+            retention::trim_history_keeps_the_retention_window,
+            retention::eddy_trim_history_covers_every_queue,
+            retention::max_length_rejects_sends_with_queue_full,
+            retention::max_length_of_deleted_queue_is_not_found,
+            timing::expired_message_is_never_received,
+            timing::sweep_expired_removes_and_counts,
+            timing::unexpired_message_carries_its_ttl,
+            timing::expired_pending_message_is_swept,
+            timing::dead_lettered_message_loses_its_ttl,
+            timing::delayed_message_is_invisible_until_due,
+            timing::blocking_receive_wakes_for_delayed_message,
+            timing::purge_removes_delayed_messages,
+            transactions::transaction_commits_all,
+            transactions::transaction_to_missing_queue_writes_nothing,
+            transactions::transaction_rejects_bad_payload_at_send,
+            transactions::empty_transaction_commits,
+            transactions::transaction_with_delay_and_options,
+            volume::no_send_trims_unconsumed_messages,
+        ] }
+    };
+}
+
+/// Expand to one `#[tokio::test]` per conformance case, for the engine that
+/// `$ctor` opens. `$ctor` is an async fn (or closure) taking the case name
+/// (`&'static str`) and returning `Option<Harness>`; `None` skips the case
+/// (only for an engine that cannot run here, e.g. no `redis-server` outside
+/// CI: the constructor must print why).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($ctor:expr) => {
+        $crate::__conformance_cases!(($crate::conformance_tests) @tests ($ctor));
+    };
+    (@tests ($ctor:expr) [$($module:ident :: $case:ident),* $(,)?]) => {
+        $(
+            #[::tokio::test]
+            async fn $case() {
+                let name = concat!(stringify!($module), "::", stringify!($case));
+                let Some(harness) = ($ctor)(name).await else {
+                    return;
+                };
+                let result = $crate::conformance::$module::$case(&harness).await;
+                harness.report(result);
+            }
+        )*
+    };
+}
+
+macro_rules! all_cases {
+    (@all [$($module:ident :: $case:ident),* $(,)?]) => {
+        /// Every case of the suite, by name (`module::case`).
+        pub const ALL: &[(&str, CaseFn)] = &[
+            $((
+                concat!(stringify!($module), "::", stringify!($case)),
+                |h| Box::pin($module::$case(h)),
+            )),*
+        ];
+    };
+}
+
+crate::__conformance_cases!((all_cases) @all);
+
+// ---- helpers shared by the cases ----
+
+/// The payload `{"n": n}`.
+pub(crate) fn numbered(n: u64) -> Value {
+    json!({ "n": n })
+}
+
+/// Send `{"n": from}` .. `{"n": to - 1}` one by one.
+pub(crate) async fn send_numbered(
+    q: &Queue,
+    range: std::ops::Range<u64>,
+) -> eddy::Result<Vec<EntryId>> {
+    let mut ids = Vec::new();
+    for n in range {
+        ids.push(q.send(&numbered(n)).await?);
+    }
+    Ok(ids)
+}
+
+/// The `n` field of each message.
+pub(crate) fn ns(messages: &[Message]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| {
+            m.data
+                .get("n")
+                .and_then(Value::as_u64)
+                .unwrap_or_else(|| panic!("message without `n`: {m:?}"))
+        })
+        .collect()
+}
+
+/// The ids of messages.
+pub(crate) fn ids(messages: &[Message]) -> Vec<EntryId> {
+    messages.iter().map(|m| m.id).collect()
+}
+
+/// Receive options: `count` messages for `consumer`, no blocking.
+pub(crate) fn take(count: usize, consumer: &str) -> Receive {
+    Receive::new().count(count).consumer(consumer)
+}
+
+/// Assert that `result` failed with `kind`.
+#[track_caller]
+pub(crate) fn assert_kind<T: fmt::Debug>(result: eddy::Result<T>, kind: ErrorKind) {
+    match result {
+        Err(e) => assert_eq!(e.kind(), kind, "wrong error kind: {e}"),
+        Ok(v) => panic!("expected an error of kind {kind:?}, got Ok({v:?})"),
+    }
+}
+
+/// Seconds since the Unix epoch on this machine.
+pub(crate) fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Assert a float epoch timestamp is within `slack` seconds of now.
+#[track_caller]
+pub(crate) fn assert_recent(ts: f64, slack: f64) {
+    let now = now_secs();
+    assert!(
+        (now - slack..=now + slack).contains(&ts),
+        "timestamp {ts} is not within {slack}s of now ({now})"
+    );
+}

@@ -1,0 +1,151 @@
+//! Retention: trimming acknowledged history, and a maximum length that
+//! rejects sends instead of dropping messages.
+
+use std::time::Duration;
+
+use eddy::{ErrorKind, SendOptions};
+use serde_json::Value;
+
+use super::{assert_kind, ids, ns, numbered, send_numbered, take, CaseResult, Harness, Outcome};
+
+/// Let a little time pass, so that every entry so far is older than "now".
+async fn tick(h: &Harness) {
+    h.advance(Duration::from_millis(20)).await;
+}
+
+/// `trim_history` removes acknowledged entries only: never one that is
+/// pending, or after a pending one, or not yet delivered.
+pub async fn trim_history_removes_only_acknowledged_history(h: &Harness) -> CaseResult {
+    h.pause_time();
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("trim").await?;
+    send_numbered(&q, 0..6).await?;
+    let got = q.receive(&take(4, "c")).await?; // 0..=3 delivered
+    q.ack(&[got[0].id, got[1].id, got[3].id]).await?; // 2 stays pending
+    tick(h).await;
+    assert_eq!(
+        q.trim_history(Duration::ZERO).await?,
+        2,
+        "0 and 1; 3 is after pending 2"
+    );
+    assert_eq!(ns(&q.peek(10).await?), vec![2, 3, 4, 5]);
+    let info = q.info().await?;
+    assert_eq!((info.length, info.pending, info.lag), (4, 1, 2));
+    q.ack(&[got[2].id]).await?;
+    assert_eq!(q.trim_history(Duration::ZERO).await?, 2);
+    assert_eq!(q.trim_history(Duration::ZERO).await?, 0);
+    // The undelivered ones are untouched and still delivered.
+    assert_eq!(ns(&q.receive(&take(10, "c")).await?), vec![4, 5]);
+    tick(h).await;
+    assert_eq!(
+        q.trim_history(Duration::ZERO).await?,
+        0,
+        "4 and 5 are pending"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// `trim_history` keeps acknowledged entries younger than the retention.
+pub async fn trim_history_keeps_the_retention_window(h: &Harness) -> CaseResult {
+    let window = if h.pause_time() {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(1)
+    };
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("trim2").await?;
+    send_numbered(&q, 0..2).await?;
+    let got = q.receive(&take(2, "c")).await?;
+    q.ack(&ids(&got)).await?;
+    assert_eq!(q.trim_history(window).await?, 0, "younger than the window");
+    h.advance(window * 2).await;
+    assert_eq!(q.trim_history(window).await?, 2);
+    assert_eq!(q.info().await?.length, 0);
+    Ok(Outcome::Passed)
+}
+
+/// `Eddy::trim_history` trims every queue and leaves DLQs alone.
+pub async fn eddy_trim_history_covers_every_queue(h: &Harness) -> CaseResult {
+    h.pause_time();
+    let mq = h.eddy();
+    let (a, adlq) = mq.create_queue_pair("a").await?;
+    let (b, _) = mq.create_queue_pair("b").await?;
+    for q in [&a, &b] {
+        send_numbered(q, 0..3).await?;
+        let got = q.receive(&take(3, "c")).await?;
+        q.ack(&ids(&got[..2])).await?;
+        q.dead_letter(&[got[2].id], "x").await?;
+    }
+    let dead = adlq.receive(&take(10, "c")).await?;
+    assert_eq!(dead.len(), 1);
+    tick(h).await;
+    assert_eq!(mq.trim_history(Duration::ZERO).await?, 4);
+    assert_eq!(a.info().await?.length, 0);
+    assert_eq!(b.info().await?.length, 0);
+    assert_eq!(
+        adlq.info().await?.length,
+        1,
+        "DLQ entries are never acknowledged history"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// A queue with a maximum length rejects sends past it with `QueueFull`
+/// (retryable) and writes nothing; nothing already in it is dropped.
+pub async fn max_length_rejects_sends_with_queue_full(h: &Harness) -> CaseResult {
+    h.pause_time();
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("capped").await?;
+    let (other, _) = mq.create_queue_pair("other").await?;
+    assert_eq!(q.info().await?.max_length, None);
+    q.set_max_length(Some(3)).await?;
+    assert_eq!(q.info().await?.max_length, Some(3));
+    send_numbered(&q, 0..2).await?;
+    let batch: Vec<Value> = (2..4).map(numbered).collect();
+    let full = q.send_batch(&batch).await;
+    assert_kind(full.clone(), ErrorKind::QueueFull);
+    assert!(full.err().is_some_and(|e| e.is_retryable()));
+    assert_eq!(q.info().await?.length, 2, "a batch is all or nothing");
+    q.send(&numbered(2)).await?;
+    assert_kind(q.send(&numbered(3)).await, ErrorKind::QueueFull);
+    assert_kind(
+        q.send_with(&numbered(3), &SendOptions::new().message_id("x"))
+            .await,
+        ErrorKind::QueueFull,
+    );
+    let mut tx = mq.transaction();
+    tx.send(&other, &numbered(10))?.send(&q, &numbered(3))?;
+    assert_kind(tx.commit().await, ErrorKind::QueueFull);
+    assert_eq!(
+        other.info().await?.length,
+        0,
+        "the transaction wrote nothing"
+    );
+    assert_eq!(ns(&q.peek(10).await?), vec![0, 1, 2], "nothing was dropped");
+
+    // Acknowledged history still counts until it is trimmed.
+    let got = q.receive(&take(3, "c")).await?;
+    q.ack(&ids(&got)).await?;
+    assert_kind(q.send(&numbered(3)).await, ErrorKind::QueueFull);
+    tick(h).await;
+    assert_eq!(q.trim_history(Duration::ZERO).await?, 3);
+    q.send(&numbered(3)).await?;
+
+    q.set_max_length(None).await?;
+    assert_eq!(q.info().await?.max_length, None);
+    send_numbered(&q, 4..10).await?;
+    assert_eq!(q.info().await?.length, 7);
+    Ok(Outcome::Passed)
+}
+
+/// Setting a maximum length on a queue that does not exist fails with
+/// `QueueNotFound`.
+pub async fn max_length_of_deleted_queue_is_not_found(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("gone").await?;
+    mq.delete_queue("gone", false).await?;
+    assert_kind(q.set_max_length(Some(1)).await, ErrorKind::QueueNotFound);
+    assert_kind(q.set_max_length(None).await, ErrorKind::QueueNotFound);
+    assert_kind(mq.queue("gone").await, ErrorKind::QueueNotFound);
+    Ok(Outcome::Passed)
+}
