@@ -470,9 +470,7 @@ impl Generator {
                 keys: self.pick_keys(),
             },
             67..=68 => Op::RequeueAll { q },
-            69 => {
-                Op::Purge { q, dlq }
-            }
+            69 => Op::Purge { q, dlq },
             70..=72 => Op::Peek {
                 q,
                 dlq,
