@@ -101,6 +101,7 @@ both_engines!(
     service_reject_and_retry_outcomes,
     janitor_trims_only_acknowledged_history,
     max_length_rejects_instead_of_dropping,
+    all_log_is_trimmed_by_age,
 );
 
 async fn poison_message_goes_to_dlq_after_max_deliveries(env: Env) -> TestResult {
@@ -659,5 +660,29 @@ async fn max_length_rejects_instead_of_dropping(env: Env) -> TestResult {
     q.set_max_length(None).await?;
     q.send(&json!({"n": 5})).await?;
     assert_eq!(q.info().await?.length, 4);
+    Ok(())
+}
+
+async fn all_log_is_trimmed_by_age(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let bus = shared_bus(&mq).await?;
+    let sent = bus.publish_as("order-service", &order("old")).await?;
+    let log = bus.queues().queue("all").await?;
+    let first = &log.peek(1).await?[0];
+    let e = Envelope::from_message(first)?;
+    assert_eq!(e.source.as_deref(), Some("order-service"));
+    assert_eq!(e.correlation_id.as_deref(), Some(sent.event_id.as_str()));
+    assert!(e.traceparent.is_some());
+    assert_eq!(bus.trim_log(Duration::from_secs(3600)).await?, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bus.publish(&order("new")).await?;
+    assert_eq!(bus.trim_log(Duration::from_millis(150)).await?, 1);
+    let left: Vec<String> = bus
+        .replay(std::time::UNIX_EPOCH, 10)
+        .await?
+        .iter()
+        .map(|e| e.decode::<OrderCreatedEvent>().map(|o| o.order_id))
+        .collect::<eddy::Result<_>>()?;
+    assert_eq!(left, ["new"]);
     Ok(())
 }

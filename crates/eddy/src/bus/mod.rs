@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+pub(crate) use envelope::new_traceparent;
 pub use envelope::{Envelope, Event, RESERVED};
 
 use crate::engine::{validate_name, EntryId, Publish, SharedEngine};
@@ -222,6 +223,29 @@ impl Bus {
     fn encode(&self, env: &Envelope) -> Result<Bytes> {
         let opts = crate::SendOptions::new().message_id(env.event_id.clone());
         self.mq.encode_at(&env.to_json(), &opts, env.timestamp)
+    }
+
+    /// Publish an event from outside any handler on behalf of `service`:
+    /// `source` is `service`, and the event starts its own correlation and
+    /// trace (handlers publish through [`crate::service::Context`] instead).
+    pub async fn publish_as<E: Event>(&self, service: &str, event: &E) -> Result<Published> {
+        let mut env = Envelope::new(event)?;
+        env.source = Some(service.to_owned());
+        env.correlation_id = Some(env.event_id.clone());
+        env.traceparent = Some(envelope::new_traceparent(None));
+        self.publish_envelope(&env).await
+    }
+
+    /// Remove events older than `keep` from the `all` log (it is a replay
+    /// log, read by nobody's group, so queue retention never trims it).
+    /// Returns how many were removed.
+    pub async fn trim_log(&self, keep: Duration) -> Result<u64> {
+        let now = self.mq.engine().now_ms().await?;
+        let before = now.saturating_sub(keep.as_millis() as u64);
+        self.mq
+            .engine()
+            .trim_log(&format!("{}{ALL_LOG}", self.mq.prefix()), before)
+            .await
     }
 
     /// Events from the `all` log published at or after `since`, oldest

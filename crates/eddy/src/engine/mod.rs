@@ -272,6 +272,11 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// yet delivered. Returns how many were removed.
     async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64>;
 
+    /// Remove every entry older than `before` (epoch ms), acknowledged or
+    /// not. Only for logs nobody consumes through the group (the bus's `all`
+    /// log); a queue's history is trimmed with [`Engine::trim`].
+    async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64>;
+
     /// Set (or with `None` remove) one field of a metadata hash; fails with
     /// [`ErrorKind::QueueNotFound`] if the hash does not exist.
     async fn set_metadata(&self, queue: &QueueKeys, field: &str, value: Option<&str>)

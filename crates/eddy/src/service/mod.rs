@@ -143,22 +143,13 @@ impl Context {
                 .clone()
                 .unwrap_or_else(|| self.envelope.event_id.clone()),
         );
-        env.traceparent = Some(child_traceparent(self.envelope.traceparent.as_deref()));
+        env.traceparent = Some(crate::bus::new_traceparent(
+            self.envelope.traceparent.as_deref(),
+        ));
         let out = self.bus.publish_envelope(&env).await?;
         self.metrics.published();
         Ok(out)
     }
-}
-
-/// A W3C `traceparent` continuing `parent`'s trace with a new span id, or
-/// starting a new trace.
-fn child_traceparent(parent: Option<&str>) -> String {
-    let trace_id = parent
-        .and_then(|p| p.split('-').nth(1))
-        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>() | 1));
-    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;

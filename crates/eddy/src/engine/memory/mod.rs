@@ -730,6 +730,15 @@ impl Engine for MemoryEngine {
         Ok(removed as u64)
     }
 
+    async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
+        let mut st = self.lock();
+        let Some(s) = st.streams.get_mut(stream) else {
+            return Ok(0);
+        };
+        let keep = s.entries.split_off(&EntryId::new(before_ms, 0));
+        Ok(std::mem::replace(&mut s.entries, keep).len() as u64)
+    }
+
     async fn set_metadata(
         &self,
         queue: &QueueKeys,

@@ -644,6 +644,16 @@ impl Engine for RedisEngine {
         self.invoke(&inv).await
     }
 
+    async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
+        redis::cmd("XTRIM")
+            .arg(stream)
+            .arg("MINID")
+            .arg(format!("{before_ms}-0"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)
+    }
+
     async fn set_metadata(
         &self,
         queue: &QueueKeys,
