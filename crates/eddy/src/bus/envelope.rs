@@ -286,6 +286,17 @@ impl Envelope {
     }
 }
 
+/// A W3C `traceparent` continuing `parent`'s trace with a new span id, or
+/// starting a new trace.
+pub(crate) fn new_traceparent(parent: Option<&str>) -> String {
+    let trace_id = parent
+        .and_then(|p| p.split('-').nth(1))
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>() | 1));
+    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,15 +356,4 @@ mod tests {
         assert_eq!(e, Some(ErrorKind::InvalidArgument));
         assert!(Envelope::from_parts("bad type!", Map::new()).is_err());
     }
-}
-
-/// A W3C `traceparent` continuing `parent`'s trace with a new span id, or
-/// starting a new trace.
-pub(crate) fn new_traceparent(parent: Option<&str>) -> String {
-    let trace_id = parent
-        .and_then(|p| p.split('-').nth(1))
-        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>() | 1));
-    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
 }
