@@ -20,6 +20,7 @@
 //! ```
 
 pub mod conformance;
+pub mod proxy;
 pub mod redis_server;
 
 pub use redis_server::{RedisServer, RedisServerBuilder};

@@ -588,9 +588,14 @@ where
             .await;
     }
     drop(settle);
-    // The acker ends once every sender is gone; in-flight tasks past the
-    // deadline still hold one, so don't wait for them forever.
-    let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
+    // The acker ends once every sender is gone. Handlers abandoned at the
+    // deadline still hold one: then only give it a moment to flush.
+    let flush = if drained.is_ok() {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(500)
+    };
+    let _ = tokio::time::timeout(flush, acker).await;
     Ok(())
 }
 

@@ -43,6 +43,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             format!("payload cannot be serialized as JSON: {e}"),
         )
     })?;
+    // Fail fast on a huge payload, before scanning it.
+    if buf.len() > max_bytes {
+        return Err(too_large(buf.len(), max_bytes));
+    }
     if buf.first() != Some(&b'{') {
         return Err(Error::new(
             ErrorKind::NotAnObject,

@@ -172,7 +172,7 @@ impl RedisEngine {
                 Err(e) if attempt < options.connect_attempts && !is_fatal_connect(&e) => {
                     tracing::debug!(url = %shown, attempt, error = %e, "Redis not reachable yet; retrying");
                     tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
+                    delay = delay.saturating_mul(2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
                     let mut err = map_err(e);

@@ -38,7 +38,12 @@ local function promote(stream, expiry, delayed, now)
   for _, m in ipairs(due) do
     local bar = string.find(m, '|', 18, true)
     local expire_at = string.sub(m, 18, bar - 1)
-    local id = redis.call('XADD', stream, '*', 'data', string.sub(m, bar + 1))
+    -- Out of memory, Redis refuses a script's first write: leave the
+    -- message delayed and let the read go on; try again in 100 ms.
+    local ok, id = pcall(redis.call, 'XADD', stream, '*', 'data', string.sub(m, bar + 1))
+    if not ok then
+      return now + 100
+    end
     if expire_at ~= '' then
       redis.call('ZADD', expiry, expire_at, id)
     end
