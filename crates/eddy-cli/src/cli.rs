@@ -11,12 +11,14 @@ const OUTPUT_HELP: &str = "\
 Output:
   By default output is for people: aligned tables for `queue list` and
   `queue info`; for messages one row each with the stream id, the delivery
-  count, the send time (UTC) and the data as JSON; `dlq list` adds each
+  count, the send time (UTC) and the data as JSON (`receive --follow`
+  prints each row as it arrives, unaligned); `dlq list` adds each
   failure's time and reason under its message.
 
   With --json every command prints machine output on stdout:
     messages (receive, peek)  one object per line:
                               {\"id\",\"data\",\"timestamp\",\"delivery_count\"}
+    receive --follow          the same, one line per message as it arrives
     dlq list                  the same, plus \"failures\": [{\"timestamp\",\"reason\"}]
     queue list                one queue object per line (as queue info)
     queue info                {\"name\",\"stream\",\"is_dlq\",\"consumer_group\",\"length\",
@@ -71,9 +73,10 @@ pub struct GlobalArgs {
     )]
     pub url: String,
 
-    /// The key prefix of the queues (LeanMQ's default).
-    #[arg(long, global = true, default_value = "mq:", value_name = "P")]
-    pub prefix: String,
+    /// The key prefix of the queues [default: mq: (LeanMQ's); for `eddy
+    /// webhook`, webhook: (LeanMQ's webhook prefix)].
+    #[arg(long, global = true, value_name = "P")]
+    pub prefix: Option<String>,
 
     /// Print machine-readable JSON (see "Output" in --help).
     #[arg(long, global = true)]
@@ -94,6 +97,17 @@ pub enum Command {
     /// Inspect, requeue and purge a queue's dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Send webhooks to paths, listen on a path, make requests (LeanMQ's
+    /// webhooks, under the prefix webhook:).
+    #[command(subcommand, after_long_help = crate::webhook_cmd::WEBHOOK_HELP)]
+    Webhook(crate::webhook_cmd::WebhookCommand),
+    /// Run the seed's shop end to end: place orders, pay, ship, notify.
+    #[command(after_long_help = crate::demo_cmd::DEMO_HELP)]
+    Demo(crate::demo_cmd::DemoArgs),
+    /// Run one of the shop's services in this process, on Redis
+    /// (order-service with an HTTP API).
+    #[command(subcommand, after_long_help = crate::shop_cmd::SHOP_HELP)]
+    Shop(crate::shop_cmd::ShopCommand),
 }
 
 /// `eddy queue ...`
@@ -111,7 +125,24 @@ pub enum QueueCommand {
     /// atomic batches and prints the count. A bad line sends nothing.
     Send(SendArgs),
     /// Receive new messages for a consumer; they stay pending until
-    /// acknowledged (or use --ack).
+    /// acknowledged (or use --ack). With --follow --ack, keep consuming until
+    /// interrupted.
+    ///
+    /// --follow runs eddy's consumer loop until SIGINT or SIGTERM: it prints
+    /// each message as it arrives (one line each, flushed; with --json one
+    /// object per line) and acknowledges it once printed. Messages that
+    /// another consumer took and did not acknowledge within the visibility
+    /// timeout (it crashed or hung) are taken over and printed here, with
+    /// their delivery count raised. On SIGINT/SIGTERM it stops reading,
+    /// prints and acknowledges what it already holds, and exits 0; a second
+    /// signal exits at once (status 130), leaving unacknowledged messages
+    /// pending for another consumer. A message printed but not yet
+    /// acknowledged when the process dies is delivered again: expect
+    /// duplicates (same `id`), never gaps.
+    ///
+    /// --follow requires --ack: a follower that never acknowledged would see
+    /// every message taken back after the visibility timeout and delivered
+    /// again, over and over.
     Receive(ReceiveArgs),
     /// Acknowledge messages; prints how many were pending.
     Ack {
@@ -141,6 +172,14 @@ pub enum QueueCommand {
         count: usize,
     },
     /// Show a queue's length, pending, lag, delayed and consumers.
+    ///
+    /// `pending` counts messages delivered and not yet acknowledged;
+    /// `oldest pending idle` is how long ago the oldest of them (by id) was
+    /// last delivered: past the consumers' visibility timeout it is due to
+    /// be taken over. Each consumer's IDLE is the time since it last read: a
+    /// running `receive --follow` reads at least every second, so a long
+    /// idle with messages pending means that consumer is gone and its
+    /// messages wait for the visibility timeout.
     Info {
         /// The queue name, or `NAME:dlq` for its dead-letter queue (as
         /// `queue list` shows it).
@@ -195,18 +234,28 @@ impl SendArgs {
 pub struct ReceiveArgs {
     /// The queue name.
     pub name: String,
-    /// At most this many messages.
+    /// At most this many messages. With --follow: how many are read and
+    /// handled at once (1 keeps them in order).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub count: usize,
     /// Wait up to this long for the first message: seconds or 500ms, 2s, 1m.
-    #[arg(long, value_parser = parse_duration, allow_negative_numbers = true, value_name = "SECS")]
+    #[arg(long, value_parser = parse_duration, allow_negative_numbers = true, value_name = "SECS", conflicts_with = "follow")]
     pub block: Option<Duration>,
-    /// The consumer name.
-    #[arg(long, default_value = eddy::queue::DEFAULT_CONSUMER, value_name = "C")]
-    pub consumer: String,
+    /// The consumer name [default: `default-consumer`; with --follow a name
+    /// unique to the process, `host-pid-xxxx`].
+    #[arg(long, value_name = "C")]
+    pub consumer: Option<String>,
     /// Acknowledge the messages once printed.
     #[arg(long)]
     pub ack: bool,
+    /// Keep receiving until SIGINT/SIGTERM (requires --ack; see above).
+    #[arg(long, requires = "ack")]
+    pub follow: bool,
+    /// With --follow: a message another consumer has held unacknowledged this
+    /// long is taken over (500ms, 2s, 1m; default 30s). Also how long this
+    /// process may stay silent before others take its messages.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR", requires = "follow")]
+    pub visibility_timeout: Option<Duration>,
 }
 
 /// `eddy dlq ...`
@@ -266,6 +315,21 @@ mod tests {
             &["eddy", "--json", "queue", "send", "q", "{}", "--ttl", "2s"][..],
             &["eddy", "queue", "send", "q", "-", "--json"],
             &["eddy", "queue", "receive", "q", "--block", "0.5", "--ack"],
+            &["eddy", "queue", "receive", "q", "--follow", "--ack"],
+            &[
+                "eddy",
+                "queue",
+                "receive",
+                "q",
+                "--follow",
+                "--ack",
+                "--visibility-timeout",
+                "500ms",
+                "--count",
+                "8",
+                "--consumer",
+                "c1",
+            ],
             &["eddy", "queue", "ack", "q", "1-0", "2-0"],
             &[
                 "eddy",
@@ -294,6 +358,28 @@ mod tests {
             &["eddy", "queue", "send", "q", "{}", "--ttl", "-1"],
             &["eddy", "queue", "send", "q", "{}", "--delay", "soon"],
             &["eddy", "queue", "ack", "q"],
+            &["eddy", "queue", "receive", "q", "--follow"],
+            &[
+                "eddy", "queue", "receive", "q", "--follow", "--ack", "--block", "1s",
+            ],
+            &[
+                "eddy",
+                "queue",
+                "receive",
+                "q",
+                "--visibility-timeout",
+                "1s",
+            ],
+            &[
+                "eddy",
+                "queue",
+                "receive",
+                "q",
+                "--follow",
+                "--ack",
+                "--visibility-timeout",
+                "x",
+            ],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

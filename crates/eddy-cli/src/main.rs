@@ -11,11 +11,14 @@
 )]
 
 mod cli;
+mod demo_cmd;
 mod dlq_cmd;
 mod duration;
 mod error;
 mod output;
 mod queue_cmd;
+mod shop_cmd;
+mod webhook_cmd;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -45,8 +48,12 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> CliResult {
     let g = cli.global;
+    let default_prefix = match cli.command {
+        Command::Webhook(_) => webhook_cmd::DEFAULT_PREFIX,
+        _ => "mq:",
+    };
     let mq = eddy::EddyBuilder::new(&g.url)
-        .prefix(g.prefix)
+        .prefix(g.prefix.unwrap_or_else(|| default_prefix.to_owned()))
         .max_payload_bytes(g.max_payload_bytes)
         .open()
         .await?;
@@ -54,6 +61,9 @@ async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Queue(command) => queue_cmd::run(&mq, command, &mut out).await?,
         Command::Dlq(command) => dlq_cmd::run(&mq, command, &mut out).await?,
+        Command::Webhook(command) => webhook_cmd::run(&mq, command, &mut out).await?,
+        Command::Demo(args) => demo_cmd::run(&g.url, args, &mut out).await?,
+        Command::Shop(command) => shop_cmd::run(&g.url, command, g.json).await?,
     }
     out.flush()?;
     Ok(())

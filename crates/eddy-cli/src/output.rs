@@ -54,6 +54,18 @@ impl Output {
         write!(self.out, "{}", table.render())
     }
 
+    /// One message as it arrives (`receive --follow`): a JSON line, or the
+    /// row of [`Output::messages`] unaligned; flushed at once, so a reader
+    /// of a pipe sees it before it is acknowledged.
+    pub fn message_line(&mut self, m: &Message) -> io::Result<()> {
+        if self.json {
+            self.json_line(&m.to_json())?;
+        } else {
+            writeln!(self.out, "{}", message_row(m, &m.data).join("  "))?;
+        }
+        self.out.flush()
+    }
+
     /// Dead-letter queue messages, each with its failures.
     pub fn dead_letters(&mut self, messages: &[Message]) -> io::Result<()> {
         if self.json {

@@ -1,5 +1,7 @@
 //! `eddy queue ...`
 
+mod follow;
+
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -200,7 +202,13 @@ fn stage_batches(mq: &Eddy, queue: &Queue, input: &str) -> CliResult<Vec<Transac
 }
 
 async fn receive(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
-    let mut opts = Receive::new().count(args.count).consumer(args.consumer);
+    if args.follow {
+        return follow::run(mq, args, out).await;
+    }
+    let consumer = args
+        .consumer
+        .unwrap_or_else(|| eddy::queue::DEFAULT_CONSUMER.to_owned());
+    let mut opts = Receive::new().count(args.count).consumer(consumer);
     if let Some(block) = args.block {
         opts = opts.block(block);
     }

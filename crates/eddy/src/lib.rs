@@ -50,3 +50,8 @@ pub use queue::{
     ConsumerStatus, Eddy, EddyBuilder, Failure, Message, Queue, QueueInfo, Receive, SendOptions,
     Transaction,
 };
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;

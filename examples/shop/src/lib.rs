@@ -46,6 +46,7 @@
 
 mod demo;
 mod events;
+pub mod http;
 mod notification_service;
 mod order_service;
 pub mod orders;

@@ -142,6 +142,7 @@ impl Notifications {
 pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
     Service::builder(NAME, bus)
         .concurrency(shared.config.concurrency)
+        .visibility_timeout(shared.config.visibility_timeout)
         // A customer must not hear "shipped" before "payment succeeded".
         .order_by("order_id")
         .on_any(move |_ctx: Context, env: Envelope| {

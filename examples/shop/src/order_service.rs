@@ -19,6 +19,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
     let (on_payment, on_shipment) = (shared.clone(), shared.clone());
     Service::builder(NAME, bus)
         .concurrency(shared.config.concurrency)
+        .visibility_timeout(shared.config.visibility_timeout)
         // Unknown orders are retried quickly: the record is usually a moment away.
         .retry(Backoff::new(
             Duration::from_millis(100),

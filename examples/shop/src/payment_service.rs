@@ -25,6 +25,7 @@ pub const NAME: &str = "payment-service";
 pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
     Service::builder(NAME, bus)
         .concurrency(shared.config.concurrency)
+        .visibility_timeout(shared.config.visibility_timeout)
         .on(move |ctx: Context, order: OrderCreatedEvent| {
             let shared = shared.clone();
             async move {

@@ -27,6 +27,7 @@ const TRACKING_ALPHABET: &[u8; 36] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
     Service::builder(NAME, bus)
         .concurrency(shared.config.concurrency)
+        .visibility_timeout(shared.config.visibility_timeout)
         .on(move |ctx: Context, payment: PaymentProcessedEvent| {
             let shared = shared.clone();
             async move {

@@ -40,6 +40,9 @@ pub struct ShopConfig {
     pub seed: u64,
     /// Handlers running at once, per service.
     pub concurrency: usize,
+    /// Events held by a crashed instance of a service are taken over by
+    /// another after this long.
+    pub visibility_timeout: Duration,
 }
 
 impl Default for ShopConfig {
@@ -50,6 +53,7 @@ impl Default for ShopConfig {
             failure_rate: 0.10,
             seed: rand::random(),
             concurrency: 64,
+            visibility_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -97,6 +101,12 @@ impl ShopConfig {
     /// Set the handlers running at once per service (at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Set how long before another instance takes over a crashed one's events.
+    pub fn visibility_timeout(mut self, d: Duration) -> Self {
+        self.visibility_timeout = d;
         self
     }
 

@@ -359,11 +359,14 @@ impl ServiceBuilder {
     }
 }
 
-/// Recently handled event ids, for dropping duplicates.
+/// Recently handled event ids, and the ones being handled, for dropping
+/// duplicates (a publish retried after a lost reply carries the same id).
 struct Seen {
     set: HashSet<String>,
     order: VecDeque<String>,
     cap: usize,
+    /// Event id → the stream entry being handled for it.
+    in_flight: HashMap<String, crate::EntryId>,
 }
 
 impl Seen {
@@ -372,11 +375,35 @@ impl Seen {
             set: HashSet::new(),
             order: VecDeque::new(),
             cap,
+            in_flight: HashMap::new(),
         }
     }
 
-    fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
+    /// Whether this delivery duplicates an event handled or being handled
+    /// through another entry; if not, it is now in flight. A redelivery of
+    /// the same entry is never a duplicate: acknowledging it would settle
+    /// the copy in hand too.
+    fn is_duplicate(&mut self, event_id: &str, entry: crate::EntryId) -> bool {
+        if self.cap == 0 {
+            return false;
+        }
+        if self.set.contains(event_id) {
+            return true;
+        }
+        match self.in_flight.get(event_id) {
+            Some(other) if *other != entry => true,
+            _ => {
+                self.in_flight.insert(event_id.to_owned(), entry);
+                false
+            }
+        }
+    }
+
+    fn done(&mut self, event_id: &str, handled: bool) {
+        self.in_flight.remove(event_id);
+        if handled {
+            self.insert(event_id);
+        }
     }
 
     fn insert(&mut self, id: &str) {
@@ -414,7 +441,7 @@ impl Dispatch {
                 return Outcome::reject(format!("not an event: {e}"));
             }
         };
-        if self.seen().contains(&env.event_id) {
+        if self.seen().is_duplicate(&env.event_id, msg.id) {
             self.metrics.duplicate();
             tracing::debug!(event_id = %env.event_id, "duplicate event dropped");
             return Outcome::Ack;
@@ -424,6 +451,7 @@ impl Dispatch {
             .get(&env.event_type)
             .or(self.fallback.as_ref())
         else {
+            self.seen().done(&env.event_id, false);
             self.metrics.unknown();
             tracing::warn!(service = %self.service, event_type = %env.event_type, event_id = %env.event_id, "no handler for this event type; acknowledging it");
             return Outcome::Ack;
@@ -440,12 +468,20 @@ impl Dispatch {
             ctx.envelope.event_id.clone(),
         );
         let started = Instant::now();
+        // Clears the in-flight mark however the handler ends (a panic or a
+        // timeout drops this future).
+        let mut mark = InFlight {
+            dispatch: self,
+            event_id: &event_id,
+            handled: false,
+        };
         let result = handler(ctx.clone(), &ctx.envelope).await;
         let elapsed = started.elapsed();
+        mark.handled = result.is_ok();
+        drop(mark);
         match result {
             Ok(()) => {
                 self.metrics.record(&event_type, Recorded::Handled, elapsed);
-                self.seen().insert(&event_id);
                 Outcome::Ack
             }
             Err(HandlerError::Reject(reason)) => {
@@ -458,6 +494,18 @@ impl Dispatch {
                 Outcome::Retry { error }
             }
         }
+    }
+}
+
+struct InFlight<'a> {
+    dispatch: &'a Dispatch,
+    event_id: &'a str,
+    handled: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.dispatch.seen().done(self.event_id, self.handled);
     }
 }
 
