@@ -133,6 +133,11 @@ impl Output {
                 info.oldest_pending_idle_ms
                     .map_or_else(|| "-".to_owned(), format_ms),
             ),
+            (
+                "oldest pending age",
+                info.oldest_pending_age_ms
+                    .map_or_else(|| "-".to_owned(), format_ms),
+            ),
             ("created", format_timestamp(info.created_at)),
         ] {
             table.row([k.to_owned(), v]);

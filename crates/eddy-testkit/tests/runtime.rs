@@ -102,6 +102,7 @@ both_engines!(
     janitor_trims_only_acknowledged_history,
     max_length_rejects_instead_of_dropping,
     all_log_is_trimmed_by_age,
+    info_reports_the_oldest_pending_age,
 );
 
 async fn poison_message_goes_to_dlq_after_max_deliveries(env: Env) -> TestResult {
@@ -684,5 +685,25 @@ async fn all_log_is_trimmed_by_age(env: Env) -> TestResult {
         .map(|e| e.decode::<OrderCreatedEvent>().map(|o| o.order_id))
         .collect::<eddy::Result<_>>()?;
     assert_eq!(left, ["new"]);
+    Ok(())
+}
+
+async fn info_reports_the_oldest_pending_age(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("aging").await?;
+    q.send(&json!({"n": 1})).await?;
+    assert_eq!(q.info().await?.oldest_pending_age_ms, None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = q.receive(&Receive::new()).await?;
+    // A reclaim resets the idle time but not the age.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    q.claim_stale("other", Duration::ZERO, 1).await?;
+    let info = q.info().await?;
+    let age = info.oldest_pending_age_ms.unwrap_or(0);
+    let idle = info.oldest_pending_idle_ms.unwrap_or(u64::MAX);
+    assert!(age >= 240, "age {age} ms counts from the send");
+    assert!(idle < 200, "idle {idle} ms counts from the last delivery");
+    q.ack(&[got[0].id]).await?;
+    assert_eq!(q.info().await?.oldest_pending_age_ms, None);
     Ok(())
 }

@@ -125,6 +125,10 @@ pub struct StreamInfo {
     pub consumers: Vec<ConsumerInfo>,
     /// Milliseconds since the oldest pending entry was last delivered.
     pub oldest_pending_idle_ms: Option<u64>,
+    /// Milliseconds since the oldest pending entry was first added to the
+    /// stream (by the server's clock): how long the oldest unfinished
+    /// message has been waiting overall.
+    pub oldest_pending_age_ms: Option<u64>,
     /// Entries waiting in the delayed set.
     pub delayed: u64,
     /// Entries with a TTL that are still in the stream.

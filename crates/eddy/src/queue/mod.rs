@@ -150,6 +150,9 @@ pub struct QueueInfo {
     pub consumers: Vec<ConsumerStatus>,
     /// How long the oldest pending message has waited since its delivery.
     pub oldest_pending_idle_ms: Option<u64>,
+    /// How long the oldest pending message has existed since it was sent
+    /// (server clock): the age of the oldest unfinished work.
+    pub oldest_pending_age_ms: Option<u64>,
     /// When the queue was created (float epoch seconds).
     pub created_at: Option<f64>,
 }
@@ -836,6 +839,7 @@ impl Queue {
             max_length,
             consumers: info.consumers.into_iter().map(Into::into).collect(),
             oldest_pending_idle_ms: info.oldest_pending_idle_ms,
+            oldest_pending_age_ms: info.oldest_pending_age_ms,
             created_at,
         })
     }

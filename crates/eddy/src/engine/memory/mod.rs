@@ -623,6 +623,7 @@ impl Engine for MemoryEngine {
             pending: g.pending.len() as u64,
             lag: s.entries.range(g.last_delivered.next()..).count() as u64,
             consumers,
+            oldest_pending_age_ms: g.pending.keys().next().map(|id| now.saturating_sub(id.ms)),
             oldest_pending_idle_ms: g
                 .pending
                 .values()

@@ -158,6 +158,7 @@ pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<
         .arg(&q.expiry)
         .cmd("ZCARD")
         .arg(&q.delayed)
+        .cmd("TIME")
         .query_async(conn)
         .await;
     let replies = match replies {
@@ -177,6 +178,12 @@ pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<
     let oldest = it.next().unwrap_or(Value::Nil);
     let expiring = int(it.next().as_ref()).unwrap_or(0);
     let delayed = int(it.next().as_ref()).unwrap_or(0);
+    let now_ms = match it.next() {
+        Some(Value::Array(t)) => {
+            int(t.first()).unwrap_or(0) * 1000 + int(t.get(1)).unwrap_or(0) / 1000
+        }
+        _ => 0,
+    };
 
     let group = match groups {
         Value::Array(gs) => gs
@@ -220,12 +227,17 @@ pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<
             .collect(),
         _ => Vec::new(),
     };
-    let oldest_pending_idle_ms = match oldest {
-        Value::Array(rows) => rows.first().and_then(|row| match row {
-            Value::Array(cols) => int(cols.get(2)),
-            _ => None,
-        }),
-        _ => None,
+    let (oldest_pending_idle_ms, oldest_pending_age_ms) = match oldest {
+        Value::Array(rows) => match rows.first() {
+            Some(Value::Array(cols)) => (
+                int(cols.get(2)),
+                cols.first()
+                    .and_then(|v| id(v).ok())
+                    .map(|id| now_ms.saturating_sub(id.ms)),
+            ),
+            _ => (None, None),
+        },
+        _ => (None, None),
     };
     Ok(StreamInfo {
         length: int(stream.get("length")).unwrap_or(0),
@@ -233,6 +245,7 @@ pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<
         lag,
         consumers,
         oldest_pending_idle_ms,
+        oldest_pending_age_ms,
         delayed,
         expiring,
         first_id: entry_id_field(&stream, "first-entry"),
