@@ -292,7 +292,7 @@ struct Settle {
     in_flight: Mutex<HashSet<EntryId>>,
     /// Last handler error per message, for the DLQ record (bounded).
     last_error: Mutex<HashMap<EntryId, String>>,
-    acks: mpsc::UnboundedSender<EntryId>,
+    acks: mpsc::UnboundedSender<AckRequest>,
     /// Per ordering key: the completion of the last message dispatched.
     chains: Mutex<HashMap<String, (u64, Chain)>>,
 }
@@ -325,7 +325,7 @@ impl Settle {
             Outcome::Ack => {
                 Self::lock(&self.last_error).remove(&id);
                 // Batched by the acker; a lost ack means a redelivery, never a loss.
-                if self.acks.send(id).is_err() {
+                if self.acks.send(AckRequest::Ack(id)).is_err() {
                     tracing::warn!(%id, "acker stopped; the message will be redelivered");
                 }
                 return;
@@ -452,10 +452,15 @@ where
         let fetched = async {
             let mut msgs = Vec::new();
             if Instant::now() >= next_claim {
-                next_claim = Instant::now() + opts.claim_interval;
+                // One at a time: a reclaimed message may be one that kills
+                // its process, and must not drag others' delivery counts up
+                // with it. Keep claiming while there is something to claim.
                 msgs = queue
-                    .claim_stale(&opts.name, opts.visibility_timeout, free)
+                    .claim_stale(&opts.name, opts.visibility_timeout, 1)
                     .await?;
+                if msgs.is_empty() {
+                    next_claim = Instant::now() + opts.claim_interval;
+                }
             }
             if msgs.is_empty() {
                 let wait = opts
@@ -517,6 +522,23 @@ where
             if msg.delivery_count > 1 {
                 ConsumerStats::bump(&stats.redelivered);
             }
+            // A redelivery this process did not ask for (no recorded error):
+            // its last handler may have crashed the process. Run it alone,
+            // after every other handler has finished and been acknowledged,
+            // so that if it crashes again it takes nothing else down with it.
+            let suspect =
+                msg.delivery_count > 1 && !Settle::lock(&settle.last_error).contains_key(&msg.id);
+            let isolation = if suspect {
+                let others = permits
+                    .clone()
+                    .acquire_many_owned(opts.concurrency.saturating_sub(1) as u32)
+                    .await
+                    .ok();
+                flush_acks(&settle).await;
+                others
+            } else {
+                None
+            };
             Settle::lock(&settle.in_flight).insert(msg.id);
             let span = tracing::info_span!("delivery", queue = %queue.name(), group = %queue.keys().group, msg_id = %msg.id, attempt = msg.delivery_count);
             dispatched += 1;
@@ -527,9 +549,10 @@ where
                     .map(|(_, prev)| prev);
                 (key, dispatched, prev, done)
             });
+            let settle_outer = settle.clone();
             let (settle, handler, timeout) =
                 (settle.clone(), handler.clone(), opts.handler_timeout);
-            tokio::spawn(
+            let task = tokio::spawn(
                 async move {
                     let chain = match chain {
                         Some((key, seq, prev, done)) => {
@@ -569,6 +592,11 @@ where
                 }
                 .instrument(span),
             );
+            if let Some(others) = isolation {
+                let _ = task.await;
+                flush_acks(&settle_outer).await;
+                drop(others);
+            }
         }
     }
 
@@ -606,30 +634,63 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
+/// What the acker is asked to do.
+enum AckRequest {
+    /// Acknowledge this message (with whatever else has accumulated).
+    Ack(EntryId),
+    /// Acknowledge everything received so far, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Acknowledge in batches: whatever has accumulated goes in one XACK.
 async fn ack_batches(
     queue: Queue,
-    mut rx: mpsc::UnboundedReceiver<EntryId>,
+    mut rx: mpsc::UnboundedReceiver<AckRequest>,
     stats: Arc<ConsumerStats>,
 ) {
-    let mut batch = Vec::with_capacity(512);
-    while rx.recv_many(&mut batch, 512).await > 0 {
-        let mut pause = Duration::from_millis(50);
-        for attempt in 1..=5 {
-            match queue.ack(&batch).await {
-                Ok(_) => {
-                    stats.acked.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => {
-                    ConsumerStats::bump(&stats.errors);
-                    tracing::warn!(error = %e, attempt, n = batch.len(), "ack failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
+    let mut requests = Vec::with_capacity(512);
+    let mut ids = Vec::with_capacity(512);
+    let mut flushed = Vec::new();
+    while rx.recv_many(&mut requests, 512).await > 0 {
+        for r in requests.drain(..) {
+            match r {
+                AckRequest::Ack(id) => ids.push(id),
+                AckRequest::Flush(done) => flushed.push(done),
             }
         }
-        batch.clear();
+        if !ids.is_empty() {
+            ack_with_retries(&queue, &ids, &stats).await;
+            ids.clear();
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn ack_with_retries(queue: &Queue, ids: &[EntryId], stats: &ConsumerStats) {
+    let mut pause = Duration::from_millis(50);
+    for attempt in 1..=5 {
+        match queue.ack(ids).await {
+            Ok(_) => {
+                stats.acked.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                ConsumerStats::bump(&stats.errors);
+                tracing::warn!(error = %e, attempt, n = ids.len(), "ack failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+}
+
+/// Wait until every acknowledgement handed to the acker so far is written.
+async fn flush_acks(settle: &Settle) {
+    let (done, wait) = tokio::sync::oneshot::channel();
+    if settle.acks.send(AckRequest::Flush(done)).is_ok() {
+        let _ = wait.await;
     }
 }
 
