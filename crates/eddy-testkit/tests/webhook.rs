@@ -762,8 +762,15 @@ async fn handler_errors_are_retried_then_dead_lettered(env: Env) -> TestResult {
     let err = client.request("/reject", &json!({}), t).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
     assert!(err.message().contains("order total is negative"), "{err}");
+    // The caller hears of the rejection as the message is dead-lettered:
+    // the move may land a moment after the reply.
     let dlq = client.queues().dead_letter_queue("reject").await?;
-    let dead = dlq.peek(10).await?;
+    let mut dead = dlq.peek(10).await?;
+    let until = Instant::now() + Duration::from_secs(5);
+    while dead.is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        dead = dlq.peek(10).await?;
+    }
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].failures()[0].reason, "order total is negative");
 
@@ -862,70 +869,5 @@ async fn process_messages_by_hand(env: Env) -> TestResult {
     let idle = env.webhook().await?;
     assert_eq!(idle.process_messages(false, Duration::ZERO, 1).await?, 0);
     client.close().await?;
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// Figures (not assertions): request/reply latency on both engines
-// ---------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "prints figures; run in release: cargo test --release -p eddy-testkit --test webhook -- --ignored --nocapture latency"]
-async fn request_reply_latency() -> TestResult {
-    for env in [Env::memory().await, Env::redis().await] {
-        let engine = if env.memory.is_some() {
-            "memory"
-        } else {
-            "redis"
-        };
-        // Default consumer options, as a service would run.
-        let service = env.webhook_with(ConsumerOptions::new()).await?;
-        service.on("/echo", |d: Delivery| async move {
-            Ok::<_, HandlerError>(d.data()["n"].clone())
-        })?;
-        let running = service.start().await?;
-        let client = env.webhook_with(ConsumerOptions::new()).await?;
-        let t = Duration::from_secs(10);
-        for n in 0..500 {
-            client.request("/echo", &json!({"n": n}), t).await?;
-        }
-        // Sequential: one request in flight, the latency a caller sees.
-        let mut samples = Vec::with_capacity(5000);
-        for n in 0..5000 {
-            let started = Instant::now();
-            client.request("/echo", &json!({"n": n}), t).await?;
-            samples.push(started.elapsed());
-        }
-        samples.sort();
-        let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-        let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-        // Concurrent: 1,000 in flight at once.
-        let started = Instant::now();
-        let all = (0..1000).map(|n| {
-            let client = client.clone();
-            async move { client.request("/echo", &json!({"n": n}), t).await }
-        });
-        for r in futures::future::join_all(all).await {
-            r?;
-        }
-        let burst = started.elapsed();
-        eprintln!(
-            "request/reply {engine:6}: p50 {:>8.1?}  p99 {:>8.1?}  mean {:>8.1?}  max {:>8.1?}  (5000 sequential)  |  1000 concurrent in {burst:.1?} ({:.0} req/s)",
-            pct(0.50),
-            pct(0.99),
-            mean,
-            samples[samples.len() - 1],
-            1000.0 / burst.as_secs_f64()
-        );
-        eprintln!(
-            "BENCH webhook_request_reply engine={engine} p50_us={} p99_us={} mean_us={} burst1000_ms={}",
-            pct(0.50).as_micros(),
-            pct(0.99).as_micros(),
-            mean.as_micros(),
-            burst.as_millis()
-        );
-        client.close().await?;
-        running.stop().await?;
-    }
     Ok(())
 }

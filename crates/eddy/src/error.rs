@@ -47,7 +47,7 @@ pub enum ErrorKind {
     /// A transaction was used after it was committed or is empty.
     Transaction,
     /// A webhook request's handler rejected it or failed its last allowed
-    /// delivery (the request is in the path's dead-letter queue); the message
+    /// delivery (the request goes to the path's dead-letter queue); the message
     /// carries the handler's reason. Sending the same request again is
     /// unlikely to help.
     Rejected,
