@@ -14,7 +14,6 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eddy::{Eddy, EntryId, ErrorKind, Message, Receive, SendOptions};
@@ -36,47 +35,7 @@ fn scripts_dir() -> PathBuf {
 /// The Python interpreter with `leanmq` 0.2 installed. Panics with set-up
 /// instructions when there is none: these tests are never skipped silently.
 fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let (python, source) = match std::env::var_os("EDDY_PYTHON") {
-            Some(p) if !p.is_empty() => (PathBuf::from(p), "$EDDY_PYTHON"),
-            _ => (
-                manifest_dir().join("../../.venv/bin/python"),
-                "<workspace>/.venv/bin/python (EDDY_PYTHON is not set)",
-            ),
-        };
-        let setup = "the LeanMQ interop tests need a Python with leanmq 0.2: in the workspace root run \
-             `python3 -m venv .venv && .venv/bin/pip install leanmq==0.2.0` (bash .ci/run does this), \
-             or set EDDY_PYTHON to a python that can `import leanmq`";
-        let ci = if std::env::var_os("CI").is_some() {
-            " [CI is set: .ci/run must create .venv and export EDDY_PYTHON before `cargo test`]"
-        } else {
-            ""
-        };
-        let probe = std::process::Command::new(&python)
-            .args([
-                "-c",
-                "import importlib.metadata as m, leanmq; print(m.version('leanmq'))",
-            ])
-            .output();
-        match probe {
-            Ok(out) if out.status.success() => {
-                let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                assert!(
-                    version.starts_with("0.2."),
-                    "{} ({source}) has leanmq {version}, but eddy is wire-compatible with leanmq 0.2: {setup}{ci}",
-                    python.display()
-                );
-                python
-            }
-            Ok(out) => panic!(
-                "{} ({source}) cannot import leanmq: {}\n{setup}{ci}",
-                python.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => panic!("cannot run {} ({source}): {e}\n{setup}{ci}", python.display()),
-        }
-    })
+    eddy_testkit::python::leanmq_python()
 }
 
 /// What a script printed: its records, and its final `{"summary": …}` line.

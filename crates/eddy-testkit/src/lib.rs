@@ -21,6 +21,7 @@
 
 pub mod conformance;
 pub mod proxy;
+pub mod python;
 pub mod redis_server;
 
 pub use redis_server::{RedisServer, RedisServerBuilder};
