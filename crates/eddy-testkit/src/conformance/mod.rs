@@ -3,7 +3,9 @@
 //!
 //! A backend's test file is a constructor and nothing else:
 //!
-//! ```ignore
+//! ```
+//! use eddy_testkit::conformance::Harness;
+//!
 //! async fn memory(case: &'static str) -> Option<Harness> {
 //!     Some(Harness::open("memory", "memory://", case).await.expect("memory engine"))
 //! }
