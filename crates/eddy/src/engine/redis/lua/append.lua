@@ -6,21 +6,23 @@
 -- ARGV: per entry: data, ttl ms ('' = none), delay ms ('' = none), nonce
 -- Returns per entry the new stream id, or '' if it went to the delayed set.
 local n = #KEYS / 4
+-- Checks run once per queue, however many of the batch's entries go to it.
+local queues, adding = {}, {}
 for i = 0, n - 1 do
-  local meta = KEYS[i * 4 + 1]
-  if redis.call('EXISTS', meta) == 0 then
-    return redis.error_reply('EDDY_NOQUEUE ' .. KEYS[i * 4 + 2])
+  local meta, stream = KEYS[i * 4 + 1], KEYS[i * 4 + 2]
+  if not queues[stream] then
+    if redis.call('EXISTS', meta) == 0 then
+      return redis.error_reply('EDDY_NOQUEUE ' .. stream)
+    end
+    check_type(stream, 'stream')
+    check_type(KEYS[i * 4 + 3], 'zset')
+    check_type(KEYS[i * 4 + 4], 'zset')
+    queues[stream] = redis.call('HGET', meta, 'max_length') or false
   end
-  check_type(KEYS[i * 4 + 2], 'stream')
-  check_type(KEYS[i * 4 + 3], 'zset')
-  check_type(KEYS[i * 4 + 4], 'zset')
-end
--- Maximum lengths: count this batch's appends per stream on top of XLEN.
-local adding = {}
-for i = 0, n - 1 do
-  local stream = KEYS[i * 4 + 2]
   adding[stream] = (adding[stream] or 0) + 1
-  local max = redis.call('HGET', KEYS[i * 4 + 1], 'max_length')
+end
+-- Maximum lengths: this batch's appends per stream on top of XLEN.
+for stream, max in pairs(queues) do
   if max and redis.call('XLEN', stream) + adding[stream] > tonumber(max) then
     return redis.error_reply('EDDY_QUEUE_FULL ' .. stream .. ' holds its maximum of ' .. max .. ' entries')
   end
