@@ -108,6 +108,10 @@ pub enum Command {
     /// (order-service with an HTTP API).
     #[command(subcommand, after_long_help = crate::shop_cmd::SHOP_HELP)]
     Shop(crate::shop_cmd::ShopCommand),
+    /// Measure throughput and latency next to a raw Redis baseline
+    /// (queue, bus, rpc, latency).
+    #[command(after_long_help = crate::bench_cmd::BENCH_HELP)]
+    Bench(crate::bench_cmd::BenchArgs),
 }
 
 /// `eddy queue ...`

@@ -10,6 +10,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod bench_cmd;
 mod cli;
 mod demo_cmd;
 mod dlq_cmd;
@@ -64,6 +65,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Webhook(command) => webhook_cmd::run(&mq, command, &mut out).await?,
         Command::Demo(args) => demo_cmd::run(&g.url, args, &mut out).await?,
         Command::Shop(command) => shop_cmd::run(&g.url, command, g.json).await?,
+        Command::Bench(args) => bench_cmd::run(&g.url, args, &mut out).await?,
     }
     out.flush()?;
     Ok(())
