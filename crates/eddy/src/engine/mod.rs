@@ -55,8 +55,8 @@ impl Entry {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Append {
-    /// The queue to append to.
-    pub keys: QueueKeys,
+    /// The queue to append to (shared: a batch clones it per entry).
+    pub keys: Arc<QueueKeys>,
     /// The value of the `data` field.
     pub data: Bytes,
     /// Remove the entry unread after this long (server clock).
@@ -67,7 +67,8 @@ pub struct Append {
 
 impl Append {
     /// An append of `data` to the queue `keys`.
-    pub fn new(keys: QueueKeys, data: Bytes) -> Self {
+    pub fn new(keys: impl Into<Arc<QueueKeys>>, data: Bytes) -> Self {
+        let keys = keys.into();
         Self {
             keys,
             data,

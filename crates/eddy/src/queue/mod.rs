@@ -489,7 +489,10 @@ impl Eddy {
                 ))
             }
             Some(id) => id.clone(),
-            None => uuid::Uuid::new_v4().to_string(),
+            // From the thread-local RNG: `new_v4` asks the kernel each time.
+            None => uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
         };
         let ttl_secs = opts
             .ttl
@@ -590,9 +593,10 @@ impl Queue {
     /// Send many messages in one atomic append (one round trip on Redis).
     pub async fn send_batch<T: Serialize>(&self, payloads: &[T]) -> Result<Vec<EntryId>> {
         let opts = SendOptions::default();
+        let keys = Arc::new(self.keys.clone());
         let appends = payloads
             .iter()
-            .map(|p| Ok(Append::new(self.keys.clone(), self.mq.encode(p, &opts)?)))
+            .map(|p| Ok(Append::new(keys.clone(), self.mq.encode(p, &opts)?)))
             .collect::<Result<Vec<_>>>()?;
         if appends.is_empty() {
             return Ok(Vec::new());

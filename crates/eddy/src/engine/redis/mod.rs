@@ -302,11 +302,164 @@ impl RedisEngine {
         }
     }
 
+    /// A non-blocking read: prepare_read.lua and XREADGROUP in one
+    /// MULTI/EXEC, so entries go straight from XREADGROUP to us (through Lua
+    /// they would cost more than the read itself), then expired ones are
+    /// dropped if the queue has a TTL index. Redis refuses every command of
+    /// a MULTI while it is out of memory, where read.lua (one script whose
+    /// writes are pcalled) still reads: that is the fallback. Returns the
+    /// entries, the next delayed due time and whether the TTL index exists.
+    async fn read_now(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        count: usize,
+    ) -> Result<(Vec<Entry>, Option<u64>, bool)> {
+        let mut reloaded = false;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .ignore_errors()
+                .cmd("EVALSHA")
+                .arg(self.scripts.prepare_read.get_hash())
+                .arg(3)
+                .arg(&queue.stream)
+                .arg(&queue.expiry)
+                .arg(&queue.delayed)
+                .arg(&queue.group)
+                .arg(consumer)
+                .cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&queue.group)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(&queue.stream)
+                .arg(">");
+            let replied: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut self.conn()).await;
+            let mut replies = match replied {
+                Ok(replies) => replies,
+                Err(e) => {
+                    let err = map_transaction_err(e);
+                    if err.kind() != ErrorKind::OutOfMemory {
+                        return Err(err);
+                    }
+                    return self.read_in_script(queue, consumer, count).await;
+                }
+            };
+            let (Some(read), Some(prepared)) = (replies.pop(), replies.pop()) else {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    "Redis answered a read's MULTI/EXEC with too few replies",
+                ));
+            };
+            let mut entries = match read {
+                Value::ServerError(e) => return Err(map_err(e.into())),
+                v => values::read_reply(v)?,
+            };
+            let (next_due, has_expiry) = match prepared {
+                Value::Array(parts) => match parts.as_slice() {
+                    [Value::Int(due), Value::Int(expiry)] => {
+                        (u64::try_from(*due).ok(), *expiry == 1)
+                    }
+                    _ => return Err(values::unexpected("prepare_read.lua", &Value::Array(parts))),
+                },
+                // Redis lost the script (a restart, SCRIPT FLUSH): load it.
+                // This read promoted nothing and registered no consumer: if
+                // it delivered nothing either, read again; else keep what it
+                // delivered and check it for TTLs to be safe.
+                Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
+                    self.scripts
+                        .prepare_read
+                        .load_async(&mut self.conn())
+                        .await
+                        .map_err(map_err)?;
+                    if entries.is_empty() && !reloaded {
+                        reloaded = true;
+                        continue;
+                    }
+                    (None, true)
+                }
+                Value::ServerError(e) => return Err(map_err(e.into())),
+                other => return Err(values::unexpected("prepare_read.lua", &other)),
+            };
+            if has_expiry && !entries.is_empty() {
+                entries = self.drop_expired(queue, entries).await?;
+            }
+            return Ok((entries, next_due, has_expiry));
+        }
+    }
+
+    /// read.lua: promotion, the read and the TTL filter in one script (the
+    /// entries pass through Lua, which costs), for when Redis refuses
+    /// MULTI/EXEC: out of memory.
+    async fn read_in_script(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        count: usize,
+    ) -> Result<(Vec<Entry>, Option<u64>, bool)> {
+        let mut inv = self.scripts.read.prepare_invoke();
+        inv.key(&queue.stream)
+            .key(&queue.expiry)
+            .key(&queue.delayed)
+            .arg(&queue.group)
+            .arg(consumer)
+            .arg(count);
+        let reply: Value = self.invoke(&inv).await?;
+        values::read_script_reply(reply)
+    }
+
+    /// Remove delivered entries whose TTL has passed; returns the others.
+    async fn drop_expired(&self, queue: &QueueKeys, mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
+        let mut inv = self.scripts.drop_expired.prepare_invoke();
+        inv.key(&queue.stream).key(&queue.expiry).arg(&queue.group);
+        for e in &entries {
+            inv.arg(e.id.to_string());
+        }
+        let dropped: Vec<String> = self.invoke(&inv).await?;
+        if !dropped.is_empty() {
+            entries.retain(|e| !dropped.iter().any(|d| *d == e.id.to_string()));
+        }
+        Ok(entries)
+    }
+
+    /// Run an EVALSHA command built by hand (its arguments in one buffer,
+    /// unlike a `ScriptInvocation`), loading the script if Redis lost it.
+    async fn evalsha<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
+        let mut conn = self.conn();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load_async(&mut conn).await.map_err(map_err)?;
+                cmd.query_async(&mut conn).await.map_err(map_err)
+            }
+            other => other.map_err(map_err),
+        }
+    }
+
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T> {
         inv.invoke_async(&mut self.conn()).await.map_err(map_err)
+    }
+}
+
+/// A failed MULTI/EXEC as the error of its first failing command (e.g.
+/// NOGROUP from the XREADGROUP of a deleted queue, OOM from any of them).
+fn map_transaction_err(e: redis::RedisError) -> Error {
+    let first = e
+        .clone()
+        .into_server_errors()
+        .and_then(|errs| errs.first().map(|(_, se)| se.clone()));
+    match first {
+        Some(first) => map_err(redis::RedisError::from(first)),
+        None => map_err(e),
     }
 }
 
@@ -429,23 +582,43 @@ impl Engine for RedisEngine {
     }
 
     async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>> {
-        let mut inv = self.scripts.append.prepare_invoke();
+        // Keys once per queue, then per entry its queue's index and data
+        // (plus TTL, delay and nonce when any entry has one).
+        let mut queues: Vec<&QueueKeys> = Vec::new();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.append.get_hash());
+        let mut entries = Vec::with_capacity(appends.len());
         for a in appends {
-            inv.key(&a.keys.meta)
-                .key(&a.keys.stream)
-                .key(&a.keys.expiry)
-                .key(&a.keys.delayed);
-            let nonce = if a.delay.is_some() {
-                format!("{:016x}", rand::random::<u64>())
-            } else {
-                String::new()
+            let i = match queues.iter().position(|q| q.stream == a.keys.stream) {
+                Some(i) => i,
+                None => {
+                    queues.push(&a.keys);
+                    queues.len() - 1
+                }
             };
-            inv.arg(a.data.as_ref())
-                .arg(ms_arg(a.ttl))
-                .arg(ms_arg(a.delay))
-                .arg(nonce);
+            entries.push(i + 1);
         }
-        let ids: Vec<String> = self.invoke(&inv).await?;
+        cmd.arg(queues.len() * 4);
+        for q in &queues {
+            cmd.arg(&q.meta)
+                .arg(&q.stream)
+                .arg(&q.expiry)
+                .arg(&q.delayed);
+        }
+        let full = appends.iter().any(|a| a.ttl.is_some() || a.delay.is_some());
+        cmd.arg(if full { "1" } else { "0" });
+        for (a, qi) in appends.iter().zip(entries) {
+            cmd.arg(qi).arg(a.data.as_ref());
+            if full {
+                let nonce = if a.delay.is_some() {
+                    format!("{:016x}", rand::random::<u64>())
+                } else {
+                    String::new()
+                };
+                cmd.arg(ms_arg(a.ttl)).arg(ms_arg(a.delay)).arg(nonce);
+            }
+        }
+        let ids: Vec<String> = self.evalsha(&self.scripts.append, &cmd).await?;
         ids.iter()
             .map(|s| {
                 if s.is_empty() {
@@ -466,15 +639,7 @@ impl Engine for RedisEngine {
     ) -> Result<Vec<Entry>> {
         let deadline = block.map(|b| tokio::time::Instant::now() + b);
         loop {
-            let mut inv = self.scripts.read.prepare_invoke();
-            inv.key(&queue.stream)
-                .key(&queue.expiry)
-                .key(&queue.delayed)
-                .arg(&queue.group)
-                .arg(consumer)
-                .arg(count);
-            let reply: Value = self.invoke(&inv).await?;
-            let (entries, next_due, has_expiry) = values::read_script_reply(reply)?;
+            let (entries, next_due, has_expiry) = self.read_now(queue, consumer, count).await?;
             if !entries.is_empty() {
                 return Ok(entries);
             }
@@ -495,15 +660,7 @@ impl Engine for RedisEngine {
                 continue;
             }
             if has_expiry {
-                let mut inv = self.scripts.drop_expired.prepare_invoke();
-                inv.key(&queue.stream).key(&queue.expiry).arg(&queue.group);
-                for e in &entries {
-                    inv.arg(e.id.to_string());
-                }
-                let dropped: Vec<String> = self.invoke(&inv).await?;
-                if !dropped.is_empty() {
-                    entries.retain(|e| !dropped.iter().any(|d| *d == e.id.to_string()));
-                }
+                entries = self.drop_expired(queue, entries).await?;
                 if entries.is_empty() {
                     continue;
                 }

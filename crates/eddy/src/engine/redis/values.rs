@@ -10,7 +10,7 @@ use super::map_err;
 use crate::engine::{Claimed, ConsumerInfo, Entry, EntryId, QueueKeys, StreamInfo};
 use crate::error::{Error, ErrorKind, Result};
 
-fn unexpected(what: &str, v: &Value) -> Error {
+pub(super) fn unexpected(what: &str, v: &Value) -> Error {
     Error::new(
         ErrorKind::Backend,
         format!("unexpected reply from Redis for {what}: {v:?}"),
