@@ -833,6 +833,51 @@ fn check_one_script(what: &str, seen: &[(String, String)], lua_writes: &[&str]) 
     }
 }
 
+/// The other atomic shape: one MULTI/EXEC holding every write (Redis runs
+/// it whole or, if the client dies before EXEC, not at all), plus the
+/// script that checks inside it.
+fn check_one_transaction(what: &str, seen: &[(String, String)], writes: &[&str]) {
+    let client: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.0 != "lua")
+        .map(|s| s.1.as_str())
+        .collect();
+    let multi = client.iter().position(|c| *c == "MULTI");
+    let exec = client.iter().position(|c| *c == "EXEC");
+    let (Some(multi), Some(exec)) = (multi, exec) else {
+        panic!("{what}: expected one MULTI/EXEC; client sent {client:?}");
+    };
+    assert!(multi < exec, "{what}: MULTI before EXEC: {client:?}");
+    assert_eq!(
+        client
+            .iter()
+            .filter(|c| **c == "MULTI" || **c == "EXEC")
+            .count(),
+        2,
+        "{what}: exactly one MULTI/EXEC; client sent {client:?}"
+    );
+    let outside: Vec<&&str> = client[..multi]
+        .iter()
+        .chain(&client[exec + 1..])
+        .filter(|c| !CLIENT_MAY_SEND.contains(c) || **c == "EVAL" || **c == "EVALSHA")
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "{what}: writes or scripts outside the MULTI/EXEC: {outside:?} (client sent {client:?})"
+    );
+    let inside = &client[multi + 1..exec];
+    assert!(
+        inside.contains(&"EVAL"),
+        "{what}: the checking script runs inside the transaction: {client:?}"
+    );
+    for w in writes {
+        assert!(
+            inside.contains(w),
+            "{what}: the transaction runs {w}; it ran {inside:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row03_crash_between_steps_impossible() -> TestResult {
     let server = RedisServer::start()?;
@@ -889,7 +934,7 @@ async fn row03_crash_between_steps_impossible() -> TestResult {
         .send(&other, &json!({"n": 11}))?;
     tx.commit().await?;
     let seen = monitor.until(&server, "after-transaction").await;
-    check_one_script("transaction", &seen, &["XADD"]);
+    check_one_transaction("transaction", &seen, &["XADD"]);
 
     // The script checks before its first write, so a failure half-way is
     // impossible too: with the DLQ's key of the wrong type, the message stays
@@ -904,6 +949,23 @@ async fn row03_crash_between_steps_impossible() -> TestResult {
         (after.length, after.pending),
         (before.length, before.pending),
         "nothing half-moved"
+    );
+    // A transaction whose second queue's stream is of the wrong type: the
+    // check inside the MULTI/EXEC takes the first queue's entry back out.
+    let other_len = other.info().await?.length;
+    let mut tx = mq.transaction();
+    tx.send(&other, &json!({"n": 12}))?
+        .send(&dlq, &json!({"n": 13}))?;
+    let r = tx.commit().await;
+    assert_eq!(kinds(&r), Some(ErrorKind::WrongType), "{r:?}");
+    assert_eq!(
+        other.info().await?.length,
+        other_len,
+        "the transaction wrote nothing"
+    );
+    assert!(
+        other.peek(100).await?.iter().all(|m| m.data["n"] != 12),
+        "the rolled-back entry is not readable"
     );
     // And a fan-out with one target of the wrong type writes to no target.
     let a_len = a.info().await?.length;

@@ -425,6 +425,70 @@ impl RedisEngine {
         Ok(entries)
     }
 
+    /// Append entries without TTL or delay: one `XADD` per entry and
+    /// append_check.lua in one MULTI/EXEC. Same checks and the same
+    /// all-or-none outcome as append.lua, but Redis runs each XADD directly
+    /// instead of through a Lua call, which took ~70% of an append's server
+    /// time (`INFO commandstats` under `eddy bench queue`).
+    async fn append_plain(&self, appends: &[Append]) -> Result<Vec<Appended>> {
+        let mut queues: Vec<(&QueueKeys, usize)> = Vec::new();
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        for a in appends {
+            match queues.iter_mut().find(|(q, _)| q.stream == a.keys.stream) {
+                Some((_, n)) => *n += 1,
+                None => queues.push((&a.keys, 1)),
+            }
+            // Without NOMKSTREAM, as append.lua: a queue whose stream was
+            // deleted under it (metadata still there) takes the message, which
+            // waits for the group to be recreated.
+            pipe.cmd("XADD")
+                .arg(&a.keys.stream)
+                .arg("*")
+                .arg("data")
+                .arg(a.data.as_ref());
+        }
+        let check = pipe.cmd("EVAL").arg(APPEND_CHECK).arg(queues.len() * 2);
+        for (q, _) in &queues {
+            check.arg(&q.meta).arg(&q.stream);
+        }
+        for (_, n) in &queues {
+            check.arg(*n);
+        }
+        let mut replies: Vec<Value> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_transaction_err)?;
+        let checked = replies.pop();
+        if replies.len() != appends.len() {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                "Redis answered an append's MULTI/EXEC with the wrong number of replies",
+            ));
+        }
+        match checked {
+            Some(Value::Int(1)) => {}
+            Some(Value::ServerError(e)) => return Err(map_err(e.into())),
+            other => {
+                return Err(values::unexpected(
+                    "append_check.lua",
+                    &other.unwrap_or(Value::Nil),
+                ))
+            }
+        }
+        replies
+            .into_iter()
+            .map(|reply| match reply {
+                Value::BulkString(id) => std::str::from_utf8(&id)
+                    .map_err(|_| values::unexpected("XADD", &Value::BulkString(id.clone())))?
+                    .parse()
+                    .map(Appended::Entry),
+                Value::ServerError(e) => Err(map_err(e.into())),
+                other => Err(values::unexpected("XADD", &other)),
+            })
+            .collect()
+    }
+
     /// Run an EVALSHA command built by hand (its arguments in one buffer,
     /// unlike a `ScriptInvocation`), loading the script if Redis lost it.
     async fn evalsha<T: redis::FromRedisValue>(
@@ -449,6 +513,9 @@ impl RedisEngine {
         inv.invoke_async(&mut self.conn()).await.map_err(map_err)
     }
 }
+
+/// The check that ends a plain append's transaction (see the script).
+const APPEND_CHECK: &str = include_str!("lua/append_check.lua");
 
 /// A failed MULTI/EXEC as the error of its first failing command (e.g.
 /// NOGROUP from the XREADGROUP of a deleted queue, OOM from any of them).
@@ -582,6 +649,9 @@ impl Engine for RedisEngine {
     }
 
     async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>> {
+        if appends.iter().all(|a| a.ttl.is_none() && a.delay.is_none()) {
+            return self.append_plain(appends).await;
+        }
         // Keys once per queue, then per entry its queue's index and data
         // (plus TTL, delay and nonce when any entry has one).
         let mut queues: Vec<&QueueKeys> = Vec::new();
