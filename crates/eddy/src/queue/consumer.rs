@@ -297,6 +297,13 @@ struct Settle {
     chains: Mutex<HashMap<String, (u64, Chain)>>,
 }
 
+/// What settling needs of a message once its handler has consumed it.
+#[derive(Clone, Copy)]
+struct Handled {
+    id: EntryId,
+    delivery_count: u64,
+}
+
 type Chain = futures::future::Shared<tokio::sync::oneshot::Receiver<()>>;
 
 const MAX_REMEMBERED_ERRORS: usize = 10_000;
@@ -318,7 +325,21 @@ impl Settle {
         }
     }
 
-    async fn settle(&self, msg: Message, outcome: Outcome) {
+    /// Dead-letter a message the handler consumed, by id: the engine reads
+    /// it back (one more round trip, on the failure path only) so the hot
+    /// path never clones a message for the case it fails.
+    async fn dead_letter_id(&self, id: EntryId, reason: String) {
+        Self::lock(&self.last_error).remove(&id);
+        match self.queue.dead_letter(&[id], &reason).await {
+            Ok(_) => ConsumerStats::bump(&self.stats.dead_lettered),
+            Err(e) => {
+                ConsumerStats::bump(&self.stats.errors);
+                tracing::warn!(error = %e, "dead-lettering failed; the message stays pending");
+            }
+        }
+    }
+
+    async fn settle(&self, msg: Handled, outcome: Outcome) {
         let id = msg.id;
         let retry = |after: Duration, error: String| (after, error);
         let (after, error) = match outcome {
@@ -332,7 +353,7 @@ impl Settle {
             }
             Outcome::Reject { reason } => {
                 tracing::info!(%id, %reason, "rejected; dead-lettering");
-                return self.dead_letter(msg, reason).await;
+                return self.dead_letter_id(id, reason).await;
             }
             Outcome::Retry { error } => retry(self.opts.backoff.delay(msg.delivery_count), error),
             Outcome::RetryAfter { after, error } => retry(after, error),
@@ -342,7 +363,7 @@ impl Settle {
                 "failed {} deliveries (max_deliveries {}); last error: {error}",
                 msg.delivery_count, self.opts.max_deliveries
             );
-            return self.dead_letter(msg, reason).await;
+            return self.dead_letter_id(id, reason).await;
         }
         {
             let mut errs = Self::lock(&self.last_error);
@@ -563,7 +584,11 @@ where
                         }
                         None => None,
                     };
-                    let run = AssertUnwindSafe(handler(msg.clone())).catch_unwind();
+                    let handled = Handled {
+                        id: msg.id,
+                        delivery_count: msg.delivery_count,
+                    };
+                    let run = AssertUnwindSafe(handler(msg)).catch_unwind();
                     let outcome = match tokio::time::timeout(timeout, run).await {
                         Ok(Ok(outcome)) => outcome,
                         Ok(Err(panic)) => {
@@ -578,9 +603,8 @@ where
                             Outcome::retry(format!("handler timed out after {timeout:?}"))
                         }
                     };
-                    let id = msg.id;
-                    settle.settle(msg, outcome).await;
-                    Settle::lock(&settle.in_flight).remove(&id);
+                    settle.settle(handled, outcome).await;
+                    Settle::lock(&settle.in_flight).remove(&handled.id);
                     if let Some((key, seq, done)) = chain {
                         let _ = done.send(());
                         let mut chains = Settle::lock(&settle.chains);
