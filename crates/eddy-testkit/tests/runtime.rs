@@ -543,8 +543,21 @@ async fn service_context_sets_envelope(env: Env) -> TestResult {
         .as_deref()
         .is_some_and(|t| t.starts_with("00-") && t.len() == 55));
     assert_eq!(e.decode::<PaymentProcessedEvent>()?.order_id, "o9");
-    let m = svc.metrics();
-    assert_eq!(m.by_type["OrderCreatedEvent"].handled, 1);
+    // The event published from the handler can arrive before the handler
+    // has returned and been counted: wait for the count.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        let m = svc.metrics();
+        let handled = m.by_type.get("OrderCreatedEvent").map(|t| t.handled);
+        if handled == Some(1) || tokio::time::Instant::now() >= deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        m.by_type.get("OrderCreatedEvent").map(|t| t.handled),
+        Some(1)
+    );
     assert_eq!(m.published, 1);
     svc.stop().await?;
     Ok(())
