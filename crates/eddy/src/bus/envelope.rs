@@ -141,7 +141,8 @@ impl Envelope {
                 ),
             ));
         }
-        E::deserialize(&Value::Object(self.data.clone())).map_err(|e| {
+        // From the map in place: no copy of the event's fields.
+        E::deserialize(&self.data).map_err(|e| {
             Error::new(
                 ErrorKind::Decode,
                 format!(

@@ -434,14 +434,16 @@ impl Dispatch {
     }
 
     async fn handle(&self, msg: Message) -> Outcome {
-        let env = match Envelope::from_message(&msg) {
+        let (id, delivery_count) = (msg.id, msg.delivery_count);
+        // The message is ours: its fields move into the envelope, uncopied.
+        let env = match Envelope::from_json(msg.data) {
             Ok(env) => env,
             Err(e) => {
                 self.metrics.malformed();
                 return Outcome::reject(format!("not an event: {e}"));
             }
         };
-        if self.seen().is_duplicate(&env.event_id, msg.id) {
+        if self.seen().is_duplicate(&env.event_id, id) {
             self.metrics.duplicate();
             tracing::debug!(event_id = %env.event_id, "duplicate event dropped");
             return Outcome::Ack;
@@ -459,7 +461,7 @@ impl Dispatch {
         let ctx = Context {
             bus: self.bus.clone(),
             service: self.service.clone(),
-            delivery_count: msg.delivery_count,
+            delivery_count,
             metrics: self.metrics.clone(),
             envelope: Arc::new(env),
         };
