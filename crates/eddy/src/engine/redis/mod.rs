@@ -1,6 +1,8 @@
-//! The Redis engine: Redis 7.0+, every multi-key operation one Lua script
-//! (loaded once, called by SHA), blocking reads on their own connections so
-//! they never stall other commands.
+//! The Redis engine: Redis 7.0+, every multi-key operation atomic: one Lua
+//! script (loaded once, called by SHA), or for the two hot paths, reads and
+//! plain appends, one MULTI/EXEC whose stream commands run outside Lua.
+//! Blocking reads run on their own connections so they never stall other
+//! commands.
 
 mod scripts;
 mod values;
