@@ -450,7 +450,7 @@ impl RedisEngine {
                 .arg("data")
                 .arg(a.data.as_ref());
         }
-        let check = pipe.cmd("EVAL").arg(APPEND_CHECK).arg(queues.len() * 2);
+        let check = pipe.cmd("EVAL").arg(APPEND_CHECK.as_str()).arg(queues.len() * 2);
         for (q, _) in &queues {
             check.arg(&q.meta).arg(&q.stream);
         }
@@ -516,8 +516,17 @@ impl RedisEngine {
     }
 }
 
-/// The check that ends a plain append's transaction (see the script).
-const APPEND_CHECK: &str = include_str!("lua/append_check.lua");
+/// The check that ends a plain append's transaction (see the script), as
+/// sent: without comments or indentation, since EVAL makes Redis hash the
+/// whole text on every call.
+static APPEND_CHECK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    include_str!("lua/append_check.lua")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+});
 
 /// A failed MULTI/EXEC as the error of its first failing command (e.g.
 /// NOGROUP from the XREADGROUP of a deleted queue, OOM from any of them).
