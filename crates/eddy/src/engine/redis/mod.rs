@@ -450,7 +450,10 @@ impl RedisEngine {
                 .arg("data")
                 .arg(a.data.as_ref());
         }
-        let check = pipe.cmd("EVAL").arg(APPEND_CHECK.as_str()).arg(queues.len() * 2);
+        let check = pipe
+            .cmd("EVAL")
+            .arg(APPEND_CHECK.as_str())
+            .arg(queues.len() * 2);
         for (q, _) in &queues {
             check.arg(&q.meta).arg(&q.stream);
         }
