@@ -6,6 +6,8 @@
 //! (woken by appends, never by polling) and on the next delayed entry's due
 //! time. The clock is `tokio::time`, so tests can pause and advance it.
 
+mod log;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::log::Log;
 use super::{
     Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, Publish,
     QueueKeys, StreamInfo, Transfer,
@@ -56,7 +59,7 @@ struct Delayed {
 
 #[derive(Debug, Default)]
 struct Stream {
-    entries: BTreeMap<EntryId, Bytes>,
+    entries: Log<Bytes>,
     last_id: EntryId,
     groups: HashMap<String, Group>,
 }
@@ -64,16 +67,46 @@ struct Stream {
 #[derive(Debug, Default)]
 struct Group {
     last_delivered: EntryId,
-    pending: BTreeMap<EntryId, Pending>,
-    /// Consumer name → last time it read (ms).
-    consumers: BTreeMap<String, u64>,
+    pending: Log<Pending>,
+    /// Consumer name → last time it read (ms). The name is shared with its
+    /// pending entries.
+    consumers: BTreeMap<Arc<str>, u64>,
+}
+
+impl Group {
+    /// Record that `consumer` read at `now`; returns its shared name.
+    fn seen(&mut self, consumer: &str, now: u64) -> Arc<str> {
+        if let Some(seen) = self.consumers.get_mut(consumer) {
+            *seen = now;
+            if let Some((name, _)) = self.consumers.get_key_value(consumer) {
+                return name.clone();
+            }
+        }
+        let name: Arc<str> = Arc::from(consumer);
+        self.consumers.insert(name.clone(), now);
+        name
+    }
 }
 
 #[derive(Debug)]
 struct Pending {
-    consumer: String,
+    consumer: Arc<str>,
     delivered_ms: u64,
     count: u64,
+}
+
+/// One queue of an append batch.
+struct Target<'a> {
+    keys: &'a QueueKeys,
+    len: u64,
+    max: Option<u64>,
+    adding: u64,
+}
+
+impl Target<'_> {
+    fn is(&self, keys: &QueueKeys) -> bool {
+        std::ptr::eq(self.keys, keys) || self.keys.stream == keys.stream
+    }
 }
 
 fn no_group(keys: &QueueKeys) -> Error {
@@ -138,13 +171,18 @@ impl MemoryEngine {
 
     fn waker(&self, stream: &str) -> Arc<Notify> {
         let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = wakers.get(stream) {
+            return n.clone();
+        }
         wakers.entry(stream.to_owned()).or_default().clone()
     }
 
-    fn wake(&self, streams: impl IntoIterator<Item = String>) {
+    /// Wake the readers blocked on each stream (once per call per stream
+    /// is enough: a woken reader takes everything new).
+    fn wake<S: AsRef<str>>(&self, streams: impl IntoIterator<Item = S>) {
         let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
         for s in streams {
-            if let Some(n) = wakers.get(&s) {
+            if let Some(n) = wakers.get(s.as_ref()) {
                 n.notify_waiters();
             }
         }
@@ -153,7 +191,10 @@ impl MemoryEngine {
 
 impl State {
     fn xadd(&mut self, stream: &str, now_ms: u64, data: Bytes) -> EntryId {
-        let s = self.streams.entry(stream.to_owned()).or_default();
+        let s = match self.streams.get_mut(stream) {
+            Some(s) => s,
+            None => self.streams.entry(stream.to_owned()).or_default(),
+        };
         let id = if now_ms > s.last_id.ms {
             EntryId::new(now_ms, 0)
         } else {
@@ -365,27 +406,50 @@ impl Engine for MemoryEngine {
     async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>> {
         let now = self.clock_ms();
         let mut st = self.lock();
-        if let Some(missing) = appends
-            .iter()
-            .find(|a| !st.hashes.contains_key(&a.keys.meta))
-        {
-            return Err(not_found(&missing.keys));
-        }
-        let mut adding: HashMap<&str, u64> = HashMap::new();
+        // The distinct queues of the batch (usually one), in order of first
+        // appearance, with what each can still take; checked once per queue
+        // rather than once per entry.
+        let mut queues: Vec<Target<'_>> = Vec::new();
+        let mut of_append: Vec<usize> = Vec::with_capacity(appends.len());
         for a in appends {
-            let n = adding.entry(a.keys.stream.as_str()).or_default();
-            *n += 1;
-            let max = st.hashes.get(&a.keys.meta).and_then(|h| {
-                h.iter()
-                    .find(|(k, _)| k == "max_length")
-                    .and_then(|(_, v)| v.parse::<u64>().ok())
-            });
-            let len = st
-                .streams
-                .get(&a.keys.stream)
-                .map_or(0, |s| s.entries.len() as u64);
-            if let Some(max) = max.filter(|max| len + *n > *max) {
-                return Err(queue_full(&a.keys, max));
+            let last = queues.len().wrapping_sub(1);
+            let i = match queues.get(last) {
+                Some(q) if q.is(&a.keys) => last,
+                _ => match queues.iter().position(|q| q.is(&a.keys)) {
+                    Some(i) => i,
+                    None => {
+                        // The first append whose metadata is missing names
+                        // the error, before any length is checked.
+                        let Some(meta) = st.hashes.get(&a.keys.meta) else {
+                            return Err(not_found(&a.keys));
+                        };
+                        let max = meta
+                            .iter()
+                            .find(|(k, _)| k == "max_length")
+                            .and_then(|(_, v)| v.parse::<u64>().ok());
+                        let len = st
+                            .streams
+                            .get(&a.keys.stream)
+                            .map_or(0, |s| s.entries.len() as u64);
+                        queues.push(Target {
+                            keys: &a.keys,
+                            len,
+                            max,
+                            adding: 0,
+                        });
+                        queues.len() - 1
+                    }
+                },
+            };
+            of_append.push(i);
+        }
+        // All or none: the first append (in order) over its queue's maximum
+        // fails the batch.
+        for &i in &of_append {
+            let q = &mut queues[i];
+            q.adding += 1;
+            if let Some(max) = q.max.filter(|max| q.len + q.adding > *max) {
+                return Err(queue_full(q.keys, max));
             }
         }
         let mut out = Vec::with_capacity(appends.len());
@@ -423,7 +487,7 @@ impl Engine for MemoryEngine {
             }
         }
         drop(st);
-        self.wake(appends.iter().map(|a| a.keys.stream.clone()));
+        self.wake(queues.iter().map(|q| q.keys.stream.as_str()));
         Ok(out)
     }
 
@@ -453,37 +517,36 @@ impl Engine for MemoryEngine {
                     .groups
                     .get_mut(&queue.group)
                     .ok_or_else(|| no_group(queue))?;
-                group.consumers.insert(consumer.to_owned(), now);
-                let mut delivered = Vec::new();
+                let name = group.seen(consumer, now);
+                let mut delivered = Vec::with_capacity(count.min(stream.entries.len()));
                 for (id, data) in stream
                     .entries
-                    .range(group.last_delivered.next()..)
+                    .range_from(group.last_delivered.next())
                     .take(count)
                 {
-                    delivered.push(Entry::new(*id, Some(data.clone()), 1));
-                }
-                if let Some(last) = delivered.last() {
-                    group.last_delivered = last.id;
-                }
-                for e in &delivered {
+                    delivered.push(Entry::new(id, Some(data.clone()), 1));
                     group.pending.insert(
-                        e.id,
+                        id,
                         Pending {
-                            consumer: consumer.to_owned(),
+                            consumer: name.clone(),
                             delivered_ms: now,
                             count: 1,
                         },
                     );
                 }
-                let mut live = Vec::with_capacity(delivered.len());
-                for e in delivered {
-                    if st.is_expired(queue, e.id, now) {
-                        st.remove_entry(queue, e.id);
-                    } else {
-                        live.push(e);
-                    }
+                if let Some(last) = delivered.last() {
+                    group.last_delivered = last.id;
                 }
-                (live, next_due)
+                if st.expiry.contains_key(&queue.expiry) {
+                    delivered.retain(|e| {
+                        let expired = st.is_expired(queue, e.id, now);
+                        if expired {
+                            st.remove_entry(queue, e.id);
+                        }
+                        !expired
+                    });
+                }
+                (delivered, next_due)
             };
             if !entries.is_empty() {
                 return Ok(entries);
@@ -572,9 +635,9 @@ impl Engine for MemoryEngine {
             .get(&queue.stream)
             .map(|s| {
                 s.entries
-                    .range(start..=end)
+                    .range(start, end)
                     .take(count)
-                    .map(|(id, d)| Entry::new(*id, Some(d.clone()), 0))
+                    .map(|(id, d)| Entry::new(id, Some(d.clone()), 0))
                     .collect()
             })
             .unwrap_or_default())
@@ -607,32 +670,31 @@ impl Engine for MemoryEngine {
         let g = s.groups.get(&queue.group).ok_or_else(|| no_group(queue))?;
         let mut per_consumer: BTreeMap<&str, u64> = BTreeMap::new();
         for p in g.pending.values() {
-            *per_consumer.entry(p.consumer.as_str()).or_default() += 1;
+            *per_consumer.entry(&p.consumer).or_default() += 1;
         }
         let consumers = g
             .consumers
             .iter()
             .map(|(name, seen)| ConsumerInfo {
-                name: name.clone(),
-                pending: per_consumer.get(name.as_str()).copied().unwrap_or(0),
+                name: name.to_string(),
+                pending: per_consumer.get(&**name).copied().unwrap_or(0),
                 idle_ms: now.saturating_sub(*seen),
             })
             .collect();
         Ok(StreamInfo {
             length: s.entries.len() as u64,
             pending: g.pending.len() as u64,
-            lag: s.entries.range(g.last_delivered.next()..).count() as u64,
+            lag: s.entries.range_from(g.last_delivered.next()).count() as u64,
             consumers,
-            oldest_pending_age_ms: g.pending.keys().next().map(|id| now.saturating_sub(id.ms)),
+            oldest_pending_age_ms: g.pending.first().map(|(id, _)| now.saturating_sub(id.ms)),
             oldest_pending_idle_ms: g
                 .pending
-                .values()
-                .next()
-                .map(|p| now.saturating_sub(p.delivered_ms)),
+                .first()
+                .map(|(_, p)| now.saturating_sub(p.delivered_ms)),
             delayed: st.delayed.get(&queue.delayed).map_or(0, |d| d.len() as u64),
             expiring: st.expiry.get(&queue.expiry).map_or(0, |z| z.len() as u64),
-            first_id: s.entries.keys().next().copied(),
-            last_id: s.entries.keys().next_back().copied(),
+            first_id: s.entries.first().map(|(id, _)| id),
+            last_id: s.entries.last_id(),
         })
     }
 
@@ -677,7 +739,7 @@ impl Engine for MemoryEngine {
             .groups
             .get_mut(&queue.group)
             .ok_or_else(|| no_group(queue))?;
-        group.consumers.insert(consumer.to_owned(), now);
+        let name = group.seen(consumer, now);
         let mut out = Claimed::default();
         let mut claimed = Vec::new();
         for (id, p) in group.pending.iter_mut() {
@@ -687,13 +749,13 @@ impl Engine for MemoryEngine {
             if now.saturating_sub(p.delivered_ms) < min_idle {
                 continue;
             }
-            match stream.entries.get(id) {
-                None => out.deleted.push(*id),
+            match stream.entries.get(&id) {
+                None => out.deleted.push(id),
                 Some(data) => {
-                    p.consumer = consumer.to_owned();
+                    p.consumer = name.clone();
                     p.delivered_ms = now;
                     p.count += 1;
-                    claimed.push(Entry::new(*id, Some(data.clone()), p.count));
+                    claimed.push(Entry::new(id, Some(data.clone()), p.count));
                 }
             }
         }
@@ -723,12 +785,10 @@ impl Engine for MemoryEngine {
             return Ok(0);
         };
         let mut limit = group.last_delivered.next().min(cutoff);
-        if let Some(oldest) = group.pending.keys().next() {
-            limit = limit.min(*oldest);
+        if let Some((oldest, _)) = group.pending.first() {
+            limit = limit.min(oldest);
         }
-        let keep = stream.entries.split_off(&limit);
-        let removed = std::mem::replace(&mut stream.entries, keep).len();
-        Ok(removed as u64)
+        Ok(stream.entries.remove_before(limit) as u64)
     }
 
     async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
@@ -736,8 +796,7 @@ impl Engine for MemoryEngine {
         let Some(s) = st.streams.get_mut(stream) else {
             return Ok(0);
         };
-        let keep = s.entries.split_off(&EntryId::new(before_ms, 0));
-        Ok(std::mem::replace(&mut s.entries, keep).len() as u64)
+        Ok(s.entries.remove_before(EntryId::new(before_ms, 0)) as u64)
     }
 
     async fn set_metadata(
@@ -799,7 +858,11 @@ impl MemoryEngine {
         };
         let mut n = 0;
         for id in ids {
-            if let Some(p) = group.pending.get_mut(id).filter(|p| p.consumer == consumer) {
+            if let Some(p) = group
+                .pending
+                .get_mut(id)
+                .filter(|p| &*p.consumer == consumer)
+            {
                 f(p);
                 n += 1;
             }
