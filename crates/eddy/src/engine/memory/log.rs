@@ -98,18 +98,16 @@ impl<V> Log<V> {
         }
     }
 
-    /// Remove every entry with an id below `limit`; returns how many.
-    pub(super) fn remove_before(&mut self, limit: EntryId) -> usize {
-        let mut removed = 0;
-        while let Some((id, v)) = self.slots.front() {
-            if *id >= limit {
-                break;
+    /// Remove every entry with an id below `limit` into `out` (so that the
+    /// caller can drop them after releasing its lock); returns how many.
+    pub(super) fn remove_before(&mut self, limit: EntryId, out: &mut Vec<V>) -> usize {
+        let before = out.len();
+        while self.slots.front().is_some_and(|(id, _)| *id < limit) {
+            if let Some((_, Some(v))) = self.slots.pop_front() {
+                out.push(v);
             }
-            if v.is_some() {
-                removed += 1;
-            }
-            self.slots.pop_front();
         }
+        let removed = out.len() - before;
         self.live -= removed;
         self.tidy();
         removed
@@ -200,10 +198,13 @@ mod tests {
                 .collect::<Vec<_>>(),
             [2, 3, 4]
         );
-        assert_eq!(log.remove_before(id(3)), 3);
+        let mut out = Vec::new();
+        assert_eq!(log.remove_before(id(3), &mut out), 3);
+        assert_eq!(out, [0, 1, 2]);
         assert_eq!(ids(&log), [3, 4, 5]);
         assert_eq!(log.first().map(|(k, v)| (k.ms, *v)), Some((3, 33)));
-        assert_eq!(log.remove_before(id(100)), 3);
+        assert_eq!(log.remove_before(id(100), &mut out), 3);
+        assert_eq!(out, [0, 1, 2, 33, 4, 50]);
         assert_eq!(log.len(), 0);
         assert_eq!(log.last_id(), None);
     }

@@ -363,26 +363,29 @@ impl Engine for MemoryEngine {
     async fn publish(&self, p: &Publish) -> Result<Vec<String>> {
         let now = self.clock_ms();
         let mut st = self.lock();
-        let members: BTreeSet<String> = p
-            .routes
-            .iter()
-            .filter_map(|r| st.sets.get(r))
-            .flatten()
-            .cloned()
-            .collect();
+        // The members of every route set, sorted, each once.
+        let mut members: Vec<String> = Vec::new();
+        for r in &p.routes {
+            if let Some(set) = st.sets.get(r) {
+                members.extend(set.iter().cloned());
+            }
+        }
+        members.sort_unstable();
+        members.dedup();
         let mut woken: Vec<String> = Vec::with_capacity(members.len() + 1);
         for m in &members {
-            let stream = format!("{}{m}", p.target_prefix);
+            let mut stream = String::with_capacity(p.target_prefix.len() + m.len());
+            stream.push_str(&p.target_prefix);
+            stream.push_str(m);
             st.xadd(&stream, now, p.data.clone());
             woken.push(stream);
         }
         if let Some(log) = &p.log {
             st.xadd(log, now, p.data.clone());
-            woken.push(log.clone());
         }
         drop(st);
-        self.wake(woken);
-        Ok(members.into_iter().collect())
+        self.wake(woken.iter().map(String::as_str).chain(p.log.as_deref()));
+        Ok(members)
     }
 
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {
@@ -788,7 +791,12 @@ impl Engine for MemoryEngine {
         if let Some((oldest, _)) = group.pending.first() {
             limit = limit.min(oldest);
         }
-        Ok(stream.entries.remove_before(limit) as u64)
+        let mut removed = Vec::new();
+        let n = stream.entries.remove_before(limit, &mut removed);
+        // Free the payloads after unlocking: other callers need the lock.
+        drop(st);
+        drop(removed);
+        Ok(n as u64)
     }
 
     async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
@@ -796,7 +804,13 @@ impl Engine for MemoryEngine {
         let Some(s) = st.streams.get_mut(stream) else {
             return Ok(0);
         };
-        Ok(s.entries.remove_before(EntryId::new(before_ms, 0)) as u64)
+        let mut removed = Vec::new();
+        let n = s
+            .entries
+            .remove_before(EntryId::new(before_ms, 0), &mut removed);
+        drop(st);
+        drop(removed);
+        Ok(n as u64)
     }
 
     async fn set_metadata(
