@@ -6,6 +6,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
+use serde::ser::SerializeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -56,6 +57,43 @@ pub const RESERVED: [&str; 7] = [
     "causation_id",
     "traceparent",
 ];
+
+/// An envelope as the flat JSON object of the wire format (see
+/// [`Envelope::wire`]).
+#[derive(Debug)]
+pub(crate) struct Wire<'a>(&'a Envelope);
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let e = self.0;
+        // An event field named like an envelope field (only possible by
+        // editing `data` by hand) merges into it: keep to_json's map for that.
+        if RESERVED.iter().any(|k| e.data.contains_key(*k)) {
+            return e.to_json().serialize(s);
+        }
+        let extras = [
+            ("source", &e.source),
+            ("correlation_id", &e.correlation_id),
+            ("causation_id", &e.causation_id),
+            ("traceparent", &e.traceparent),
+        ];
+        let n = 3 + e.data.len() + extras.iter().filter(|(_, v)| v.is_some()).count();
+        let mut m = s.serialize_map(Some(n))?;
+        m.serialize_entry("event_id", &e.event_id)?;
+        m.serialize_entry("event_type", &e.event_type)?;
+        // serde_json writes a non-finite f64 as null, as to_json's Value.
+        m.serialize_entry("timestamp", &e.timestamp)?;
+        for (k, v) in &e.data {
+            m.serialize_entry(k, v)?;
+        }
+        for (k, v) in extras {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
 
 /// An event with its envelope, as it travels.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +210,13 @@ impl Envelope {
             }
         }
         m
+    }
+
+    /// The flat JSON object of the wire format, serialized straight from
+    /// the envelope: the same bytes as serializing [`Envelope::to_json`],
+    /// without copying the event's fields into a new map.
+    pub(crate) fn wire(&self) -> Wire<'_> {
+        Wire(self)
     }
 
     /// Read the flat JSON object of the wire format. Fields other than the
@@ -316,6 +361,34 @@ mod tests {
             tracking_number: "TRACK-ABCDEFGH".into(),
             carrier: "UPS".into(),
         }
+    }
+
+    #[test]
+    fn wire_bytes_match_to_json() -> Result<()> {
+        let same = |env: &Envelope| -> Result<()> {
+            let direct = serde_json::to_vec(&env.wire())?;
+            let via_map = serde_json::to_vec(&env.to_json())?;
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&via_map)
+            );
+            Ok(())
+        };
+        let mut env = Envelope::new(&shipped())?;
+        same(&env)?;
+        env.source = Some("shipping-service".into());
+        env.traceparent = Some("00-x".into());
+        env.timestamp = -0.0;
+        same(&env)?;
+        for t in [f64::NAN, f64::INFINITY, 1e-7, 1.7e9 + 0.123_456, 1e300] {
+            env.timestamp = t;
+            same(&env)?;
+        }
+        // A field named like the envelope's merges as in the map.
+        env.data.insert("event_id".into(), json!("mine"));
+        env.data.insert("source".into(), json!(1));
+        same(&env)?;
+        Ok(())
     }
 
     #[test]
