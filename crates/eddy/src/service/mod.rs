@@ -361,12 +361,15 @@ impl ServiceBuilder {
 
 /// Recently handled event ids, and the ones being handled, for dropping
 /// duplicates (a publish retried after a lost reply carries the same id).
+///
+/// Each id is allocated once and shared by the in-flight map, the set and
+/// the eviction order.
 struct Seen {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
     cap: usize,
     /// Event id → the stream entry being handled for it.
-    in_flight: HashMap<String, crate::EntryId>,
+    in_flight: HashMap<Arc<str>, crate::EntryId>,
 }
 
 impl Seen {
@@ -390,29 +393,34 @@ impl Seen {
         if self.set.contains(event_id) {
             return true;
         }
-        match self.in_flight.get(event_id) {
+        match self.in_flight.get_mut(event_id) {
             Some(other) if *other != entry => true,
-            _ => {
-                self.in_flight.insert(event_id.to_owned(), entry);
+            Some(other) => {
+                *other = entry;
+                false
+            }
+            None => {
+                self.in_flight.insert(Arc::from(event_id), entry);
                 false
             }
         }
     }
 
     fn done(&mut self, event_id: &str, handled: bool) {
-        self.in_flight.remove(event_id);
+        let id = self.in_flight.remove_entry(event_id).map(|(id, _)| id);
         if handled {
-            self.insert(event_id);
+            self.insert(id.unwrap_or_else(|| Arc::from(event_id)));
         }
     }
 
-    fn insert(&mut self, id: &str) {
-        if self.cap == 0 || !self.set.insert(id.to_owned()) {
+    fn insert(&mut self, id: Arc<str>) {
+        if self.cap == 0 || !self.set.insert(id.clone()) {
             return;
         }
-        self.order.push_back(id.to_owned());
+        self.order.push_back(id);
         if self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
+                // The same allocation as the set's key: compared by pointer.
                 self.set.remove(&old);
             }
         }
@@ -434,14 +442,16 @@ impl Dispatch {
     }
 
     async fn handle(&self, msg: Message) -> Outcome {
-        let env = match Envelope::from_message(&msg) {
+        let (id, delivery_count) = (msg.id, msg.delivery_count);
+        // Envelope::from_message without copying the fields: the message is ours.
+        let env = match Envelope::from_json(msg.data) {
             Ok(env) => env,
             Err(e) => {
                 self.metrics.malformed();
                 return Outcome::reject(format!("not an event: {e}"));
             }
         };
-        if self.seen().is_duplicate(&env.event_id, msg.id) {
+        if self.seen().is_duplicate(&env.event_id, id) {
             self.metrics.duplicate();
             tracing::debug!(event_id = %env.event_id, "duplicate event dropped");
             return Outcome::Ack;
@@ -459,7 +469,7 @@ impl Dispatch {
         let ctx = Context {
             bus: self.bus.clone(),
             service: self.service.clone(),
-            delivery_count: msg.delivery_count,
+            delivery_count,
             metrics: self.metrics.clone(),
             envelope: Arc::new(env),
         };
