@@ -95,6 +95,59 @@ impl Serialize for Wire<'_> {
     }
 }
 
+/// Deserializes like `&Value::Object(map)` without building that value (a
+/// copy of the map): `&Map`'s own deserializer, except that an option or a
+/// newtype struct sees the object itself, as with `&Value`.
+struct ObjectRef<'a>(&'a Map<String, Value>);
+
+impl<'de> serde::Deserializer<'de> for ObjectRef<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn deserialize_ignored_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        self.0.deserialize_ignored_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+        identifier
+    }
+}
+
 /// An event with its envelope, as it travels.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -150,7 +203,11 @@ impl Envelope {
             ));
         }
         Ok(Self {
-            event_id: uuid::Uuid::new_v4().to_string(),
+            // From the thread-local RNG, as message ids: `new_v4` asks the
+            // kernel each time.
+            event_id: uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
             event_type: event_type.to_owned(),
             timestamp: crate::queue::wire::now_secs(),
             source: None,
@@ -179,7 +236,7 @@ impl Envelope {
                 ),
             ));
         }
-        E::deserialize(&Value::Object(self.data.clone())).map_err(|e| {
+        E::deserialize(ObjectRef(&self.data)).map_err(|e| {
             Error::new(
                 ErrorKind::Decode,
                 format!(
@@ -346,6 +403,7 @@ pub(crate) fn new_traceparent(parent: Option<&str>) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashMap;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct OrderShippedEvent {
@@ -361,6 +419,42 @@ mod tests {
             tracking_number: "TRACK-ABCDEFGH".into(),
             carrier: "UPS".into(),
         }
+    }
+
+    #[test]
+    fn decodes_like_a_value() -> Result<()> {
+        use serde::Deserialize;
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Wrapped(OrderShippedEvent);
+        #[derive(Debug, PartialEq, Deserialize)]
+        enum Tagged {
+            Shipped { order_id: String },
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Narrow {
+            order_id: String,
+        }
+        fn both<T: DeserializeOwned + std::fmt::Debug + PartialEq>(m: &Map<String, Value>) {
+            let via_value = T::deserialize(&Value::Object(m.clone())).map_err(|e| e.to_string());
+            let direct = T::deserialize(ObjectRef(m)).map_err(|e| e.to_string());
+            assert_eq!(direct, via_value);
+        }
+        let env = Envelope::new(&shipped())?;
+        both::<OrderShippedEvent>(&env.data);
+        both::<Wrapped>(&env.data);
+        both::<Option<OrderShippedEvent>>(&env.data);
+        both::<Narrow>(&env.data);
+        both::<Tagged>(&env.data);
+        both::<String>(&env.data);
+        both::<Vec<u8>>(&env.data);
+        both::<u64>(&env.data);
+        both::<()>(&env.data);
+        both::<HashMap<String, String>>(&env.data);
+        let one: Map<String, Value> =
+            serde_json::from_value(json!({"Shipped": {"order_id": "o"}}))?;
+        both::<Tagged>(&one);
+        both::<Option<Tagged>>(&one);
+        Ok(())
     }
 
     #[test]
