@@ -365,20 +365,20 @@ impl ServiceBuilder {
 /// Each id is allocated once and shared by the in-flight map, the set and
 /// the eviction order.
 struct Seen {
-    set: HashSet<Arc<str>>,
+    set: HashSet<Arc<str>, foldhash::fast::RandomState>,
     order: VecDeque<Arc<str>>,
     cap: usize,
     /// Event id → the stream entry being handled for it.
-    in_flight: HashMap<Arc<str>, crate::EntryId>,
+    in_flight: HashMap<Arc<str>, crate::EntryId, foldhash::fast::RandomState>,
 }
 
 impl Seen {
     fn new(cap: usize) -> Self {
         Self {
-            set: HashSet::new(),
+            set: HashSet::default(),
             order: VecDeque::new(),
             cap,
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
         }
     }
 

@@ -8,7 +8,7 @@
 
 mod log;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +23,9 @@ use super::{
     QueueKeys, StreamInfo, Transfer,
 };
 use crate::error::{Error, ErrorKind, Result};
+
+/// The engine's maps are keyed by key names: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The in-process engine, selected by `memory://`.
 ///
@@ -148,7 +151,7 @@ impl MemoryEngine {
         let epoch_ms = wall_clock_ms();
         Self {
             state: Mutex::new(State::default()),
-            wakers: Mutex::new(HashMap::new()),
+            wakers: Mutex::new(HashMap::default()),
             epoch_ms,
             started: Instant::now(),
         }
