@@ -102,11 +102,9 @@ impl<V> Log<V> {
     /// caller can drop them after releasing its lock); returns how many.
     pub(super) fn remove_before(&mut self, limit: EntryId, out: &mut Vec<V>) -> usize {
         let before = out.len();
-        while self.slots.front().is_some_and(|(id, _)| *id < limit) {
-            if let Some((_, Some(v))) = self.slots.pop_front() {
-                out.push(v);
-            }
-        }
+        let end = self.slots.partition_point(|(id, _)| *id < limit);
+        out.reserve(end);
+        out.extend(self.slots.drain(..end).filter_map(|(_, v)| v));
         let removed = out.len() - before;
         self.live -= removed;
         self.tidy();
