@@ -6,6 +6,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
+use serde::ser::SerializeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -56,6 +57,96 @@ pub const RESERVED: [&str; 7] = [
     "causation_id",
     "traceparent",
 ];
+
+/// An envelope as the flat JSON object of the wire format (see
+/// [`Envelope::wire`]).
+#[derive(Debug)]
+pub(crate) struct Wire<'a>(&'a Envelope);
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let e = self.0;
+        // An event field named like an envelope field (only possible by
+        // editing `data` by hand) merges into it: keep to_json's map for that.
+        if RESERVED.iter().any(|k| e.data.contains_key(*k)) {
+            return e.to_json().serialize(s);
+        }
+        let extras = [
+            ("source", &e.source),
+            ("correlation_id", &e.correlation_id),
+            ("causation_id", &e.causation_id),
+            ("traceparent", &e.traceparent),
+        ];
+        let n = 3 + e.data.len() + extras.iter().filter(|(_, v)| v.is_some()).count();
+        let mut m = s.serialize_map(Some(n))?;
+        m.serialize_entry("event_id", &e.event_id)?;
+        m.serialize_entry("event_type", &e.event_type)?;
+        // serde_json writes a non-finite f64 as null, as to_json's Value.
+        m.serialize_entry("timestamp", &e.timestamp)?;
+        for (k, v) in &e.data {
+            m.serialize_entry(k, v)?;
+        }
+        for (k, v) in extras {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// Deserializes like `&Value::Object(map)` without building that value (a
+/// copy of the map): `&Map`'s own deserializer, except that an option or a
+/// newtype struct sees the object itself, as with `&Value`.
+pub(crate) struct ObjectRef<'a>(pub(crate) &'a Map<String, Value>);
+
+impl<'de> serde::Deserializer<'de> for ObjectRef<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn deserialize_ignored_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        self.0.deserialize_ignored_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+        identifier
+    }
+}
 
 /// An event with its envelope, as it travels.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +203,11 @@ impl Envelope {
             ));
         }
         Ok(Self {
-            event_id: uuid::Uuid::new_v4().to_string(),
+            // From the thread-local RNG, as message ids: `new_v4` asks the
+            // kernel each time.
+            event_id: uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
             event_type: event_type.to_owned(),
             timestamp: crate::queue::wire::now_secs(),
             source: None,
@@ -141,8 +236,7 @@ impl Envelope {
                 ),
             ));
         }
-        // From the map in place: no copy of the event's fields.
-        E::deserialize(&self.data).map_err(|e| {
+        E::deserialize(ObjectRef(&self.data)).map_err(|e| {
             Error::new(
                 ErrorKind::Decode,
                 format!(
@@ -175,11 +269,20 @@ impl Envelope {
         m
     }
 
+    /// The flat JSON object of the wire format, serialized straight from
+    /// the envelope: the same bytes as serializing [`Envelope::to_json`],
+    /// without copying the event's fields into a new map.
+    pub(crate) fn wire(&self) -> Wire<'_> {
+        Wire(self)
+    }
+
     /// Read the flat JSON object of the wire format. Fields other than the
     /// envelope's (including a queue's `_failures` / `_requeues`) are the
     /// event's data, except that keys starting with `_` are left out.
     pub fn from_json(mut m: Map<String, Value>) -> Result<Self> {
-        let mut text = |k: &str| match m.remove(k) {
+        // `shift_remove`, not `remove` (a swap-remove with `preserve_order`):
+        // the event's own fields keep the order they were published in.
+        let mut text = |k: &str| match m.shift_remove(k) {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
@@ -198,7 +301,7 @@ impl Envelope {
             ));
         };
         let timestamp = m
-            .remove("timestamp")
+            .shift_remove("timestamp")
             .and_then(|v| v.as_f64())
             .unwrap_or(0.0);
         m.retain(|k, _| !k.starts_with('_'));
@@ -302,6 +405,7 @@ pub(crate) fn new_traceparent(parent: Option<&str>) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashMap;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct OrderShippedEvent {
@@ -320,6 +424,70 @@ mod tests {
     }
 
     #[test]
+    fn decodes_like_a_value() -> Result<()> {
+        use serde::Deserialize;
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Wrapped(OrderShippedEvent);
+        #[derive(Debug, PartialEq, Deserialize)]
+        enum Tagged {
+            Shipped { order_id: String },
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Narrow {
+            order_id: String,
+        }
+        fn both<T: DeserializeOwned + std::fmt::Debug + PartialEq>(m: &Map<String, Value>) {
+            let via_value = T::deserialize(&Value::Object(m.clone())).map_err(|e| e.to_string());
+            let direct = T::deserialize(ObjectRef(m)).map_err(|e| e.to_string());
+            assert_eq!(direct, via_value);
+        }
+        let env = Envelope::new(&shipped())?;
+        both::<OrderShippedEvent>(&env.data);
+        both::<Wrapped>(&env.data);
+        both::<Option<OrderShippedEvent>>(&env.data);
+        both::<Narrow>(&env.data);
+        both::<Tagged>(&env.data);
+        both::<String>(&env.data);
+        both::<Vec<u8>>(&env.data);
+        both::<u64>(&env.data);
+        both::<()>(&env.data);
+        both::<HashMap<String, String>>(&env.data);
+        let one: Map<String, Value> =
+            serde_json::from_value(json!({"Shipped": {"order_id": "o"}}))?;
+        both::<Tagged>(&one);
+        both::<Option<Tagged>>(&one);
+        Ok(())
+    }
+
+    #[test]
+    fn wire_bytes_match_to_json() -> Result<()> {
+        let same = |env: &Envelope| -> Result<()> {
+            let direct = serde_json::to_vec(&env.wire())?;
+            let via_map = serde_json::to_vec(&env.to_json())?;
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&via_map)
+            );
+            Ok(())
+        };
+        let mut env = Envelope::new(&shipped())?;
+        same(&env)?;
+        env.source = Some("shipping-service".into());
+        env.traceparent = Some("00-x".into());
+        env.timestamp = -0.0;
+        same(&env)?;
+        for t in [f64::NAN, f64::INFINITY, 1e-7, 1.7e9 + 0.123_456, 1e300] {
+            env.timestamp = t;
+            same(&env)?;
+        }
+        // A field named like the envelope's merges as in the map.
+        env.data.insert("event_id".into(), json!("mine"));
+        env.data.insert("source".into(), json!(1));
+        same(&env)?;
+        Ok(())
+    }
+
+    #[test]
     fn flat_json_round_trip() -> Result<()> {
         let mut env = Envelope::new(&shipped())?;
         env.source = Some("shipping-service".into());
@@ -330,6 +498,17 @@ mod tests {
         let back = Envelope::from_json(j)?;
         assert_eq!(back, env);
         assert_eq!(back.decode::<OrderShippedEvent>()?, shipped());
+        Ok(())
+    }
+
+    #[test]
+    fn reading_keeps_the_events_field_order() -> Result<()> {
+        let m = json!({"event_id": "e1", "z": 1, "event_type": "T", "a": 2, "m": 3,
+                       "timestamp": 1.0, "source": "s", "b": 4});
+        let Value::Object(m) = m else { unreachable!() };
+        let env = Envelope::from_json(m)?;
+        let keys: Vec<&str> = env.data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["z", "a", "m", "b"]);
         Ok(())
     }
 

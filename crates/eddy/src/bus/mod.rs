@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-pub(crate) use envelope::new_traceparent;
+pub(crate) use envelope::{new_traceparent, ObjectRef};
 pub use envelope::{Envelope, Event, RESERVED};
 
 use crate::engine::{validate_name, EntryId, Publish, SharedEngine};
@@ -222,7 +222,7 @@ impl Bus {
 
     fn encode(&self, env: &Envelope) -> Result<Bytes> {
         let opts = crate::SendOptions::new().message_id(env.event_id.clone());
-        self.mq.encode_at(&env.to_json(), &opts, env.timestamp)
+        self.mq.encode_at(&env.wire(), &opts, env.timestamp)
     }
 
     /// Publish an event from outside any handler on behalf of `service`:

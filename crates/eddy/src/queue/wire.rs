@@ -129,7 +129,7 @@ pub struct Failure {
 impl Message {
     /// Deserialize the payload into a type.
     pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        T::deserialize(&self.data).map_err(|e| {
+        T::deserialize(crate::bus::ObjectRef(&self.data)).map_err(|e| {
             Error::new(
                 ErrorKind::Decode,
                 format!("message {} does not match the expected type: {e}", self.id),

@@ -6,7 +6,9 @@
 //! (woken by appends, never by polling) and on the next delayed entry's due
 //! time. The clock is `tokio::time`, so tests can pause and advance it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod log;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,11 +17,15 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::log::Log;
 use super::{
     Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, Publish,
     QueueKeys, StreamInfo, Transfer,
 };
 use crate::error::{Error, ErrorKind, Result};
+
+/// The engine's maps are keyed by key names: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The in-process engine, selected by `memory://`.
 ///
@@ -56,7 +62,7 @@ struct Delayed {
 
 #[derive(Debug, Default)]
 struct Stream {
-    entries: BTreeMap<EntryId, Bytes>,
+    entries: Log<Bytes>,
     last_id: EntryId,
     groups: HashMap<String, Group>,
 }
@@ -64,16 +70,46 @@ struct Stream {
 #[derive(Debug, Default)]
 struct Group {
     last_delivered: EntryId,
-    pending: BTreeMap<EntryId, Pending>,
-    /// Consumer name → last time it read (ms).
-    consumers: BTreeMap<String, u64>,
+    pending: Log<Pending>,
+    /// Consumer name → last time it read (ms). The name is shared with its
+    /// pending entries.
+    consumers: BTreeMap<Arc<str>, u64>,
+}
+
+impl Group {
+    /// Record that `consumer` read at `now`; returns its shared name.
+    fn seen(&mut self, consumer: &str, now: u64) -> Arc<str> {
+        if let Some(seen) = self.consumers.get_mut(consumer) {
+            *seen = now;
+            if let Some((name, _)) = self.consumers.get_key_value(consumer) {
+                return name.clone();
+            }
+        }
+        let name: Arc<str> = Arc::from(consumer);
+        self.consumers.insert(name.clone(), now);
+        name
+    }
 }
 
 #[derive(Debug)]
 struct Pending {
-    consumer: String,
+    consumer: Arc<str>,
     delivered_ms: u64,
     count: u64,
+}
+
+/// One queue of an append batch.
+struct Target<'a> {
+    keys: &'a QueueKeys,
+    len: u64,
+    max: Option<u64>,
+    adding: u64,
+}
+
+impl Target<'_> {
+    fn is(&self, keys: &QueueKeys) -> bool {
+        std::ptr::eq(self.keys, keys) || self.keys.stream == keys.stream
+    }
 }
 
 fn no_group(keys: &QueueKeys) -> Error {
@@ -115,7 +151,7 @@ impl MemoryEngine {
         let epoch_ms = wall_clock_ms();
         Self {
             state: Mutex::new(State::default()),
-            wakers: Mutex::new(HashMap::new()),
+            wakers: Mutex::new(HashMap::default()),
             epoch_ms,
             started: Instant::now(),
         }
@@ -138,13 +174,18 @@ impl MemoryEngine {
 
     fn waker(&self, stream: &str) -> Arc<Notify> {
         let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = wakers.get(stream) {
+            return n.clone();
+        }
         wakers.entry(stream.to_owned()).or_default().clone()
     }
 
-    fn wake(&self, streams: impl IntoIterator<Item = String>) {
+    /// Wake the readers blocked on each stream (once per call per stream
+    /// is enough: a woken reader takes everything new).
+    fn wake<S: AsRef<str>>(&self, streams: impl IntoIterator<Item = S>) {
         let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
         for s in streams {
-            if let Some(n) = wakers.get(&s) {
+            if let Some(n) = wakers.get(s.as_ref()) {
                 n.notify_waiters();
             }
         }
@@ -153,7 +194,10 @@ impl MemoryEngine {
 
 impl State {
     fn xadd(&mut self, stream: &str, now_ms: u64, data: Bytes) -> EntryId {
-        let s = self.streams.entry(stream.to_owned()).or_default();
+        let s = match self.streams.get_mut(stream) {
+            Some(s) => s,
+            None => self.streams.entry(stream.to_owned()).or_default(),
+        };
         let id = if now_ms > s.last_id.ms {
             EntryId::new(now_ms, 0)
         } else {
@@ -322,26 +366,29 @@ impl Engine for MemoryEngine {
     async fn publish(&self, p: &Publish) -> Result<Vec<String>> {
         let now = self.clock_ms();
         let mut st = self.lock();
-        let members: BTreeSet<String> = p
-            .routes
-            .iter()
-            .filter_map(|r| st.sets.get(r))
-            .flatten()
-            .cloned()
-            .collect();
+        // The members of every route set, sorted, each once.
+        let mut members: Vec<String> = Vec::new();
+        for r in &p.routes {
+            if let Some(set) = st.sets.get(r) {
+                members.extend(set.iter().cloned());
+            }
+        }
+        members.sort_unstable();
+        members.dedup();
         let mut woken: Vec<String> = Vec::with_capacity(members.len() + 1);
         for m in &members {
-            let stream = format!("{}{m}", p.target_prefix);
+            let mut stream = String::with_capacity(p.target_prefix.len() + m.len());
+            stream.push_str(&p.target_prefix);
+            stream.push_str(m);
             st.xadd(&stream, now, p.data.clone());
             woken.push(stream);
         }
         if let Some(log) = &p.log {
             st.xadd(log, now, p.data.clone());
-            woken.push(log.clone());
         }
         drop(st);
-        self.wake(woken);
-        Ok(members.into_iter().collect())
+        self.wake(woken.iter().map(String::as_str).chain(p.log.as_deref()));
+        Ok(members)
     }
 
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {
@@ -365,27 +412,50 @@ impl Engine for MemoryEngine {
     async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>> {
         let now = self.clock_ms();
         let mut st = self.lock();
-        if let Some(missing) = appends
-            .iter()
-            .find(|a| !st.hashes.contains_key(&a.keys.meta))
-        {
-            return Err(not_found(&missing.keys));
-        }
-        let mut adding: HashMap<&str, u64> = HashMap::new();
+        // The distinct queues of the batch (usually one), in order of first
+        // appearance, with what each can still take; checked once per queue
+        // rather than once per entry.
+        let mut queues: Vec<Target<'_>> = Vec::new();
+        let mut of_append: Vec<usize> = Vec::with_capacity(appends.len());
         for a in appends {
-            let n = adding.entry(a.keys.stream.as_str()).or_default();
-            *n += 1;
-            let max = st.hashes.get(&a.keys.meta).and_then(|h| {
-                h.iter()
-                    .find(|(k, _)| k == "max_length")
-                    .and_then(|(_, v)| v.parse::<u64>().ok())
-            });
-            let len = st
-                .streams
-                .get(&a.keys.stream)
-                .map_or(0, |s| s.entries.len() as u64);
-            if let Some(max) = max.filter(|max| len + *n > *max) {
-                return Err(queue_full(&a.keys, max));
+            let last = queues.len().wrapping_sub(1);
+            let i = match queues.get(last) {
+                Some(q) if q.is(&a.keys) => last,
+                _ => match queues.iter().position(|q| q.is(&a.keys)) {
+                    Some(i) => i,
+                    None => {
+                        // The first append whose metadata is missing names
+                        // the error, before any length is checked.
+                        let Some(meta) = st.hashes.get(&a.keys.meta) else {
+                            return Err(not_found(&a.keys));
+                        };
+                        let max = meta
+                            .iter()
+                            .find(|(k, _)| k == "max_length")
+                            .and_then(|(_, v)| v.parse::<u64>().ok());
+                        let len = st
+                            .streams
+                            .get(&a.keys.stream)
+                            .map_or(0, |s| s.entries.len() as u64);
+                        queues.push(Target {
+                            keys: &a.keys,
+                            len,
+                            max,
+                            adding: 0,
+                        });
+                        queues.len() - 1
+                    }
+                },
+            };
+            of_append.push(i);
+        }
+        // All or none: the first append (in order) over its queue's maximum
+        // fails the batch.
+        for &i in &of_append {
+            let q = &mut queues[i];
+            q.adding += 1;
+            if let Some(max) = q.max.filter(|max| q.len + q.adding > *max) {
+                return Err(queue_full(q.keys, max));
             }
         }
         let mut out = Vec::with_capacity(appends.len());
@@ -423,7 +493,7 @@ impl Engine for MemoryEngine {
             }
         }
         drop(st);
-        self.wake(appends.iter().map(|a| a.keys.stream.clone()));
+        self.wake(queues.iter().map(|q| q.keys.stream.as_str()));
         Ok(out)
     }
 
@@ -453,37 +523,36 @@ impl Engine for MemoryEngine {
                     .groups
                     .get_mut(&queue.group)
                     .ok_or_else(|| no_group(queue))?;
-                group.consumers.insert(consumer.to_owned(), now);
-                let mut delivered = Vec::new();
+                let name = group.seen(consumer, now);
+                let mut delivered = Vec::with_capacity(count.min(stream.entries.len()));
                 for (id, data) in stream
                     .entries
-                    .range(group.last_delivered.next()..)
+                    .range_from(group.last_delivered.next())
                     .take(count)
                 {
-                    delivered.push(Entry::new(*id, Some(data.clone()), 1));
-                }
-                if let Some(last) = delivered.last() {
-                    group.last_delivered = last.id;
-                }
-                for e in &delivered {
+                    delivered.push(Entry::new(id, Some(data.clone()), 1));
                     group.pending.insert(
-                        e.id,
+                        id,
                         Pending {
-                            consumer: consumer.to_owned(),
+                            consumer: name.clone(),
                             delivered_ms: now,
                             count: 1,
                         },
                     );
                 }
-                let mut live = Vec::with_capacity(delivered.len());
-                for e in delivered {
-                    if st.is_expired(queue, e.id, now) {
-                        st.remove_entry(queue, e.id);
-                    } else {
-                        live.push(e);
-                    }
+                if let Some(last) = delivered.last() {
+                    group.last_delivered = last.id;
                 }
-                (live, next_due)
+                if st.expiry.contains_key(&queue.expiry) {
+                    delivered.retain(|e| {
+                        let expired = st.is_expired(queue, e.id, now);
+                        if expired {
+                            st.remove_entry(queue, e.id);
+                        }
+                        !expired
+                    });
+                }
+                (delivered, next_due)
             };
             if !entries.is_empty() {
                 return Ok(entries);
@@ -572,9 +641,9 @@ impl Engine for MemoryEngine {
             .get(&queue.stream)
             .map(|s| {
                 s.entries
-                    .range(start..=end)
+                    .range(start, end)
                     .take(count)
-                    .map(|(id, d)| Entry::new(*id, Some(d.clone()), 0))
+                    .map(|(id, d)| Entry::new(id, Some(d.clone()), 0))
                     .collect()
             })
             .unwrap_or_default())
@@ -607,32 +676,31 @@ impl Engine for MemoryEngine {
         let g = s.groups.get(&queue.group).ok_or_else(|| no_group(queue))?;
         let mut per_consumer: BTreeMap<&str, u64> = BTreeMap::new();
         for p in g.pending.values() {
-            *per_consumer.entry(p.consumer.as_str()).or_default() += 1;
+            *per_consumer.entry(&p.consumer).or_default() += 1;
         }
         let consumers = g
             .consumers
             .iter()
             .map(|(name, seen)| ConsumerInfo {
-                name: name.clone(),
-                pending: per_consumer.get(name.as_str()).copied().unwrap_or(0),
+                name: name.to_string(),
+                pending: per_consumer.get(&**name).copied().unwrap_or(0),
                 idle_ms: now.saturating_sub(*seen),
             })
             .collect();
         Ok(StreamInfo {
             length: s.entries.len() as u64,
             pending: g.pending.len() as u64,
-            lag: s.entries.range(g.last_delivered.next()..).count() as u64,
+            lag: s.entries.range_from(g.last_delivered.next()).count() as u64,
             consumers,
-            oldest_pending_age_ms: g.pending.keys().next().map(|id| now.saturating_sub(id.ms)),
+            oldest_pending_age_ms: g.pending.first().map(|(id, _)| now.saturating_sub(id.ms)),
             oldest_pending_idle_ms: g
                 .pending
-                .values()
-                .next()
-                .map(|p| now.saturating_sub(p.delivered_ms)),
+                .first()
+                .map(|(_, p)| now.saturating_sub(p.delivered_ms)),
             delayed: st.delayed.get(&queue.delayed).map_or(0, |d| d.len() as u64),
             expiring: st.expiry.get(&queue.expiry).map_or(0, |z| z.len() as u64),
-            first_id: s.entries.keys().next().copied(),
-            last_id: s.entries.keys().next_back().copied(),
+            first_id: s.entries.first().map(|(id, _)| id),
+            last_id: s.entries.last_id(),
         })
     }
 
@@ -677,7 +745,7 @@ impl Engine for MemoryEngine {
             .groups
             .get_mut(&queue.group)
             .ok_or_else(|| no_group(queue))?;
-        group.consumers.insert(consumer.to_owned(), now);
+        let name = group.seen(consumer, now);
         let mut out = Claimed::default();
         let mut claimed = Vec::new();
         for (id, p) in group.pending.iter_mut() {
@@ -687,13 +755,13 @@ impl Engine for MemoryEngine {
             if now.saturating_sub(p.delivered_ms) < min_idle {
                 continue;
             }
-            match stream.entries.get(id) {
-                None => out.deleted.push(*id),
+            match stream.entries.get(&id) {
+                None => out.deleted.push(id),
                 Some(data) => {
-                    p.consumer = consumer.to_owned();
+                    p.consumer = name.clone();
                     p.delivered_ms = now;
                     p.count += 1;
-                    claimed.push(Entry::new(*id, Some(data.clone()), p.count));
+                    claimed.push(Entry::new(id, Some(data.clone()), p.count));
                 }
             }
         }
@@ -723,12 +791,15 @@ impl Engine for MemoryEngine {
             return Ok(0);
         };
         let mut limit = group.last_delivered.next().min(cutoff);
-        if let Some(oldest) = group.pending.keys().next() {
-            limit = limit.min(*oldest);
+        if let Some((oldest, _)) = group.pending.first() {
+            limit = limit.min(oldest);
         }
-        let keep = stream.entries.split_off(&limit);
-        let removed = std::mem::replace(&mut stream.entries, keep).len();
-        Ok(removed as u64)
+        let mut removed = Vec::new();
+        let n = stream.entries.remove_before(limit, &mut removed);
+        // Free the payloads after unlocking: other callers need the lock.
+        drop(st);
+        drop(removed);
+        Ok(n as u64)
     }
 
     async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
@@ -736,8 +807,13 @@ impl Engine for MemoryEngine {
         let Some(s) = st.streams.get_mut(stream) else {
             return Ok(0);
         };
-        let keep = s.entries.split_off(&EntryId::new(before_ms, 0));
-        Ok(std::mem::replace(&mut s.entries, keep).len() as u64)
+        let mut removed = Vec::new();
+        let n = s
+            .entries
+            .remove_before(EntryId::new(before_ms, 0), &mut removed);
+        drop(st);
+        drop(removed);
+        Ok(n as u64)
     }
 
     async fn set_metadata(
@@ -799,7 +875,11 @@ impl MemoryEngine {
         };
         let mut n = 0;
         for id in ids {
-            if let Some(p) = group.pending.get_mut(id).filter(|p| p.consumer == consumer) {
+            if let Some(p) = group
+                .pending
+                .get_mut(id)
+                .filter(|p| &*p.consumer == consumer)
+            {
                 f(p);
                 n += 1;
             }
