@@ -107,7 +107,8 @@ pub(crate) struct Replies {
     queue_name: String,
     mq: Eddy,
     waiting: Arc<Waiting>,
-    listener: JoinHandle<()>,
+    /// Taken when the listener is stopped.
+    listener: Option<JoinHandle<()>>,
     deleted: bool,
 }
 
@@ -131,7 +132,7 @@ impl Replies {
             queue_name,
             mq: mq.clone(),
             waiting,
-            listener,
+            listener: Some(listener),
             deleted: false,
         })
     }
@@ -154,7 +155,7 @@ impl Replies {
 
     /// Stop listening, fail the requests still waiting, delete the queue.
     pub async fn close(mut self) -> crate::Result<()> {
-        self.listener.abort();
+        stop(self.listener.take()).await;
         self.waiting.lock().clear();
         self.deleted = true;
         match self.mq.delete_queue(&self.queue_name, false).await {
@@ -166,7 +167,10 @@ impl Replies {
 
 impl Drop for Replies {
     fn drop(&mut self) {
-        self.listener.abort();
+        let listener = self.listener.take();
+        if let Some(l) = &listener {
+            l.abort();
+        }
         self.waiting.lock().clear();
         if self.deleted {
             return;
@@ -176,11 +180,22 @@ impl Drop for Replies {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let (mq, name) = (self.mq.clone(), self.queue_name.clone());
             rt.spawn(async move {
+                stop(listener).await;
                 if let Err(e) = mq.delete_queue(&name, false).await {
                     tracing::debug!(queue = %name, error = %e, "reply queue not deleted");
                 }
             });
         }
+    }
+}
+
+/// Stop the listener and wait until it has: a listener still running (abort
+/// takes effect only between polls, and it may be mid-poll on another
+/// worker) would see its queue deleted and put it back.
+async fn stop(listener: Option<JoinHandle<()>>) {
+    if let Some(l) = listener {
+        l.abort();
+        let _ = l.await;
     }
 }
 
