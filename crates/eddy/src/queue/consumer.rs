@@ -297,6 +297,10 @@ struct Settle {
     chains: Mutex<HashMap<String, (u64, Chain)>>,
 }
 
+/// The longest the loop waits for handlers to free permits before a read
+/// (see the loop).
+const BATCH_WAIT: Duration = Duration::from_millis(1);
+
 /// What settling needs of a message once its handler has consumed it.
 #[derive(Clone, Copy)]
 struct Handled {
@@ -469,6 +473,18 @@ where
                 Err(_) => break,
             },
         };
+        // Read in batches, not a message at a time: with handlers in flight
+        // and few permits free, give them a moment (at most BATCH_WAIT) to
+        // free half the permits, so one read fetches many. Without this,
+        // fast handlers freeing permits one by one made every read (a round
+        // trip, and on Redis a MULTI/EXEC) fetch one or two messages.
+        let half = opts.concurrency / 2;
+        if permits.available_permits() + 1 < half {
+            let more = (half - 1) as u32;
+            if let Ok(Ok(p)) = tokio::time::timeout(BATCH_WAIT, permits.acquire_many(more)).await {
+                drop(p);
+            }
+        }
         let free = permits.available_permits() + 1;
         let fetched = async {
             let mut msgs = Vec::new();
