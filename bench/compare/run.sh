@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The queue comparison, in one command: eddy (with its raw redis-crate
-# baseline, same process), LeanMQ 0.2 (Python) and BullMQ 6 (Node), each run
-# --runs times against the same Redis, interleaved, then medians.
+# baseline, same process), LeanMQ 0.2 (Python; sending in transactions of
+# --batch, and one message per call) and BullMQ 6 (Node), each run --runs
+# times against the same Redis, interleaved, then medians.
 #
 #   bash bench/compare/run.sh                      # spawns a private redis-server
 #   bash bench/compare/run.sh --url redis://127.0.0.1:6380/0 --runs 3
@@ -94,6 +95,8 @@ for i in $(seq "$runs"); do
     --payload-bytes "$payload" --window "$window" --json 2>/dev/null >>"$out"
   "$venv/bin/python" "$here/leanmq/queue_bench.py" --url "$url" --messages "$leanmq_messages" \
     --batch "$batch" --payload-bytes "$payload" --window "$window" 2>/dev/null >>"$out"
+  "$venv/bin/python" "$here/leanmq/queue_bench.py" --url "$url" --messages "$leanmq_messages" \
+    --batch "$batch" --payload-bytes "$payload" --window "$window" --send single 2>/dev/null >>"$out"
   node "$here/bullmq/queue_bench.mjs" --url "$url" --messages "$bullmq_messages" \
     --batch "$batch" --concurrency "$concurrency" --payload-bytes "$payload" \
     --window "$window" 2>/dev/null >>"$out"

@@ -1,5 +1,6 @@
 """eddy's queue scenario with LeanMQ 0.2: a producer process sends batches
-(LeanMQ's transaction(), one MULTI pipeline per --batch messages) and a
+(LeanMQ's transaction(), one MULTI pipeline per --batch messages; or, with
+--send single, one send_message call per message, LeanMQ's plain API) and a
 consumer process receives up to --batch at a time (get_messages) and
 acknowledges each batch in one call (acknowledge_messages); measured from the
 first send to the last ack. Latency: from the send stamp in each payload to
@@ -8,7 +9,7 @@ ahead of the acks, as eddy's bench does (LeanMQ's XADD MAXLEN 100000 would
 otherwise drop unread messages of a larger backlog).
 
     python queue_bench.py --url redis://127.0.0.1:6380/0 [--messages 20000]
-        [--batch 100] [--payload-bytes 200] [--window 10000]
+        [--batch 100] [--payload-bytes 200] [--window 10000] [--send single]
 
 Prints one JSON line.
 """
@@ -56,9 +57,13 @@ def producer(o, prefix, acked, go):
             time.sleep(0.0005)
         k = min(o.batch, o.messages - sent)
         stamp = now_us()
-        with mq.transaction() as tx:
+        if o.send == "single":
             for j in range(k):
-                tx.send_message(queue, {"sent_us": stamp, "seq": sent + j, "pad": pad})
+                queue.send_message({"sent_us": now_us(), "seq": sent + j, "pad": pad})
+        else:
+            with mq.transaction() as tx:
+                for j in range(k):
+                    tx.send_message(queue, {"sent_us": stamp, "seq": sent + j, "pad": pad})
         sent += k
     mq.close()
 
@@ -100,6 +105,13 @@ def main():
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--payload-bytes", type=int, default=200)
     p.add_argument("--window", type=int, default=10000)
+    p.add_argument(
+        "--send",
+        choices=["transaction", "single"],
+        default="transaction",
+        help="batches of --batch in LeanMQ.transaction() (its fastest send), "
+        "or one Queue.send_message per message (its plain API)",
+    )
     o = p.parse_args()
 
     prefix = f"bench-leanmq-{os.getpid()}:"
@@ -125,7 +137,7 @@ def main():
     print(
         json.dumps(
             {
-                "system": "leanmq",
+                "system": "leanmq" if o.send == "transaction" else "leanmq-single",
                 "version": version("leanmq"),
                 "messages": o.messages,
                 "batch": o.batch,
