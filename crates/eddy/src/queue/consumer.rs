@@ -318,27 +318,28 @@ impl Settle {
     }
 
     async fn dead_letter(&self, msg: Message, reason: String) {
-        Self::lock(&self.last_error).remove(&msg.id);
-        match self.queue.dead_letter_messages(&[msg], &reason).await {
-            Ok(_) => ConsumerStats::bump(&self.stats.dead_lettered),
-            Err(e) => {
-                // Still pending: it will be reclaimed and dead-lettered again.
-                ConsumerStats::bump(&self.stats.errors);
-                tracing::warn!(error = %e, "dead-lettering failed; the message stays pending");
-            }
-        }
+        let id = msg.id;
+        let moved = self.queue.dead_letter_messages(&[msg], &reason).await;
+        self.dead_lettered(id, moved);
     }
 
     /// Dead-letter a message the handler consumed, by id: the engine reads
     /// it back (one more round trip, on the failure path only) so the hot
     /// path never clones a message for the case it fails.
     async fn dead_letter_id(&self, id: EntryId, reason: String) {
+        let moved = self.queue.dead_letter(&[id], &reason).await;
+        self.dead_lettered(id, moved);
+    }
+
+    fn dead_lettered(&self, id: EntryId, moved: Result<u64>) {
         Self::lock(&self.last_error).remove(&id);
-        match self.queue.dead_letter(&[id], &reason).await {
+        match moved {
+            Ok(0) => tracing::debug!(%id, "not dead-lettered: no longer in the queue"),
             Ok(_) => ConsumerStats::bump(&self.stats.dead_lettered),
             Err(e) => {
+                // Still pending: it will be reclaimed and dead-lettered again.
                 ConsumerStats::bump(&self.stats.errors);
-                tracing::warn!(error = %e, "dead-lettering failed; the message stays pending");
+                tracing::warn!(%id, error = %e, "dead-lettering failed; the message stays pending");
             }
         }
     }
