@@ -48,7 +48,7 @@ pub use engine::EntryId;
 pub use error::{Error, ErrorKind, Result};
 pub use queue::{
     ConsumerStatus, Eddy, EddyBuilder, Failure, Message, Queue, QueueInfo, Receive, SendOptions,
-    Transaction,
+    Transaction, TypedMessage,
 };
 
 /// The README's Rust examples, compiled as doctests so they stay true.

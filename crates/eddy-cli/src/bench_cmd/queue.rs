@@ -25,6 +25,9 @@ enum Consume {
     ReceiveAck,
     /// `eddy::queue::consumer::run` with concurrency batch.
     ConsumerLoop,
+    /// `receive_as` into the payload's struct (no JSON `Map`), then one
+    /// `ack` for the batch.
+    ReceiveAsAck,
 }
 
 /// `eddy bench queue`.
@@ -40,6 +43,9 @@ pub async fn throughput(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResul
     let phase = eddy_phase(env, spec, Consume::ConsumerLoop, None).await?;
     out.phases
         .push(("loop_", "eddy consumer loop".into(), phase));
+    let phase = eddy_phase(env, spec, Consume::ReceiveAsAck, None).await?;
+    out.phases
+        .push(("typed_", "eddy receive_as + ack".into(), phase));
     // Put the primary phase first, as the JSON reads.
     out.phases.sort_by_key(|(k, _, _)| order(k));
     Ok(out)
@@ -181,6 +187,7 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
         match how {
             Consume::ReceiveAck => "receive + ack",
             Consume::ConsumerLoop => "consumer loop",
+            Consume::ReceiveAsAck => "receive_as + ack",
         },
         spec.messages
     );
@@ -214,6 +221,12 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
             for (i, q) in consumers.into_iter().enumerate() {
                 let (tally, stop) = (tally.clone(), stop_rx.clone());
                 tasks.spawn(consumer_loop(q, format!("c{i}"), spec.batch, tally, stop));
+            }
+        }
+        Consume::ReceiveAsAck => {
+            for (i, q) in consumers.into_iter().enumerate() {
+                let (tally, batch) = (tally.clone(), spec.batch);
+                tasks.spawn(receive_as_ack(q, format!("c{i}"), batch, tally));
             }
         }
     }
@@ -343,6 +356,36 @@ async fn receive_ack(q: Queue, consumer: String, batch: usize, tally: Arc<Tally>
             if let Some(sent) = sent_us(m) {
                 tally.hist.record_since(sent, now);
             }
+            ids.push(m.id);
+        }
+        q.ack(&ids).await?;
+        tally.add_acked(ids.len() as u64);
+    }
+    Ok(())
+}
+
+/// The payload as a consumer that wants all of it declares it.
+#[derive(serde::Deserialize)]
+struct Received {
+    sent_us: u64,
+    #[allow(dead_code)]
+    seq: u64,
+    #[allow(dead_code)]
+    pad: String,
+}
+
+async fn receive_as_ack(q: Queue, consumer: String, batch: usize, tally: Arc<Tally>) -> CliResult {
+    let opts = Receive::new().count(batch).consumer(consumer).block(POLL);
+    let mut ids: Vec<EntryId> = Vec::with_capacity(batch);
+    while !tally.finished() {
+        let msgs = q.receive_as::<Received>(&opts).await?;
+        if msgs.is_empty() {
+            continue;
+        }
+        let now = measure::now_us();
+        ids.clear();
+        for m in &msgs {
+            tally.hist.record_since(m.payload.sent_us, now);
             ids.push(m.id);
         }
         q.ack(&ids).await?;

@@ -307,6 +307,7 @@ macro_rules! __conformance_cases {
             dead_letter::oversized_entry_goes_to_dlq_truncated,
             dead_letter::undecodable_entry_in_dlq_is_handed_over_raw,
             dead_letter::peek_shows_undecodable_entries_raw,
+            dead_letter::receive_as_decodes_typed_and_dead_letters_the_rest,
             leases::claim_stale_takes_over_with_delivery_counts,
             leases::claim_stale_respects_count_and_order,
             leases::claim_stale_skips_settled_messages,
