@@ -440,7 +440,9 @@ fn report(
             lat(|p| p.latency.p999_ms),
             lat(|p| p.latency.max_ms),
         );
-        let rss = med(ps, |p| p.peak_rss_mb);
+        // A peak is the highest of the runs, not their median: the first run
+        // of a process peaks highest (the allocator grows its heap then).
+        let rss = ps.iter().map(|p| p.peak_rss_mb).fold(f64::NAN, f64::max);
         let client_cpu = med(ps, |p| p.client_cpu_us);
         let redis_cpu = med(ps, |p| p.redis_cpu_us);
         machine.insert(format!("{key}{rate_key}"), round(rate, 0));
