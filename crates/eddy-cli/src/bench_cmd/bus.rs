@@ -61,8 +61,9 @@ pub async fn fan_out(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResult> 
         // The embedded engine keeps history in this process: trim it as a
         // deployment would.
         let bus = publisher.clone();
+        let trim_every = spec.trim_every;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut tick = tokio::time::interval(trim_every);
             loop {
                 tick.tick().await;
                 let _ = bus.queues().trim_history(Duration::ZERO).await;

@@ -122,6 +122,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000, value_name = "W")]
     pub window: u64,
 
+    /// Embedded engine only: how often acknowledged history is trimmed, as
+    /// a deployment's janitor would (Redis keeps history in the server,
+    /// outside the measured process). The engine's memory under load is
+    /// about this interval's worth of traffic: 500ms, 20ms, 5ms.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration, value_name = "T")]
+    pub trim_every: Duration,
+
     /// Size of each JSON payload (before eddy's `_metadata`).
     #[arg(long, default_value_t = 200, value_name = "S")]
     pub payload_bytes: usize,
@@ -202,6 +209,7 @@ pub(crate) struct Spec {
     pub consumers: usize,
     pub batch: usize,
     pub window: u64,
+    pub trim_every: Duration,
     pub payload_bytes: usize,
     pub rate: f64,
     pub duration: Duration,
@@ -307,6 +315,12 @@ pub async fn run(url: &str, args: BenchArgs, out: &mut Output) -> CliResult {
     if matches!(args.scenario, Scenario::Queue | Scenario::Bus) {
         header.insert("window".into(), json!(spec.window));
     }
+    if !env.is_redis() {
+        header.insert(
+            "trim_every_ms".into(),
+            json!(spec.trim_every.as_secs_f64() * 1000.0),
+        );
+    }
     header.insert("payload_bytes".into(), json!(spec.payload_bytes));
     if matches!(args.scenario, Scenario::Latency | Scenario::Bus) {
         header.insert("rate".into(), json!(spec.rate));
@@ -340,6 +354,7 @@ fn resolve(args: &BenchArgs, redis: bool) -> Spec {
         consumers: args.consumers,
         batch: args.batch,
         window: args.window,
+        trim_every: args.trim_every.max(Duration::from_millis(1)),
         payload_bytes: args.payload_bytes,
         rate: args.rate,
         duration: args.duration,

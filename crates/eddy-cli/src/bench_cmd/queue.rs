@@ -198,8 +198,9 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
         // The embedded engine keeps acknowledged history in this process:
         // trim it as a deployment would (Redis keeps it in the server).
         let (mq, mut stop) = (admin.clone(), stop_rx.clone());
+        let trim_every = spec.trim_every;
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut tick = tokio::time::interval(trim_every);
             loop {
                 tokio::select! {
                     _ = stop.changed() => return Ok(()),

@@ -33,8 +33,9 @@ pub async fn round_trips(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResu
     // it as a deployment would (Redis keeps it in the server).
     let trimmer = (!env.is_redis()).then(|| {
         let mq = server.queues().clone();
+        let trim_every = spec.trim_every;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut tick = tokio::time::interval(trim_every);
             loop {
                 tick.tick().await;
                 let _ = mq.trim_history(Duration::ZERO).await;
