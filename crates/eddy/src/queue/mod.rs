@@ -619,15 +619,19 @@ impl Queue {
     /// decoded (not JSON, not UTF-8, over the size limit) is moved to the DLQ
     /// with its raw bytes and the reason, never returned or dropped.
     pub async fn receive(&self, opts: &Receive) -> Result<Vec<Message>> {
+        let entries = self.read_new(opts).await?;
+        self.decode_delivered(entries).await
+    }
+
+    /// The entries a receive delivers, its options checked first.
+    async fn read_new(&self, opts: &Receive) -> Result<Vec<crate::engine::Entry>> {
         if opts.count == 0 {
             return Err(Error::invalid_argument("count must be at least 1"));
         }
         engine::keys::validate_consumer(&opts.consumer)?;
-        let entries = self
-            .engine()
+        self.engine()
             .read(&self.keys, &opts.consumer, opts.count, opts.block)
-            .await?;
-        self.decode_delivered(entries).await
+            .await
     }
 
     /// Like [`Queue::receive`], each payload deserialized straight into `T`
@@ -646,14 +650,7 @@ impl Queue {
                 self.name()
             )));
         }
-        if opts.count == 0 {
-            return Err(Error::invalid_argument("count must be at least 1"));
-        }
-        engine::keys::validate_consumer(&opts.consumer)?;
-        let entries = self
-            .engine()
-            .read(&self.keys, &opts.consumer, opts.count, opts.block)
-            .await?;
+        let entries = self.read_new(opts).await?;
         let max = self.mq.inner.max_payload_bytes;
         let mut out = Vec::with_capacity(entries.len());
         let mut rest = Vec::new();

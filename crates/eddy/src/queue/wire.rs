@@ -216,11 +216,10 @@ pub(crate) fn decode(entry: Entry, max_bytes: usize) -> Result<Message, Box<Unde
             Some(keep),
         ));
     }
-    let text = match std::str::from_utf8(raw) {
-        Ok(t) => t,
-        Err(e) => return Err(fail(format!("entry is not UTF-8: {e}"), Some(raw))),
-    };
-    let Decoded { data, meta } = match serde_json::from_str(text) {
+    if let Err(e) = std::str::from_utf8(raw) {
+        return Err(fail(format!("entry is not UTF-8: {e}"), Some(raw)));
+    }
+    let (data, meta) = match parse::<Map<String, Value>>(raw) {
         Ok(d) => d,
         Err(e) if e.is_data() => {
             return Err(fail("entry is JSON but not an object".into(), Some(raw)))
@@ -266,14 +265,7 @@ pub(crate) fn decode_as<T: serde::de::DeserializeOwned>(
     if raw.len() > max_bytes {
         return None;
     }
-    let mut meta = Meta::default();
-    let mut de = serde_json::Deserializer::from_slice(raw);
-    let payload = T::deserialize(WithoutMeta {
-        de: &mut de,
-        meta: &mut meta,
-    })
-    .ok()?;
-    de.end().ok()?;
+    let (payload, meta) = parse::<T>(raw).ok()?;
     Some(TypedMessage {
         id: entry.id,
         payload,
@@ -282,6 +274,20 @@ pub(crate) fn decode_as<T: serde::de::DeserializeOwned>(
         message_id: meta.id.unwrap_or_default(),
         ttl: meta.ttl,
     })
+}
+
+/// An entry's JSON object in one pass: every field but `_metadata` into
+/// `T` (a `Map` for [`decode`]), `_metadata` into [`Meta`]. Decoding was
+/// ~20% of a consumer's CPU in `eddy bench queue`.
+fn parse<T: serde::de::DeserializeOwned>(raw: &[u8]) -> serde_json::Result<(T, Meta)> {
+    let mut meta = Meta::default();
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let value = T::deserialize(WithoutMeta {
+        de: &mut de,
+        meta: &mut meta,
+    })?;
+    de.end()?;
+    Ok((value, meta))
 }
 
 /// A JSON object's deserializer that hands `T` every field but `_metadata`,
@@ -382,14 +388,6 @@ impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for MetaFilter
     }
 }
 
-/// An entry's JSON object in one pass: the payload's fields into a `Map`,
-/// `_metadata` straight into [`Meta`] (no `Map` of its own, no copy).
-/// Decoding was ~20% of a consumer's CPU in `eddy bench queue`.
-struct Decoded {
-    data: Map<String, Value>,
-    meta: Meta,
-}
-
 /// `_metadata` as read: whatever is missing or mistyped is `None` (LeanMQ
 /// and eddy always write all three; anything else is decoded leniently, as
 /// before).
@@ -398,35 +396,6 @@ struct Meta {
     id: Option<String>,
     timestamp: Option<f64>,
     ttl: Option<u64>,
-}
-
-impl<'de> serde::Deserialize<'de> for Decoded {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Decoded;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Decoded, A::Error> {
-                let mut data = Map::new();
-                let mut meta = Meta::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == METADATA {
-                        meta = map.next_value()?;
-                    } else {
-                        let value = map.next_value()?;
-                        data.insert(key, value);
-                    }
-                }
-                Ok(Decoded { data, meta })
-            }
-        }
-        d.deserialize_map(Visit)
-    }
 }
 
 impl<'de> serde::Deserialize<'de> for Meta {
@@ -442,9 +411,8 @@ impl<'de> serde::Deserialize<'de> for Meta {
                 mut map: A,
             ) -> std::result::Result<Meta, A::Error> {
                 let mut meta = Meta::default();
-                // Keys as borrowed text where the JSON allows it.
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match key.as_ref() {
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
                         "id" => {
                             if let Value::String(s) = map.next_value()? {
                                 meta.id = Some(s);
