@@ -57,21 +57,6 @@ pub async fn fan_out(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResult> 
     tokio::time::sleep(Duration::from_secs(1)).await;
     out.extra.push(("idle_rss_mb", measure::rss_mb()));
 
-    let trimmer = (!env.is_redis()).then(|| {
-        // The embedded engine keeps history in this process: trim it as a
-        // deployment would.
-        let bus = publisher.clone();
-        let trim_every = spec.trim_every;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(trim_every);
-            loop {
-                tick.tick().await;
-                let _ = bus.queues().trim_history(Duration::ZERO).await;
-                let _ = bus.trim_log(Duration::ZERO).await;
-            }
-        })
-    });
-
     let pad = measure::padding(spec.payload_bytes.saturating_sub(10));
     eprintln!(
         "eddy bus: {} events to {} services",
@@ -107,9 +92,6 @@ pub async fn fan_out(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResult> 
     .await?;
     out.phases
         .push(("rate_", format!("eddy at {}/s", spec.rate), phase));
-    if let Some(t) = trimmer {
-        t.abort();
-    }
 
     for s in services {
         s.stop().await?;

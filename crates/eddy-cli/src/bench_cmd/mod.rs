@@ -51,7 +51,8 @@ VmHWM, reset before each phase where the kernel allows it. CPU us/msg is
 the CPU time of this process and of redis-server (INFO cpu) during the
 phase, per message: where the time goes. Queues and streams live under a
 fresh prefix (bench-PID-N:) and are deleted afterwards; on the embedded
-engine acknowledged history is trimmed every 20 ms, as retention would.
+engine acknowledged entries are dropped as they are acknowledged
+(memory://?history=0s, see --history), as a bounded deployment would.
 
 Output: a table for people, then one JSON line (only the JSON line with
 --json) with scenario, engine, msgs_per_s (events_per_s for bus,
@@ -122,12 +123,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000, value_name = "W")]
     pub window: u64,
 
-    /// Embedded engine only: how often acknowledged history is trimmed, as
-    /// a deployment's janitor would (Redis keeps history in the server,
-    /// outside the measured process). The engine's memory under load is
-    /// about this interval's worth of traffic: 500ms, 20ms, 5ms.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration, value_name = "T")]
-    pub trim_every: Duration,
+    /// Embedded engine only: how long acknowledged entries are kept, when
+    /// --url is plain memory:// (a URL's own ?history= wins). The engine
+    /// drops older ones as it goes (`memory://?history=D`), as a deployment
+    /// bounds its history; Redis keeps history in the server, outside the
+    /// measured process.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "D")]
+    pub history: Duration,
 
     /// Size of each JSON payload (before eddy's `_metadata`).
     #[arg(long, default_value_t = 200, value_name = "S")]
@@ -209,7 +211,6 @@ pub(crate) struct Spec {
     pub consumers: usize,
     pub batch: usize,
     pub window: u64,
-    pub trim_every: Duration,
     pub payload_bytes: usize,
     pub rate: f64,
     pub duration: Duration,
@@ -251,8 +252,13 @@ pub async fn run(url: &str, args: BenchArgs, out: &mut Output) -> CliResult {
         None
     };
     let url = server.as_ref().map_or_else(|| url.to_owned(), |s| s.url());
+    let url = if url == "memory://" {
+        format!("memory://?history={}ms", args.history.as_millis())
+    } else {
+        url
+    };
     let memory = if url.starts_with("memory") {
-        Some(eddy::engine::open("memory://").await?)
+        Some(eddy::engine::open(&url).await?)
     } else {
         None
     };
@@ -315,12 +321,6 @@ pub async fn run(url: &str, args: BenchArgs, out: &mut Output) -> CliResult {
     if matches!(args.scenario, Scenario::Queue | Scenario::Bus) {
         header.insert("window".into(), json!(spec.window));
     }
-    if !env.is_redis() {
-        header.insert(
-            "trim_every_ms".into(),
-            json!(spec.trim_every.as_secs_f64() * 1000.0),
-        );
-    }
     header.insert("payload_bytes".into(), json!(spec.payload_bytes));
     if matches!(args.scenario, Scenario::Latency | Scenario::Bus) {
         header.insert("rate".into(), json!(spec.rate));
@@ -354,7 +354,6 @@ fn resolve(args: &BenchArgs, redis: bool) -> Spec {
         consumers: args.consumers,
         batch: args.batch,
         window: args.window,
-        trim_every: args.trim_every.max(Duration::from_millis(1)),
         payload_bytes: args.payload_bytes,
         rate: args.rate,
         duration: args.duration,

@@ -194,22 +194,6 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
     let cpu = CpuMeter::start(env.redis_url());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: JoinSet<CliResult> = JoinSet::new();
-    if !env.is_redis() {
-        // The embedded engine keeps acknowledged history in this process:
-        // trim it as a deployment would (Redis keeps it in the server).
-        let (mq, mut stop) = (admin.clone(), stop_rx.clone());
-        let trim_every = spec.trim_every;
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(trim_every);
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return Ok(()),
-                    _ = tick.tick() => {}
-                }
-                mq.trim_history(Duration::ZERO).await?;
-            }
-        });
-    }
     let started = Instant::now();
     match how {
         Consume::ReceiveAck => {

@@ -29,19 +29,6 @@ pub async fn round_trips(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResu
         Ok::<_, HandlerError>(d.data().get("seq").cloned().unwrap_or(Value::Null))
     })?;
     let running = server.start().await?;
-    // The embedded engine keeps acknowledged history in this process: trim
-    // it as a deployment would (Redis keeps it in the server).
-    let trimmer = (!env.is_redis()).then(|| {
-        let mq = server.queues().clone();
-        let trim_every = spec.trim_every;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(trim_every);
-            loop {
-                tick.tick().await;
-                let _ = mq.trim_history(Duration::ZERO).await;
-            }
-        })
-    });
     let client = Webhook::new(env.mq(&sub).await?);
     let pad = Arc::new(measure::padding(spec.payload_bytes));
     let payload = |seq: u64, pad: &str| {
@@ -123,9 +110,6 @@ pub async fn round_trips(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResu
         phase,
     ));
 
-    if let Some(t) = trimmer {
-        t.abort();
-    }
     client.close().await?;
     running.stop().await?;
     server

@@ -365,7 +365,9 @@ pub struct Claimed {
 /// A shared engine.
 pub type SharedEngine = Arc<dyn Engine>;
 
-/// Open the engine a URL names: `memory://` or `redis://host:port/db`
+/// Open the engine a URL names: `memory://` (`memory://?history=30s` to
+/// bound its acknowledged history, see [`memory::MemoryEngine::with_history`])
+/// or `redis://host:port/db`
 /// (`rediss://` for TLS, `redis+unix:///path/to.sock` for a unix socket).
 ///
 /// ```
@@ -384,7 +386,7 @@ pub async fn open(url: &str) -> Result<SharedEngine> {
 pub async fn open_with(url: &str, options: &redis::RedisOptions) -> Result<SharedEngine> {
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
-        "memory" => Ok(Arc::new(memory::MemoryEngine::new())),
+        "memory" => Ok(Arc::new(memory::MemoryEngine::from_url(url)?)),
         "redis" | "rediss" | "redis+unix" | "unix" => {
             Ok(Arc::new(redis::RedisEngine::connect(url, options).await?))
         }

@@ -29,17 +29,33 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 /// The in-process engine, selected by `memory://`.
 ///
+/// Like a Redis stream, a queue keeps its acknowledged entries as history
+/// until something trims them ([`Queue::trim_history`], a janitor). On
+/// Redis that history lives in the server; here it lives in this process,
+/// so a long-running application should bound it: [`MemoryEngine::with_history`]
+/// (`memory://?history=30s`) drops acknowledged entries older than the
+/// window as the engine goes, on every acknowledgement, with no timer to
+/// fall behind. The default keeps history until trimmed, as Redis does, so
+/// that both engines answer every call the same way.
+///
 /// ```
 /// use eddy::engine::{Engine, memory::MemoryEngine};
 /// let engine = MemoryEngine::new();
 /// assert_eq!(engine.describe(), "memory://");
+/// let bounded = MemoryEngine::with_history(std::time::Duration::from_secs(30));
+/// assert_eq!(bounded.describe(), "memory://?history=30s");
 /// ```
+///
+/// [`Queue::trim_history`]: crate::Queue::trim_history
 #[derive(Debug)]
 pub struct MemoryEngine {
     state: Mutex<State>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     epoch_ms: u64,
     started: Instant,
+    /// Acknowledged entries older than this are dropped as the engine goes;
+    /// `None` keeps them until trimmed.
+    history: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -146,7 +162,8 @@ impl Default for MemoryEngine {
 }
 
 impl MemoryEngine {
-    /// A new, empty engine.
+    /// A new, empty engine that keeps acknowledged history until it is
+    /// trimmed, as Redis does.
     pub fn new() -> Self {
         let epoch_ms = wall_clock_ms();
         Self {
@@ -154,6 +171,80 @@ impl MemoryEngine {
             wakers: Mutex::new(HashMap::default()),
             epoch_ms,
             started: Instant::now(),
+            history: None,
+        }
+    }
+
+    /// A new, empty engine that keeps acknowledged entries for at most
+    /// `history` (zero: none at all), so its memory stays bounded by the
+    /// unacknowledged backlog plus that window of traffic.
+    ///
+    /// Entries leave a stream oldest first once every consumer group has
+    /// acknowledged them (an entry some group still has pending, and every
+    /// entry after it, stays), checked on each acknowledgement, deletion
+    /// and dead-lettering of the stream. Streams without groups (the
+    /// bus's event log) keep the same window, checked as they are appended
+    /// to.
+    pub fn with_history(history: Duration) -> Self {
+        Self {
+            history: Some(history),
+            ..Self::new()
+        }
+    }
+
+    /// The engine a `memory://` URL names: `memory://`, or
+    /// `memory://?history=DURATION` (humantime: `0s`, `500ms`, `30s`, `1h`)
+    /// for [`MemoryEngine::with_history`].
+    pub fn from_url(url: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::new(
+                ErrorKind::InvalidUrl,
+                format!(
+                    "invalid embedded engine URL `{url}`: {why}; use memory:// or memory://?history=30s"
+                ),
+            )
+        };
+        let rest = url
+            .strip_prefix("memory://")
+            .ok_or_else(|| bad("it does not start with memory://"))?;
+        let query = match rest.split_once('?') {
+            None if rest.is_empty() => return Ok(Self::new()),
+            Some(("", query)) => query,
+            _ => return Err(bad("the embedded engine has no host or path")),
+        };
+        let mut history = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("history", value)) => {
+                    let keep = humantime::parse_duration(value)
+                        .map_err(|e| bad(&format!("history `{value}` is not a duration ({e})")))?;
+                    history = Some(keep);
+                }
+                _ => return Err(bad(&format!("unknown option `{pair}`"))),
+            }
+        }
+        Ok(match history {
+            Some(keep) => Self::with_history(keep),
+            None => Self::new(),
+        })
+    }
+
+    /// The oldest id that history must keep, if the engine bounds it.
+    fn history_cutoff(&self) -> Option<EntryId> {
+        let keep = self.history?;
+        if keep.is_zero() {
+            return Some(EntryId::MAX);
+        }
+        let ms = self.clock_ms().saturating_sub(keep.as_millis() as u64);
+        Some(EntryId::new(ms, 0))
+    }
+
+    /// Drop the acknowledged history of `keys`'s stream beyond the
+    /// engine's window (see [`MemoryEngine::with_history`]); the removed
+    /// payloads go to `out`, to be freed after the lock is released.
+    fn settle(&self, st: &mut State, keys: &QueueKeys, out: &mut Vec<Bytes>) {
+        if let Some(cutoff) = self.history_cutoff() {
+            st.trim_acknowledged(&keys.stream, Some(&keys.expiry), cutoff, out);
         }
     }
 
@@ -243,6 +334,42 @@ impl State {
             .is_some_and(|at| *at <= now_ms as f64 / 1000.0)
     }
 
+    /// Remove the entries of `stream` below `cutoff` that every group has
+    /// acknowledged (all below `cutoff` for a stream without groups), and
+    /// their TTLs from `expiry`; the payloads go to `out`.
+    fn trim_acknowledged(
+        &mut self,
+        stream: &str,
+        expiry: Option<&str>,
+        cutoff: EntryId,
+        out: &mut Vec<Bytes>,
+    ) -> usize {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return 0;
+        };
+        let limit = s.groups.values().fold(cutoff, |limit, g| {
+            let below = g.last_delivered.next().min(limit);
+            match g.pending.first() {
+                Some((oldest, _)) => below.min(oldest),
+                None => below,
+            }
+        });
+        // Nothing to do in the common case: one comparison.
+        if s.entries.first().is_none_or(|(first, _)| first >= limit) {
+            return 0;
+        }
+        let n = s.entries.remove_before(limit, out);
+        if let Some(key) = expiry {
+            if let Some(z) = self.expiry.get_mut(key) {
+                *z = z.split_off(&limit);
+                if z.is_empty() {
+                    self.expiry.remove(key);
+                }
+            }
+        }
+        n
+    }
+
     /// XACK + XDEL + ZREM of one entry; returns whether the entry existed.
     fn remove_entry(&mut self, keys: &QueueKeys, id: EntryId) -> bool {
         let mut existed = false;
@@ -286,7 +413,10 @@ pub(crate) fn epoch_secs_string(ms: u64) -> String {
 #[async_trait]
 impl Engine for MemoryEngine {
     fn describe(&self) -> String {
-        "memory://".to_owned()
+        match self.history {
+            None => "memory://".to_owned(),
+            Some(keep) => format!("memory://?history={}", humantime::format_duration(keep)),
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -383,10 +513,15 @@ impl Engine for MemoryEngine {
             st.xadd(&stream, now, p.data.clone());
             woken.push(stream);
         }
+        let mut trimmed = Vec::new();
         if let Some(log) = &p.log {
             st.xadd(log, now, p.data.clone());
+            if let Some(cutoff) = self.history_cutoff() {
+                st.trim_acknowledged(log, None, cutoff, &mut trimmed);
+            }
         }
         drop(st);
+        drop(trimmed);
         self.wake(woken.iter().map(String::as_str).chain(p.log.as_deref()));
         Ok(members)
     }
@@ -584,15 +719,26 @@ impl Engine for MemoryEngine {
         else {
             return Ok(0);
         };
-        Ok(ids
+        let acked = ids
             .iter()
             .filter(|id| group.pending.remove(id).is_some())
-            .count() as u64)
+            .count() as u64;
+        let mut trimmed = Vec::new();
+        self.settle(&mut st, queue, &mut trimmed);
+        // Free the payloads after unlocking: other callers need the lock.
+        drop(st);
+        drop(trimmed);
+        Ok(acked)
     }
 
     async fn delete(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64> {
         let mut st = self.lock();
-        Ok(ids.iter().filter(|id| st.remove_entry(queue, **id)).count() as u64)
+        let deleted = ids.iter().filter(|id| st.remove_entry(queue, **id)).count() as u64;
+        let mut trimmed = Vec::new();
+        self.settle(&mut st, queue, &mut trimmed);
+        drop(st);
+        drop(trimmed);
+        Ok(deleted)
     }
 
     async fn transfer(
@@ -620,7 +766,10 @@ impl Engine for MemoryEngine {
                 out.push(None);
             }
         }
+        let mut trimmed = Vec::new();
+        self.settle(&mut st, from, &mut trimmed);
         drop(st);
+        drop(trimmed);
         self.wake([to.stream.clone()]);
         Ok(out)
     }
@@ -887,3 +1036,6 @@ impl MemoryEngine {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests;
