@@ -182,9 +182,9 @@ impl MemoryEngine {
     /// Entries leave a stream oldest first once every consumer group has
     /// acknowledged them (an entry some group still has pending, and every
     /// entry after it, stays), checked on each acknowledgement, deletion
-    /// and dead-lettering of the stream. Streams without groups (the
-    /// bus's event log) keep the same window, checked as they are appended
-    /// to.
+    /// and dead-lettering of the stream. The bus's `all` log, a replay
+    /// record no group reads, keeps the same window by age alone, checked
+    /// as events are published.
     pub fn with_history(history: Duration) -> Self {
         Self {
             history: Some(history),
@@ -335,8 +335,7 @@ impl State {
     }
 
     /// Remove the entries of `stream` below `cutoff` that every group has
-    /// acknowledged (all below `cutoff` for a stream without groups), and
-    /// their TTLs from `expiry`; the payloads go to `out`.
+    /// acknowledged, and their TTLs from `expiry`; the payloads go to `out`.
     fn trim_acknowledged(
         &mut self,
         stream: &str,
@@ -516,8 +515,14 @@ impl Engine for MemoryEngine {
         let mut trimmed = Vec::new();
         if let Some(log) = &p.log {
             st.xadd(log, now, p.data.clone());
+            // The log is a replay record that no group reads: its window
+            // is by age alone, as `trim_log` trims it.
             if let Some(cutoff) = self.history_cutoff() {
-                st.trim_acknowledged(log, None, cutoff, &mut trimmed);
+                if let Some(s) = st.streams.get_mut(log) {
+                    if s.entries.first().is_some_and(|(first, _)| first < cutoff) {
+                        s.entries.remove_before(cutoff, &mut trimmed);
+                    }
+                }
             }
         }
         drop(st);

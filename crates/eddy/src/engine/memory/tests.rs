@@ -193,7 +193,7 @@ async fn a_window_keeps_recent_history() {
 }
 
 #[tokio::test]
-async fn a_stream_without_groups_keeps_the_window_as_it_grows() {
+async fn the_event_log_keeps_the_window_as_it_grows() {
     let engine = MemoryEngine::with_history(Duration::ZERO);
     let mut publish = Publish::new(Vec::new(), "t:", Bytes::from_static(b"{}"));
     publish.log = Some("events:all".to_owned());
@@ -223,4 +223,57 @@ async fn a_stream_without_groups_keeps_the_window_as_it_grows() {
         .get("events:all")
         .map(|s| s.entries.len());
     assert_eq!(kept, Some(100));
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ping {
+    n: u64,
+}
+crate::event!(Ping);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_with_services_keeps_no_history() {
+    use crate::bus::Bus;
+    use crate::queue::consumer::ConsumerStats;
+    use crate::service::{Context, HandlerError, Service};
+
+    let engine = Arc::new(MemoryEngine::with_history(Duration::ZERO));
+    let bus = Bus::new(open(&engine))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut services = Vec::new();
+    for name in ["a", "b"] {
+        let service = Service::builder(name, bus.clone())
+            .on(|_: Context, _: Ping| async { Ok::<_, HandlerError>(()) })
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        services.push(service);
+    }
+    for n in 0..500 {
+        bus.publish(&Ping { n })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let done = || {
+        services
+            .iter()
+            .all(|s| ConsumerStats::get(&s.stats().acked) == 500)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(done(), "every service handled every event");
+    let lengths: Vec<(String, usize)> = engine
+        .lock()
+        .streams
+        .iter()
+        .map(|(k, s)| (k.clone(), s.entries.len()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(lengths.is_empty(), "history left behind: {lengths:?}");
+    for s in services {
+        s.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
 }
