@@ -37,11 +37,22 @@ use output::Output;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    match run(cli).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Bench(args) = &cli.command {
+        runtime.worker_threads(args.workers(&cli.global.url));
+    }
+    let runtime = match runtime.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         // `eddy queue peek q | head -1` closes stdout early: not a failure.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,

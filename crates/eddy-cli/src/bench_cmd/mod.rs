@@ -164,6 +164,35 @@ pub struct BenchArgs {
     /// Skip the raw baseline.
     #[arg(long)]
     pub no_raw: bool,
+
+    /// Tokio worker threads for eddy's side [default: on Redis one fewer
+    /// than the cores, leaving one to the redis-server sharing the machine;
+    /// embedded, one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+}
+
+impl BenchArgs {
+    /// The runtime's worker threads (see `--workers`).
+    ///
+    /// Why fewer on Redis: the client and a local redis-server share the
+    /// cores, and a tokio worker per core makes the client's tasks wake each
+    /// other across threads while Redis wants a core of its own. On this
+    /// 2-core machine one worker gave 10-20% more messages per second than
+    /// two in `eddy bench queue --spawn-redis` (consumer loop 135k vs
+    /// 100-115k msg/s, 2026-11-27), and a little more fan-out in `bench
+    /// bus`; the embedded engine, which does all the work in-process, is
+    /// faster on both cores (receive + ack 685k vs 620k, bus 98k vs 73k).
+    pub fn workers(&self, url: &str) -> usize {
+        let cores = measure::nproc();
+        match self.workers {
+            Some(n) => usize::from(n),
+            None if self.spawn_redis || !url.starts_with("memory") => {
+                cores.saturating_sub(1).max(1)
+            }
+            None => cores,
+        }
+    }
 }
 
 /// Where a scenario runs: the engine, and a fresh key prefix.
@@ -328,6 +357,10 @@ pub async fn run(url: &str, args: BenchArgs, out: &mut Output) -> CliResult {
     }
     header.insert("runs".into(), json!(args.runs));
     header.insert("nproc".into(), json!(measure::nproc()));
+    header.insert(
+        "workers".into(),
+        json!(tokio::runtime::Handle::current().metrics().num_workers()),
+    );
     header.insert("load_1m_start".into(), json!(load_start));
     header.insert("load_1m_end".into(), json!(load_end));
 

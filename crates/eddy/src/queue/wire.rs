@@ -54,7 +54,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             "payload must be a JSON object (`{...}`), not an array, string, number, boolean or null",
         ));
     }
-    if memfind(&buf, b"\"_metadata\"") {
+    if META_KEY.find(&buf).is_some() {
         // Only a top-level field is reserved; check precisely on the slow path.
         let v: Map<String, Value> = serde_json::from_slice(&buf)?;
         if v.contains_key(METADATA) {
@@ -91,9 +91,10 @@ pub(crate) fn too_large(len: usize, max: usize) -> Error {
     )
 }
 
-fn memfind(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
-}
+/// The reserved key, as it appears in an encoded payload. Built once:
+/// building a searcher per message cost ~1% of a sender's CPU (perf).
+static META_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"_metadata\""));
 
 /// A message read from a queue.
 #[derive(Debug, Clone, PartialEq)]
