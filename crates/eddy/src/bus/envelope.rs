@@ -279,32 +279,39 @@ impl Envelope {
     /// Read the flat JSON object of the wire format. Fields other than the
     /// envelope's (including a queue's `_failures` / `_requeues`) are the
     /// event's data, except that keys starting with `_` are left out.
-    pub fn from_json(mut m: Map<String, Value>) -> Result<Self> {
-        // `shift_remove`, not `remove` (a swap-remove with `preserve_order`):
-        // the event's own fields keep the order they were published in.
-        let mut text = |k: &str| match m.shift_remove(k) {
-            Some(Value::String(s)) => Some(s),
+    pub fn from_json(m: Map<String, Value>) -> Result<Self> {
+        // One pass that moves each field where it belongs, the event's own
+        // in their published order (removing the envelope's keys one by one
+        // shifted the map's entries once per key: ~2.4% of a service's CPU).
+        let text = |v: Value| match v {
+            Value::String(s) => Some(s),
             _ => None,
         };
-        let event_id = text("event_id");
-        let event_type = text("event_type");
-        let (source, correlation_id, causation_id, traceparent) = (
-            text("source"),
-            text("correlation_id"),
-            text("causation_id"),
-            text("traceparent"),
-        );
+        let mut data = Map::with_capacity(m.len());
+        let (mut event_id, mut event_type, mut timestamp) = (None, None, 0.0);
+        let (mut source, mut correlation_id, mut causation_id, mut traceparent) =
+            (None, None, None, None);
+        for (k, v) in m {
+            match k.as_str() {
+                "event_id" => event_id = text(v),
+                "event_type" => event_type = text(v),
+                "timestamp" => timestamp = v.as_f64().unwrap_or(0.0),
+                "source" => source = text(v),
+                "correlation_id" => correlation_id = text(v),
+                "causation_id" => causation_id = text(v),
+                "traceparent" => traceparent = text(v),
+                _ if k.starts_with('_') => {}
+                _ => {
+                    data.insert(k, v);
+                }
+            }
+        }
         let (Some(event_id), Some(event_type)) = (event_id, event_type) else {
             return Err(Error::new(
                 ErrorKind::Decode,
                 "not an event: `event_id` and `event_type` must be strings",
             ));
         };
-        let timestamp = m
-            .shift_remove("timestamp")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0);
-        m.retain(|k, _| !k.starts_with('_'));
         Ok(Self {
             event_id,
             event_type,
@@ -313,7 +320,7 @@ impl Envelope {
             correlation_id,
             causation_id,
             traceparent,
-            data: m,
+            data,
         })
     }
 

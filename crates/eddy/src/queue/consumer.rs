@@ -16,7 +16,9 @@
 //!   logged, counted and retried with backoff: never a silent drop or a hot
 //!   loop.
 
-use std::collections::{HashMap, HashSet};
+/// Keyed by stream ids and ordering keys, per message: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -453,10 +455,10 @@ where
         queue: queue.clone(),
         opts: opts.clone(),
         stats: stats.clone(),
-        in_flight: Mutex::new(HashSet::new()),
-        last_error: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(HashSet::default()),
+        last_error: Mutex::new(HashMap::default()),
         acks: ack_tx,
-        chains: Mutex::new(HashMap::new()),
+        chains: Mutex::new(HashMap::default()),
     });
     let mut dispatched: u64 = 0;
     let extender = tokio::spawn(extend_leases(settle.clone()));

@@ -46,7 +46,10 @@
 
 mod metrics;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+
+/// Handlers are looked up by event type per delivery: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -189,7 +192,7 @@ impl Service {
             options: ConsumerOptions::new().name(consumer::default_consumer_name()),
             name,
             bus,
-            handlers: HashMap::new(),
+            handlers: HashMap::default(),
             fallback: None,
             order_by: None,
             dedupe_window: 10_000,
@@ -369,7 +372,7 @@ struct Seen {
     order: VecDeque<Arc<str>>,
     cap: usize,
     /// Event id → the stream entry being handled for it.
-    in_flight: HashMap<Arc<str>, crate::EntryId, foldhash::fast::RandomState>,
+    in_flight: HashMap<Arc<str>, crate::EntryId>,
 }
 
 impl Seen {
