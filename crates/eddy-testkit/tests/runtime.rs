@@ -103,6 +103,7 @@ both_engines!(
     max_length_rejects_instead_of_dropping,
     all_log_is_trimmed_by_age,
     info_reports_the_oldest_pending_age,
+    overlapping_publishes_each_get_their_own_result,
 );
 
 async fn poison_message_goes_to_dlq_after_max_deliveries(env: Env) -> TestResult {
@@ -719,4 +720,118 @@ async fn info_reports_the_oldest_pending_age(env: Env) -> TestResult {
     q.ack(&[got[0].id]).await?;
     assert_eq!(q.info().await?.oldest_pending_age_ms, None);
     Ok(())
+}
+
+/// Publishes that overlap share engine calls (a group commit): each still
+/// reaches exactly its own subscribers, once, and returns its own result;
+/// on Redis, fewer script calls than events prove the batches formed, and a
+/// key of the wrong type fails only the events it concerns.
+async fn overlapping_publishes_each_get_their_own_result(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let bus = shared_bus(&mq).await?;
+    let orders = bus
+        .subscribe("orders-svc", &Subscription::types(["OrderCreatedEvent"]))
+        .await?;
+    let payments = bus
+        .subscribe(
+            "payments-svc",
+            &Subscription::types(["PaymentProcessedEvent"]),
+        )
+        .await?;
+    let audit = bus.subscribe("audit", &Subscription::All).await?;
+    let calls_before = evalsha_calls(&env)?;
+    const N: usize = 300;
+    let results = futures::future::join_all((0..N).map(|i| {
+        let bus = bus.clone();
+        async move {
+            if i % 3 == 0 {
+                bus.publish(&PaymentProcessedEvent {
+                    order_id: format!("o{i}"),
+                    status: "ok".into(),
+                })
+                .await
+            } else {
+                bus.publish(&order(&format!("o{i}"))).await
+            }
+        }
+    }))
+    .await;
+    let mut ids = std::collections::HashSet::new();
+    for (i, r) in results.into_iter().enumerate() {
+        let sent = r?;
+        let want: &[&str] = if i % 3 == 0 {
+            &["audit", "payments-svc"]
+        } else {
+            &["audit", "orders-svc"]
+        };
+        assert_eq!(sent.delivered_to, want, "publish {i}");
+        assert!(ids.insert(sent.event_id), "event ids are distinct");
+    }
+    assert_eq!(orders.info().await?.length, (N - N / 3) as u64);
+    assert_eq!(payments.info().await?.length, (N / 3) as u64);
+    assert_eq!(audit.info().await?.length, N as u64);
+    assert_eq!(
+        bus.queues().queue("all").await?.info().await?.length,
+        N as u64
+    );
+    let got = orders.receive(&Receive::new().count(N)).await?;
+    assert!(got
+        .iter()
+        .all(|m| Envelope::from_message(m).is_ok_and(|e| e.event_type == "OrderCreatedEvent")));
+
+    let Some(server) = &env._server else {
+        return Ok(());
+    };
+    let calls = evalsha_calls(&env)? - calls_before;
+    assert!(
+        calls < N as u64 / 2,
+        "{calls} script calls for {N} overlapping publishes: they were not batched"
+    );
+    // One target of the wrong type: the batch as a whole fails, nothing of it
+    // is written, and each event is published again alone.
+    server.redis_cli(["DEL", "events:sub:orders-svc"])?;
+    server.redis_cli(["SET", "events:sub:orders-svc", "not a stream"])?;
+    let audit_before = audit.info().await?.length;
+    let results = futures::future::join_all((0..60).map(|i| {
+        let bus = bus.clone();
+        async move {
+            if i % 2 == 0 {
+                bus.publish(&PaymentProcessedEvent {
+                    order_id: format!("p{i}"),
+                    status: "ok".into(),
+                })
+                .await
+            } else {
+                bus.publish(&order(&format!("p{i}"))).await
+            }
+        }
+    }))
+    .await;
+    for (i, r) in results.iter().enumerate() {
+        match (i % 2, r) {
+            (0, Ok(sent)) => assert_eq!(sent.delivered_to, ["audit", "payments-svc"]),
+            (1, Err(e)) => assert_eq!(e.kind(), eddy::ErrorKind::WrongType, "{e}"),
+            _ => panic!("publish {i}: {r:?}"),
+        }
+    }
+    assert_eq!(
+        audit.info().await?.length,
+        audit_before + 30,
+        "only the payments reached the audit queue"
+    );
+    Ok(())
+}
+
+/// Script calls the test's redis-server has run so far (0 on memory).
+fn evalsha_calls(env: &Env) -> Result<u64, Box<dyn std::error::Error>> {
+    let Some(server) = &env._server else {
+        return Ok(0);
+    };
+    let stats = server.redis_cli(["INFO", "commandstats"])?;
+    Ok(stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
 }

@@ -12,11 +12,14 @@
 //! | `events:routes:*` | set | services subscribed to every type |
 //! | `events:all` (+ `:dlq`, ...) | queue pair | every event published, for replay |
 //!
-//! Publishing is one atomic step: one Lua script on Redis, one critical
-//! section embedded.
+//! Publishing an event is one atomic step: one Lua script on Redis, one
+//! critical section embedded. Publishes that overlap in time share that
+//! step (a group commit: see `batch.rs`), each keeping its own result.
 
+mod batch;
 mod envelope;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -90,6 +93,8 @@ pub struct Published {
 #[derive(Debug, Clone)]
 pub struct Bus {
     mq: Eddy,
+    /// Overlapping publishes share engine calls (see `batch.rs`).
+    batcher: Option<Arc<batch::Batcher>>,
 }
 
 impl Bus {
@@ -111,7 +116,8 @@ impl Bus {
     /// A bus over `mq`, whose prefix becomes the bus prefix.
     pub async fn new(mq: Eddy) -> Result<Self> {
         mq.create_queue_pair(ALL_LOG).await?;
-        Ok(Self { mq })
+        let batcher = batch::Batcher::start(mq.engine().clone()).map(Arc::new);
+        Ok(Self { mq, batcher })
     }
 
     /// The queues underneath (prefix `events:`).
@@ -213,7 +219,11 @@ impl Bus {
             data,
         )
         .log(format!("{}{ALL_LOG}", self.mq.prefix()));
-        let delivered_to = self.mq.engine().publish(&publish).await?;
+        let engine = self.mq.engine();
+        let delivered_to = match &self.batcher {
+            Some(b) => b.publish(engine, publish).await?,
+            None => engine.publish(&publish).await?,
+        };
         Ok(Published {
             event_id: env.event_id.clone(),
             delivered_to,

@@ -216,6 +216,11 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// once), and to `log` if given. Returns the members, sorted.
     async fn publish(&self, publish: &Publish) -> Result<Vec<String>>;
 
+    /// Several fan-outs as one atomic step, in order: every key is checked
+    /// before the first write, so on an error none of them happened.
+    /// Returns each one's members, as [`Engine::publish`] does.
+    async fn publish_many(&self, batch: &[Publish]) -> Result<Vec<Vec<String>>>;
+
     /// Delete each queue's keys and remove it from the registry. Returns
     /// whether any key existed.
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool>;

@@ -493,42 +493,55 @@ impl Engine for MemoryEngine {
     }
 
     async fn publish(&self, p: &Publish) -> Result<Vec<String>> {
+        let mut out = self.publish_many(std::slice::from_ref(p)).await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    async fn publish_many(&self, batch: &[Publish]) -> Result<Vec<Vec<String>>> {
         let now = self.clock_ms();
+        let cutoff = self.history_cutoff();
         let mut st = self.lock();
-        // The members of every route set, sorted, each once.
-        let mut members: Vec<String> = Vec::new();
-        for r in &p.routes {
-            if let Some(set) = st.sets.get(r) {
-                members.extend(set.iter().cloned());
-            }
-        }
-        members.sort_unstable();
-        members.dedup();
-        let mut woken: Vec<String> = Vec::with_capacity(members.len() + 1);
-        for m in &members {
-            let mut stream = String::with_capacity(p.target_prefix.len() + m.len());
-            stream.push_str(&p.target_prefix);
-            stream.push_str(m);
-            st.xadd(&stream, now, p.data.clone());
-            woken.push(stream);
-        }
+        let mut out = Vec::with_capacity(batch.len());
+        let mut woken: Vec<String> = Vec::new();
         let mut trimmed = Vec::new();
-        if let Some(log) = &p.log {
-            st.xadd(log, now, p.data.clone());
-            // The log is a replay record that no group reads: its window
-            // is by age alone, as `trim_log` trims it.
-            if let Some(cutoff) = self.history_cutoff() {
-                if let Some(s) = st.streams.get_mut(log) {
+        for p in batch {
+            // The members of every route set, sorted, each once.
+            let mut members: Vec<String> = Vec::new();
+            for r in &p.routes {
+                if let Some(set) = st.sets.get(r) {
+                    members.extend(set.iter().cloned());
+                }
+            }
+            members.sort_unstable();
+            members.dedup();
+            for m in &members {
+                let mut stream = String::with_capacity(p.target_prefix.len() + m.len());
+                stream.push_str(&p.target_prefix);
+                stream.push_str(m);
+                st.xadd(&stream, now, p.data.clone());
+                if !woken.contains(&stream) {
+                    woken.push(stream);
+                }
+            }
+            if let Some(log) = &p.log {
+                st.xadd(log, now, p.data.clone());
+                // The log is a replay record that no group reads: its
+                // window is by age alone, as `trim_log` trims it.
+                if let (Some(cutoff), Some(s)) = (cutoff, st.streams.get_mut(log)) {
                     if s.entries.first().is_some_and(|(first, _)| first < cutoff) {
                         s.entries.remove_before(cutoff, &mut trimmed);
                     }
                 }
+                if !woken.contains(log) {
+                    woken.push(log.clone());
+                }
             }
+            out.push(members);
         }
         drop(st);
         drop(trimmed);
-        self.wake(woken.iter().map(String::as_str).chain(p.log.as_deref()));
-        Ok(members)
+        self.wake(woken.iter().map(String::as_str));
+        Ok(out)
     }
 
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {

@@ -649,6 +649,42 @@ impl Engine for RedisEngine {
         self.invoke(&inv).await
     }
 
+    async fn publish_many(&self, batch: &[Publish]) -> Result<Vec<Vec<String>>> {
+        // Each route set and log once in KEYS; the events refer to them by
+        // index (a bus's batch shares its `all` routes and log).
+        fn index<'a>(keys: &mut Vec<&'a str>, key: &'a str) -> usize {
+            match keys.iter().position(|k| *k == key) {
+                Some(i) => i + 1,
+                None => {
+                    keys.push(key);
+                    keys.len()
+                }
+            }
+        }
+        let mut keys: Vec<&str> = Vec::new();
+        let mut args: Vec<Vec<usize>> = Vec::with_capacity(batch.len());
+        for p in batch {
+            let log = p.log.as_deref().map_or(0, |l| index(&mut keys, l));
+            let mut refs = vec![log];
+            refs.extend(p.routes.iter().map(|r| index(&mut keys, r)));
+            args.push(refs);
+        }
+        let mut inv = self.scripts.publish_many.prepare_invoke();
+        for k in &keys {
+            inv.key(*k);
+        }
+        for (p, refs) in batch.iter().zip(&args) {
+            inv.arg(&p.target_prefix)
+                .arg(p.data.as_ref())
+                .arg(refs[0])
+                .arg(refs.len() - 1);
+            for r in &refs[1..] {
+                inv.arg(*r);
+            }
+        }
+        self.invoke(&inv).await
+    }
+
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {
         let mut inv = self.scripts.delete_queues.prepare_invoke();
         inv.key(registry);

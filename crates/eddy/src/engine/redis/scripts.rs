@@ -29,6 +29,7 @@ pub(super) struct Scripts {
     pub extend: Script,
     pub release: Script,
     pub publish: Script,
+    pub publish_many: Script,
     pub trim: Script,
     pub set_metadata: Script,
 }
@@ -50,6 +51,7 @@ impl Scripts {
             extend: script!("extend.lua"),
             release: script!("release.lua"),
             publish: script!("publish.lua"),
+            publish_many: script!("publish_many.lua"),
             trim: script!("trim.lua"),
             set_metadata: script!("set_metadata.lua"),
         }
