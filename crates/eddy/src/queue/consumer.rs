@@ -303,6 +303,16 @@ struct Settle {
 /// (see the loop).
 const BATCH_WAIT: Duration = Duration::from_millis(1);
 
+/// A handler's first poll, run inline in the loop, taking longer than this
+/// is CPU-bound work. When [`SLOW_POLLS`] of the last 16 inline polls were
+/// that slow, the loop spawns every handler for [`INLINE_PAUSE`], so that
+/// such handlers run in parallel on the runtime's workers rather than one
+/// after another in the loop. (One slow poll is not enough: on a busy
+/// machine a fast handler is now and then descheduled mid-poll.)
+const INLINE_MAX: Duration = Duration::from_micros(200);
+const SLOW_POLLS: u32 = 3;
+const INLINE_PAUSE: Duration = Duration::from_secs(1);
+
 /// What settling needs of a message once its handler has consumed it.
 #[derive(Clone, Copy)]
 struct Handled {
@@ -346,18 +356,25 @@ impl Settle {
         }
     }
 
+    /// Hand `id` to the acker (which batches acknowledgements).
+    fn ack(&self, id: EntryId) {
+        {
+            let mut errors = Self::lock(&self.last_error);
+            if !errors.is_empty() {
+                errors.remove(&id);
+            }
+        }
+        // A lost ack means a redelivery, never a loss.
+        if self.acks.send(AckRequest::Ack(id)).is_err() {
+            tracing::warn!(%id, "acker stopped; the message will be redelivered");
+        }
+    }
+
     async fn settle(&self, msg: Handled, outcome: Outcome) {
         let id = msg.id;
         let retry = |after: Duration, error: String| (after, error);
         let (after, error) = match outcome {
-            Outcome::Ack => {
-                Self::lock(&self.last_error).remove(&id);
-                // Batched by the acker; a lost ack means a redelivery, never a loss.
-                if self.acks.send(AckRequest::Ack(id)).is_err() {
-                    tracing::warn!(%id, "acker stopped; the message will be redelivered");
-                }
-                return;
-            }
+            Outcome::Ack => return self.ack(id),
             Outcome::Reject { reason } => {
                 tracing::info!(%id, %reason, "rejected; dead-lettering");
                 return self.dead_letter_id(id, reason).await;
@@ -465,6 +482,10 @@ where
     let permits = Arc::new(Semaphore::new(opts.concurrency));
     let mut next_claim = Instant::now();
     let mut error_pause = Duration::from_millis(50);
+    // Handlers run inline on their first poll from this instant on (see
+    // the fast path below); the last 16 inline polls, a bit set per slow one.
+    let mut inline_after = Instant::now();
+    let mut slow_polls: u16 = 0;
     tokio::pin!(shutdown);
 
     loop {
@@ -579,7 +600,6 @@ where
             } else {
                 None
             };
-            Settle::lock(&settle.in_flight).insert(msg.id);
             let span = tracing::info_span!("delivery", queue = %queue.name(), group = %queue.keys().group, msg_id = %msg.id, attempt = msg.delivery_count);
             dispatched += 1;
             let chain = opts.ordering_key.as_ref().and_then(|k| k(&msg)).map(|key| {
@@ -589,9 +609,37 @@ where
                     .map(|(_, prev)| prev);
                 (key, dispatched, prev, done)
             });
+            let handled = Handled {
+                id: msg.id,
+                delivery_count: msg.delivery_count,
+            };
+            let mut run = Box::pin(AssertUnwindSafe(handler(msg)).catch_unwind());
+            // The fast path: a handler that finishes on its first poll (most
+            // do: they compute and return, or their I/O is ready) runs here,
+            // in the loop, and is acknowledged without a task of its own:
+            // spawning one per message, and waking it on another worker,
+            // cost more than the handlers themselves. A handler that is
+            // still pending moves to a task as before; one whose first poll
+            // took long (CPU-bound work) turns the fast path off for a
+            // while, so that such handlers keep running in parallel.
+            let mut first_poll = None;
+            if chain.is_none() && isolation.is_none() && Instant::now() >= inline_after {
+                let started = std::time::Instant::now();
+                first_poll = span.in_scope(|| (&mut run).now_or_never());
+                slow_polls = slow_polls << 1 | u16::from(started.elapsed() > INLINE_MAX);
+                if slow_polls.count_ones() >= SLOW_POLLS {
+                    inline_after = Instant::now() + INLINE_PAUSE;
+                    slow_polls = 0;
+                }
+                if let Some(Ok(Outcome::Ack)) = first_poll {
+                    settle.ack(handled.id);
+                    drop(permit);
+                    continue;
+                }
+            }
+            Settle::lock(&settle.in_flight).insert(handled.id);
             let settle_outer = settle.clone();
-            let (settle, handler, timeout) =
-                (settle.clone(), handler.clone(), opts.handler_timeout);
+            let (settle, timeout) = (settle.clone(), opts.handler_timeout);
             let task = tokio::spawn(
                 async move {
                     let chain = match chain {
@@ -603,12 +651,11 @@ where
                         }
                         None => None,
                     };
-                    let handled = Handled {
-                        id: msg.id,
-                        delivery_count: msg.delivery_count,
+                    let finished = match first_poll {
+                        Some(done) => Ok(done),
+                        None => tokio::time::timeout(timeout, run).await,
                     };
-                    let run = AssertUnwindSafe(handler(msg)).catch_unwind();
-                    let outcome = match tokio::time::timeout(timeout, run).await {
+                    let outcome = match finished {
                         Ok(Ok(outcome)) => outcome,
                         Ok(Err(panic)) => {
                             ConsumerStats::bump(&settle.stats.panics);
