@@ -217,15 +217,18 @@ pub(crate) fn decode(entry: Entry, max_bytes: usize) -> Result<Message, Box<Unde
             Some(keep),
         ));
     }
-    if let Err(e) = std::str::from_utf8(raw) {
-        return Err(fail(format!("entry is not UTF-8: {e}"), Some(raw)));
-    }
+    // serde_json validates UTF-8 as it parses (bytes outside strings must be
+    // ASCII JSON anyway), so the separate check is only for the reason.
     let (data, meta) = match parse::<Map<String, Value>>(raw) {
         Ok(d) => d,
-        Err(e) if e.is_data() => {
-            return Err(fail("entry is JSON but not an object".into(), Some(raw)))
+        Err(e) => {
+            let reason = match std::str::from_utf8(raw) {
+                Err(u) => format!("entry is not UTF-8: {u}"),
+                Ok(_) if e.is_data() => "entry is JSON but not an object".into(),
+                Ok(_) => format!("entry is not valid JSON: {e}"),
+            };
+            return Err(fail(reason, Some(raw)));
         }
-        Err(e) => return Err(fail(format!("entry is not valid JSON: {e}"), Some(raw))),
     };
     Ok(Message {
         id: entry.id,
