@@ -104,6 +104,7 @@ both_engines!(
     all_log_is_trimmed_by_age,
     info_reports_the_oldest_pending_age,
     overlapping_publishes_each_get_their_own_result,
+    cpu_bound_handlers_still_run_in_parallel,
 );
 
 async fn poison_message_goes_to_dlq_after_max_deliveries(env: Env) -> TestResult {
@@ -834,4 +835,56 @@ fn evalsha_calls(env: &Env) -> Result<u64, Box<dyn std::error::Error>> {
         .and_then(|rest| rest.split(',').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0))
+}
+
+/// The loop runs a handler that finishes on its first poll inline (no task
+/// of its own); handlers that compute for long before returning must still
+/// run side by side on the runtime's workers, not one after another.
+async fn cpu_bound_handlers_still_run_in_parallel(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("crunch").await?;
+    let n = 40u64;
+    for i in 0..n {
+        q.send(&json!({ "n": i })).await?;
+    }
+    let running = Arc::new(AtomicU64::new(0));
+    let most = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let (r, m, d) = (running.clone(), most.clone(), done.clone());
+    let finished = done.clone();
+    let stop = async move {
+        eventually(Duration::from_secs(20), || {
+            finished.load(Ordering::SeqCst) >= n
+        })
+        .await;
+    };
+    consumer::run(
+        q.clone(),
+        fast().concurrency(4),
+        move |_m| {
+            let (running, most, done) = (r.clone(), m.clone(), d.clone());
+            async move {
+                // No await: 3 ms of work inside the first poll.
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let until = std::time::Instant::now() + Duration::from_millis(3);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                Outcome::Ack
+            }
+        },
+        stop,
+    )
+    .await?;
+    assert_eq!(done.load(Ordering::SeqCst), n, "every message handled");
+    assert!(
+        most.load(Ordering::SeqCst) >= 2,
+        "CPU-bound handlers ran one at a time"
+    );
+    let info = q.info().await?;
+    assert_eq!((info.pending, info.lag), (0, 0));
+    Ok(())
 }
