@@ -1,106 +1,195 @@
 //! Group commit for publishes: `Bus::publish` calls that overlap share one
 //! engine call.
 //!
-//! A publish is queued to the bus's batcher task, which takes everything
-//! queued so far (up to [`MAX_BATCH`]) as one [`Engine::publish_many`]: on
-//! Redis one script call fans out the whole batch, looking each route set
-//! up and checking each key once, instead of one call with a dozen Redis
-//! commands per event. Nothing waits to fill a batch: a lone publish goes
-//! out at once, alone, so latency at low rates is a channel hop more than
-//! before; batches form only while earlier calls are in flight
-//! ([`IN_FLIGHT`] at a time), which is exactly when there is load.
+//! A publish joins the bus's queue of waiting publishes. A driver task,
+//! started on the caller's runtime when there is none and ending when the
+//! queue is empty, takes everything waiting (up to [`MAX_BATCH`]) as one
+//! [`Engine::publish_many`]: on Redis one script call fans out the whole
+//! batch, looking each route set up and checking each key once, instead of
+//! one call with a dozen Redis commands per event. Nothing waits to fill a
+//! batch: a lone publish goes out at once, alone; batches form only while
+//! earlier calls are in flight ([`IN_FLIGHT`] at a time), which is when
+//! there is load. The driver issues the calls in the order the publishes
+//! arrived (each call is sent before the next batch is taken), so a task
+//! that pipelines its publishes still sees them applied in order.
 //!
-//! Each event's result is its own. A batch fails as a whole only when
-//! none of it happened: on a wrong-type key (which may concern one event
-//! only) the events are published again one by one, each getting its own
-//! answer; on any other error (unreachable, timeout, out of memory, ...)
-//! every event of the batch gets that error, as each would have alone.
+//! Each event's result is its own. A batch fails as a whole only when none
+//! of it happened: on a wrong-type key (which may concern one event only)
+//! the events are published again one by one, each getting its own answer;
+//! on any other error (unreachable, timeout, out of memory, ...) every
+//! event of the batch gets that error, as each would have alone.
+//!
+//! Like any request handed to a server, a publish whose caller stops
+//! waiting (a timeout around it) may still be published once its batch is
+//! on its way.
 //!
 //! [`Engine::publish_many`]: crate::engine::Engine::publish_many
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::Future;
+use tokio::sync::{oneshot, Notify};
 
 use crate::engine::{Publish, SharedEngine};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The most events one engine call carries (about 25 KB of 200-byte
 /// events: well under what a script call should take at once).
-pub(super) const MAX_BATCH: usize = 128;
+const MAX_BATCH: usize = 128;
 
 /// Engine calls in flight at once: while one runs on the server, the next
 /// batch forms and is already on its way.
-pub(super) const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 2;
 
 struct Job {
     publish: Publish,
     reply: oneshot::Sender<Result<Vec<String>>>,
 }
 
-/// The sending side; the task stops when every clone of the bus is gone.
-#[derive(Debug)]
-pub(super) struct Batcher {
-    jobs: mpsc::UnboundedSender<Job>,
+#[derive(Default)]
+struct Waiting {
+    jobs: Vec<Job>,
+    /// Whether a driver task is running (it takes `jobs` until none are left).
+    driving: bool,
 }
 
-impl std::fmt::Debug for Job {
+/// The publishes of one bus waiting for their engine call.
+#[derive(Default)]
+pub(super) struct Batcher {
+    waiting: Mutex<Waiting>,
+    /// Wakes the driver when a publish arrives while its calls are in flight.
+    arrived: Notify,
+}
+
+impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").finish_non_exhaustive()
+        f.debug_struct("Batcher").finish_non_exhaustive()
     }
 }
 
 impl Batcher {
-    /// Start the batcher task on the current tokio runtime; `None` outside
-    /// one (the bus then publishes each event with its own call).
-    pub(super) fn start(engine: SharedEngine) -> Option<Self> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let (jobs, queued) = mpsc::unbounded_channel();
-        runtime.spawn(run(engine, queued));
-        Some(Self { jobs })
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publish through the batcher (or directly if its task is gone).
+    /// Publish `publish` in the next batch.
     pub(super) async fn publish(
-        &self,
+        self: &Arc<Self>,
         engine: &SharedEngine,
         publish: Publish,
     ) -> Result<Vec<String>> {
+        // The driver is a tokio task; without a tokio runtime, publish alone.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return engine.publish(&publish).await;
+        };
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job { publish, reply }) {
-            // The task ended with its runtime: nothing was queued.
-            return engine.publish(&job.publish).await;
+        let start = {
+            let mut waiting = self.lock();
+            waiting.jobs.push(Job { publish, reply });
+            !std::mem::replace(&mut waiting.driving, true)
+        };
+        if start {
+            runtime.spawn(drive(self.clone(), engine.clone()));
+        } else {
+            self.arrived.notify_one();
         }
         answer.await.unwrap_or_else(|_| {
             Err(Error::new(
                 ErrorKind::Timeout,
-                "the publishing task stopped (its runtime shut down) before the engine answered: the event may or may not have been published",
+                "the task publishing this event stopped (its runtime shut down) while the engine call was in flight: the event may or may not have been published",
             ))
         })
     }
-}
 
-async fn run(engine: SharedEngine, mut queued: mpsc::UnboundedReceiver<Job>) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // A permit first, so that jobs gather while calls are in flight.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        if queued.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-            return;
+    /// The next batch; if nothing waits and the driver is `idle`, its turn
+    /// ends here, under the lock, so that the next publish starts a driver.
+    fn next_batch(&self, idle: bool) -> Next {
+        let mut waiting = self.lock();
+        if waiting.jobs.is_empty() {
+            if idle {
+                waiting.driving = false;
+                return Next::Done;
+            }
+            return Next::Nothing;
         }
-        let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            settle(&engine, batch).await;
-            drop(permit);
-        });
+        let n = waiting.jobs.len().min(MAX_BATCH);
+        let rest = waiting.jobs.split_off(n);
+        Next::Batch(std::mem::replace(&mut waiting.jobs, rest))
     }
 }
 
-async fn settle(engine: &SharedEngine, jobs: Vec<Job>) {
+enum Next {
+    Batch(Vec<Job>),
+    /// Nothing waits; calls are in flight.
+    Nothing,
+    /// Nothing waits, nothing is in flight: the driver's turn is over.
+    Done,
+}
+
+/// Ends the driver's turn if its task is dropped mid-turn (its runtime shut
+/// down): publishes still waiting were never sent, so they fail, and a
+/// later publish starts a new driver.
+struct Turn {
+    batcher: Arc<Batcher>,
+    over: bool,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if self.over {
+            return;
+        }
+        let jobs = {
+            let mut waiting = self.batcher.lock();
+            waiting.driving = false;
+            std::mem::take(&mut waiting.jobs)
+        };
+        for job in jobs {
+            let _ = job.reply.send(Err(Error::new(
+                ErrorKind::Unavailable,
+                "not published: the task publishing this bus's events stopped (its runtime shut down) before sending it",
+            )));
+        }
+    }
+}
+
+type Call = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+async fn drive(batcher: Arc<Batcher>, engine: SharedEngine) {
+    let mut turn = Turn {
+        batcher,
+        over: false,
+    };
+    let batcher = turn.batcher.clone();
+    let mut in_flight: FuturesUnordered<Call> = FuturesUnordered::new();
+    loop {
+        // Fill the free slots, one batch at a time, each call sent (polled
+        // once) before the next batch is taken: calls go out in order.
+        while in_flight.len() < IN_FLIGHT {
+            match batcher.next_batch(in_flight.is_empty()) {
+                Next::Batch(batch) => {
+                    let mut call: Call = Box::pin(settle(engine.clone(), batch));
+                    if futures::poll!(call.as_mut()).is_pending() {
+                        in_flight.push(call);
+                    }
+                }
+                Next::Nothing => break,
+                Next::Done => {
+                    turn.over = true;
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            _ = in_flight.next() => {}
+            _ = batcher.arrived.notified(), if in_flight.len() < IN_FLIGHT => {}
+        }
+    }
+}
+
+async fn settle(engine: SharedEngine, jobs: Vec<Job>) {
     if jobs.len() == 1 {
         for job in jobs {
             let _ = job.reply.send(engine.publish(&job.publish).await);

@@ -94,7 +94,7 @@ pub struct Published {
 pub struct Bus {
     mq: Eddy,
     /// Overlapping publishes share engine calls (see `batch.rs`).
-    batcher: Option<Arc<batch::Batcher>>,
+    batcher: Arc<batch::Batcher>,
 }
 
 impl Bus {
@@ -116,8 +116,10 @@ impl Bus {
     /// A bus over `mq`, whose prefix becomes the bus prefix.
     pub async fn new(mq: Eddy) -> Result<Self> {
         mq.create_queue_pair(ALL_LOG).await?;
-        let batcher = batch::Batcher::start(mq.engine().clone()).map(Arc::new);
-        Ok(Self { mq, batcher })
+        Ok(Self {
+            mq,
+            batcher: Arc::default(),
+        })
     }
 
     /// The queues underneath (prefix `events:`).
@@ -219,11 +221,7 @@ impl Bus {
             data,
         )
         .log(format!("{}{ALL_LOG}", self.mq.prefix()));
-        let engine = self.mq.engine();
-        let delivered_to = match &self.batcher {
-            Some(b) => b.publish(engine, publish).await?,
-            None => engine.publish(&publish).await?,
-        };
+        let delivered_to = self.batcher.publish(self.mq.engine(), publish).await?;
         Ok(Published {
             event_id: env.event_id.clone(),
             delivered_to,

@@ -305,12 +305,14 @@ const BATCH_WAIT: Duration = Duration::from_millis(1);
 
 /// A handler's first poll, run inline in the loop, taking longer than this
 /// is CPU-bound work. When [`SLOW_POLLS`] of the last 16 inline polls were
-/// that slow, the loop spawns every handler for [`INLINE_PAUSE`], so that
+/// that slow (or one took [`INLINE_STOP`]), the loop spawns every handler for [`INLINE_PAUSE`], so that
 /// such handlers run in parallel on the runtime's workers rather than one
 /// after another in the loop. (One slow poll is not enough: on a busy
 /// machine a fast handler is now and then descheduled mid-poll.)
-const INLINE_MAX: Duration = Duration::from_micros(200);
+const INLINE_MAX: Duration = Duration::from_micros(50);
 const SLOW_POLLS: u32 = 3;
+/// One first poll this long turns the fast path off at once.
+const INLINE_STOP: Duration = Duration::from_millis(1);
 const INLINE_PAUSE: Duration = Duration::from_secs(1);
 
 /// What settling needs of a message once its handler has consumed it.
@@ -555,6 +557,14 @@ where
             }
         };
         let mut first = Some(first);
+        // The whole batch is in hand from now on: its leases are extended
+        // while earlier messages of the batch are being dispatched (a
+        // handler's first poll runs here, in the loop).
+        Settle::lock(&settle.in_flight).extend(
+            msgs.iter()
+                .filter(|m| m.delivery_count <= opts.max_deliveries)
+                .map(|m| m.id),
+        );
         for msg in msgs {
             if msg.delivery_count > opts.max_deliveries {
                 let last = Settle::lock(&settle.last_error).get(&msg.id).cloned();
@@ -576,7 +586,10 @@ where
                     Ok(p) => p,
                     // Cannot happen (only this loop takes permits); leave it
                     // pending for a reclaim rather than exceed the limit.
-                    Err(_) => continue,
+                    Err(_) => {
+                        Settle::lock(&settle.in_flight).remove(&msg.id);
+                        continue;
+                    }
                 },
             };
             ConsumerStats::bump(&stats.delivered);
@@ -613,31 +626,45 @@ where
                 id: msg.id,
                 delivery_count: msg.delivery_count,
             };
-            let mut run = Box::pin(AssertUnwindSafe(handler(msg)).catch_unwind());
+            // The handler's future; a handler whose synchronous part panics
+            // has finished, with that panic, before any future exists.
+            let mut run = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(msg))) {
+                Ok(fut) => Ok(Box::pin(AssertUnwindSafe(fut).catch_unwind())),
+                Err(panic) => Err(panic),
+            };
             // The fast path: a handler that finishes on its first poll (most
             // do: they compute and return, or their I/O is ready) runs here,
             // in the loop, and is acknowledged without a task of its own:
             // spawning one per message, and waking it on another worker,
             // cost more than the handlers themselves. A handler that is
-            // still pending moves to a task as before; one whose first poll
-            // took long (CPU-bound work) turns the fast path off for a
-            // while, so that such handlers keep running in parallel.
+            // still pending moves to a task as before. First polls that take
+            // long (CPU-bound or blocking work) turn the fast path off for a
+            // while, so that such handlers keep running in parallel and the
+            // loop keeps reading; meanwhile the batch's other messages are
+            // already in `in_flight`, so their leases are extended.
             let mut first_poll = None;
-            if chain.is_none() && isolation.is_none() && Instant::now() >= inline_after {
-                let started = std::time::Instant::now();
-                first_poll = span.in_scope(|| (&mut run).now_or_never());
-                slow_polls = slow_polls << 1 | u16::from(started.elapsed() > INLINE_MAX);
-                if slow_polls.count_ones() >= SLOW_POLLS {
-                    inline_after = Instant::now() + INLINE_PAUSE;
-                    slow_polls = 0;
-                }
-                if let Some(Ok(Outcome::Ack)) = first_poll {
-                    settle.ack(handled.id);
-                    drop(permit);
-                    continue;
+            if let Ok(fut) = &mut run {
+                if chain.is_none() && isolation.is_none() && Instant::now() >= inline_after {
+                    let started = std::time::Instant::now();
+                    first_poll = span.in_scope(|| fut.now_or_never());
+                    let took = started.elapsed();
+                    slow_polls = slow_polls << 1 | u16::from(took > INLINE_MAX);
+                    if took > INLINE_STOP || slow_polls.count_ones() >= SLOW_POLLS {
+                        inline_after = Instant::now() + INLINE_PAUSE;
+                        slow_polls = 0;
+                    }
+                    if let Some(Ok(Outcome::Ack)) = first_poll {
+                        settle.ack(handled.id);
+                        Settle::lock(&settle.in_flight).remove(&handled.id);
+                        drop(permit);
+                        continue;
+                    }
                 }
             }
-            Settle::lock(&settle.in_flight).insert(handled.id);
+            let first_poll = match run {
+                Ok(fut) => first_poll.ok_or(fut),
+                Err(panic) => Ok(Err(panic)),
+            };
             let settle_outer = settle.clone();
             let (settle, timeout) = (settle.clone(), opts.handler_timeout);
             let task = tokio::spawn(
@@ -652,8 +679,8 @@ where
                         None => None,
                     };
                     let finished = match first_poll {
-                        Some(done) => Ok(done),
-                        None => tokio::time::timeout(timeout, run).await,
+                        Ok(done) => Ok(done),
+                        Err(run) => tokio::time::timeout(timeout, run).await,
                     };
                     let outcome = match finished {
                         Ok(Ok(outcome)) => outcome,

@@ -217,8 +217,11 @@ pub(crate) fn decode(entry: Entry, max_bytes: usize) -> Result<Message, Box<Unde
             Some(keep),
         ));
     }
-    // serde_json validates UTF-8 as it parses (bytes outside strings must be
-    // ASCII JSON anyway), so the separate check is only for the reason.
+    // serde_json validates every string it decodes (and bytes outside
+    // strings must be ASCII JSON), so the data handed out is valid UTF-8
+    // without a separate pass; the check below only names the reason of a
+    // failed parse. (The one string it skips unchecked is an unknown
+    // subfield of `_metadata`, which nothing reads.)
     let (data, meta) = match parse::<Map<String, Value>>(raw) {
         Ok(d) => d,
         Err(e) => {

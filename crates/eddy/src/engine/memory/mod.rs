@@ -43,7 +43,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 /// let engine = MemoryEngine::new();
 /// assert_eq!(engine.describe(), "memory://");
 /// let bounded = MemoryEngine::with_history(std::time::Duration::from_secs(30));
-/// assert_eq!(bounded.describe(), "memory://?history=30s");
+/// assert_eq!(bounded.describe(), "memory://?history=30000ms");
 /// ```
 ///
 /// [`Queue::trim_history`]: crate::Queue::trim_history
@@ -182,9 +182,13 @@ impl MemoryEngine {
     /// Entries leave a stream oldest first once every consumer group has
     /// acknowledged them (an entry some group still has pending, and every
     /// entry after it, stays), checked on each acknowledgement, deletion
-    /// and dead-lettering of the stream. The bus's `all` log, a replay
-    /// record no group reads, keeps the same window by age alone, checked
-    /// as events are published.
+    /// and dead-lettering of the stream. The bus's `all` log keeps the same
+    /// window, checked as events are published: by age alone while nobody
+    /// consumes it through its group (it is then only a replay record, and
+    /// [`Bus::replay`] sees just the window), as any queue once someone
+    /// does.
+    ///
+    /// [`Bus::replay`]: crate::bus::Bus::replay
     pub fn with_history(history: Duration) -> Self {
         Self {
             history: Some(history),
@@ -207,6 +211,8 @@ impl MemoryEngine {
         let rest = url
             .strip_prefix("memory://")
             .ok_or_else(|| bad("it does not start with memory://"))?;
+        // `memory:///` as well: an empty path is no path.
+        let rest = rest.strip_prefix('/').unwrap_or(rest);
         let query = match rest.split_once('?') {
             None if rest.is_empty() => return Ok(Self::new()),
             Some(("", query)) => query,
@@ -369,6 +375,27 @@ impl State {
         n
     }
 
+    /// The history window of the bus's `all` log: a replay record, by age
+    /// alone (as `trim_log` trims it) while nobody reads it through its
+    /// group; once someone has, like any queue, never an entry that group
+    /// has not acknowledged.
+    fn trim_log_window(&mut self, log: &str, cutoff: EntryId, out: &mut Vec<Bytes>) {
+        let Some(s) = self.streams.get_mut(log) else {
+            return;
+        };
+        // Read: a consumer has read through a group (even if it got
+        // nothing yet), or a group has delivered anything.
+        let read = s
+            .groups
+            .values()
+            .any(|g| !g.consumers.is_empty() || g.last_delivered > EntryId::MIN);
+        if read {
+            self.trim_acknowledged(log, None, cutoff, out);
+        } else if s.entries.first().is_some_and(|(first, _)| first < cutoff) {
+            s.entries.remove_before(cutoff, out);
+        }
+    }
+
     /// XACK + XDEL + ZREM of one entry; returns whether the entry existed.
     fn remove_entry(&mut self, keys: &QueueKeys, id: EntryId) -> bool {
         let mut existed = false;
@@ -414,7 +441,7 @@ impl Engine for MemoryEngine {
     fn describe(&self) -> String {
         match self.history {
             None => "memory://".to_owned(),
-            Some(keep) => format!("memory://?history={}", humantime::format_duration(keep)),
+            Some(keep) => format!("memory://?history={}ms", keep.as_millis()),
         }
     }
 
@@ -525,12 +552,8 @@ impl Engine for MemoryEngine {
             }
             if let Some(log) = &p.log {
                 st.xadd(log, now, p.data.clone());
-                // The log is a replay record that no group reads: its
-                // window is by age alone, as `trim_log` trims it.
-                if let (Some(cutoff), Some(s)) = (cutoff, st.streams.get_mut(log)) {
-                    if s.entries.first().is_some_and(|(first, _)| first < cutoff) {
-                        s.entries.remove_before(cutoff, &mut trimmed);
-                    }
+                if let Some(cutoff) = cutoff {
+                    st.trim_log_window(log, cutoff, &mut trimmed);
                 }
                 if !woken.contains(log) {
                     woken.push(log.clone());

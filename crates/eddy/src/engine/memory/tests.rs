@@ -35,15 +35,18 @@ async fn receive(q: &Queue, n: usize) -> Vec<EntryId> {
 fn urls_name_the_history_window() {
     for (url, described) in [
         ("memory://", "memory://"),
-        ("memory://?history=0s", "memory://?history=0s"),
-        ("memory://?history=500ms", "memory://?history=500ms"),
-        ("memory://?history=1m", "memory://?history=1m"),
+        ("memory:///", "memory://"),
+        ("memory://?history=0s", "memory://?history=0ms"),
+        ("memory:///?history=500ms", "memory://?history=500ms"),
+        ("memory://?history=1m", "memory://?history=60000ms"),
+        ("memory://?history=1s 500ms", "memory://?history=1500ms"),
     ] {
         let engine = MemoryEngine::from_url(url).map(|e| e.describe());
         assert_eq!(engine.ok().as_deref(), Some(described), "{url}");
     }
     for url in [
         "memory://host",
+        "memory:///path",
         "memory://?history=soon",
         "memory://?history=",
         "memory://?keep=1s",
@@ -276,4 +279,44 @@ async fn a_bus_with_services_keeps_no_history() {
     for s in services {
         s.stop().await.unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+#[tokio::test]
+async fn an_event_log_read_through_its_group_is_trimmed_like_a_queue() {
+    use crate::bus::Bus;
+
+    let engine = Arc::new(MemoryEngine::with_history(Duration::ZERO));
+    let bus = Bus::new(open(&engine))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = bus
+        .queues()
+        .queue("all")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    bus.publish(&Ping { n: 0 })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        length(&log).await,
+        0,
+        "unread, the log keeps only the window"
+    );
+    for n in 1..4 {
+        bus.publish(&Ping { n })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if n == 1 {
+            // Someone consumes the log: from now on it is a queue.
+            assert_eq!(receive(&log, 10).await.len(), 0);
+        }
+    }
+    assert_eq!(length(&log).await, 2, "kept for the group that reads it");
+    let read = receive(&log, 1).await;
+    bus.publish(&Ping { n: 4 })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(length(&log).await, 3, "pending and unread entries stay");
+    assert_eq!(log.ack(&read).await.ok(), Some(1));
+    assert_eq!(length(&log).await, 2);
 }
