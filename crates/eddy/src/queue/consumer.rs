@@ -305,14 +305,17 @@ const BATCH_WAIT: Duration = Duration::from_millis(1);
 
 /// A handler's first poll, run inline in the loop, taking longer than this
 /// is CPU-bound work. When [`SLOW_POLLS`] of the last 16 inline polls were
-/// that slow (or one took [`INLINE_STOP`]), the loop spawns every handler for [`INLINE_PAUSE`], so that
-/// such handlers run in parallel on the runtime's workers rather than one
-/// after another in the loop. (One slow poll is not enough: on a busy
-/// machine a fast handler is now and then descheduled mid-poll.)
-const INLINE_MAX: Duration = Duration::from_micros(50);
+/// that slow (or one took [`INLINE_STOP`]), the loop spawns every handler
+/// for [`INLINE_PAUSE`], so that such handlers run in parallel on the
+/// runtime's workers rather than one after another in the loop. One poll
+/// just over the mark is not enough: on a busy machine a fast handler is
+/// now and then descheduled mid-poll for a millisecond or more (turning
+/// inlining off at 1 ms cost the embedded bus 10-20% and its p50 under load
+/// went from 1.2 to 12-32 ms).
+const INLINE_MAX: Duration = Duration::from_micros(100);
 const SLOW_POLLS: u32 = 3;
 /// One first poll this long turns the fast path off at once.
-const INLINE_STOP: Duration = Duration::from_millis(1);
+const INLINE_STOP: Duration = Duration::from_millis(20);
 const INLINE_PAUSE: Duration = Duration::from_secs(1);
 
 /// What settling needs of a message once its handler has consumed it.
