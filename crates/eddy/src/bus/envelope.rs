@@ -203,11 +203,7 @@ impl Envelope {
             ));
         }
         Ok(Self {
-            // From the thread-local RNG, as message ids: `new_v4` asks the
-            // kernel each time.
-            event_id: uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string(),
+            event_id: new_event_id(),
             event_type: event_type.to_owned(),
             timestamp: crate::queue::wire::now_secs(),
             source: None,
@@ -399,6 +395,14 @@ impl Envelope {
 
 /// A W3C `traceparent` continuing `parent`'s trace with a new span id, or
 /// starting a new trace.
+/// A fresh event id: a v4 UUID from the thread-local RNG, as message ids
+/// (`Uuid::new_v4` asks the kernel each time).
+pub(crate) fn new_event_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 pub(crate) fn new_traceparent(parent: Option<&str>) -> String {
     let trace_id = parent
         .and_then(|p| p.split('-').nth(1))

@@ -18,6 +18,7 @@
 
 mod batch;
 mod envelope;
+mod flat;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -207,7 +208,14 @@ impl Bus {
 
     /// Publish a typed event.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Published> {
-        self.publish_envelope(&Envelope::new(event)?).await
+        // The event's fields straight into the entry; anything unusual (a
+        // field named like an envelope field, an event that is not a struct)
+        // goes the general way, which builds the envelope and says what is
+        // wrong, if anything.
+        match self.encode_typed(event) {
+            Ok((event_id, data)) => self.fan_out(E::TYPE, event_id, data).await,
+            Err(_) => self.publish_envelope(&Envelope::new(event)?).await,
+        }
     }
 
     /// Publish an event with its envelope (source, correlation, ...) set by
@@ -215,17 +223,38 @@ impl Bus {
     /// with the same `event_id`, which consumers can drop.
     pub async fn publish_envelope(&self, env: &Envelope) -> Result<Published> {
         let data = self.encode(env)?;
+        self.fan_out(&env.event_type, env.event_id.clone(), data)
+            .await
+    }
+
+    async fn fan_out(&self, event_type: &str, event_id: String, data: Bytes) -> Result<Published> {
         let publish = Publish::new(
-            vec![self.routes_key(&env.event_type), self.all_routes_key()],
+            vec![self.routes_key(event_type), self.all_routes_key()],
             format!("{}sub:", self.mq.prefix()),
             data,
         )
         .log(format!("{}{ALL_LOG}", self.mq.prefix()));
         let delivered_to = self.batcher.publish(self.mq.engine(), publish).await?;
         Ok(Published {
-            event_id: env.event_id.clone(),
+            event_id,
             delivered_to,
         })
+    }
+
+    /// A typed event's entry, serialized without a `Map` of its fields.
+    fn encode_typed<E: Event>(&self, event: &E) -> Result<(String, Bytes)> {
+        validate_name(E::TYPE)?;
+        let event_id = envelope::new_event_id();
+        let timestamp = crate::queue::wire::now_secs();
+        let wire = flat::TypedWire {
+            event_id: &event_id,
+            event_type: E::TYPE,
+            timestamp,
+            event,
+        };
+        let opts = crate::SendOptions::new().message_id(event_id.clone());
+        let data = self.mq.encode_at(&wire, &opts, timestamp)?;
+        Ok((event_id, data))
     }
 
     fn encode(&self, env: &Envelope) -> Result<Bytes> {
