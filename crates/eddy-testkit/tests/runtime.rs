@@ -744,21 +744,7 @@ async fn overlapping_publishes_each_get_their_own_result(env: Env) -> TestResult
     let audit = bus.subscribe("audit", &Subscription::All).await?;
     let calls_before = evalsha_calls(&env)?;
     const N: usize = 300;
-    let results = futures::future::join_all((0..N).map(|i| {
-        let bus = bus.clone();
-        async move {
-            if i % 3 == 0 {
-                bus.publish(&PaymentProcessedEvent {
-                    order_id: format!("o{i}"),
-                    status: "ok".into(),
-                })
-                .await
-            } else {
-                bus.publish(&order(&format!("o{i}"))).await
-            }
-        }
-    }))
-    .await;
+    let results = publish_at_once(&bus, N, 3).await;
     let mut ids = std::collections::HashSet::new();
     for (i, r) in results.into_iter().enumerate() {
         let sent = r?;
@@ -795,21 +781,7 @@ async fn overlapping_publishes_each_get_their_own_result(env: Env) -> TestResult
     server.redis_cli(["DEL", "events:sub:orders-svc"])?;
     server.redis_cli(["SET", "events:sub:orders-svc", "not a stream"])?;
     let audit_before = audit.info().await?.length;
-    let results = futures::future::join_all((0..60).map(|i| {
-        let bus = bus.clone();
-        async move {
-            if i % 2 == 0 {
-                bus.publish(&PaymentProcessedEvent {
-                    order_id: format!("p{i}"),
-                    status: "ok".into(),
-                })
-                .await
-            } else {
-                bus.publish(&order(&format!("p{i}"))).await
-            }
-        }
-    }))
-    .await;
+    let results = publish_at_once(&bus, 60, 2).await;
     for (i, r) in results.iter().enumerate() {
         match (i % 2, r) {
             (0, Ok(sent)) => assert_eq!(sent.delivered_to, ["audit", "payments-svc"]),
@@ -823,6 +795,29 @@ async fn overlapping_publishes_each_get_their_own_result(env: Env) -> TestResult
         "only the payments reached the audit queue"
     );
     Ok(())
+}
+
+/// Publish `n` events at once: every `every`-th a payment, the rest orders.
+async fn publish_at_once(
+    bus: &Bus,
+    n: usize,
+    every: usize,
+) -> Vec<eddy::Result<eddy::bus::Published>> {
+    futures::future::join_all((0..n).map(|i| {
+        let bus = bus.clone();
+        async move {
+            if i % every == 0 {
+                let paid = PaymentProcessedEvent {
+                    order_id: format!("o{i}"),
+                    status: "ok".into(),
+                };
+                bus.publish(&paid).await
+            } else {
+                bus.publish(&order(&format!("o{i}"))).await
+            }
+        }
+    }))
+    .await
 }
 
 /// Script calls the test's redis-server has run so far (0 on memory).
