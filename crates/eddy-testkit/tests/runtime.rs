@@ -107,6 +107,7 @@ both_engines!(
     cpu_bound_handlers_still_run_in_parallel,
     handler_panicking_before_its_future_exists_is_retried,
     pipelined_publishes_from_one_task_keep_their_order,
+    ordering_key_covers_the_handlers_synchronous_part,
 );
 
 async fn poison_message_goes_to_dlq_after_max_deliveries(env: Env) -> TestResult {
@@ -957,5 +958,45 @@ async fn pipelined_publishes_from_one_task_keep_their_order(env: Env) -> TestRes
         .collect::<eddy::Result<_>>()?;
     let want: Vec<String> = (0..N).map(|i| format!("o{i}")).collect();
     assert_eq!(ids, want);
+    Ok(())
+}
+
+/// With an ordering key, a handler is called only once the one before it
+/// (same key) has finished: its synchronous part too, not only its future.
+async fn ordering_key_covers_the_handlers_synchronous_part(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let (q, _) = mq.create_queue_pair("ordered-sync").await?;
+    for i in 0..10 {
+        q.send(&json!({"n": i})).await?;
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    consumer::run(
+        q.clone(),
+        fast()
+            .concurrency(8)
+            .ordering_key(|_| Some("one".to_owned())),
+        move |m| {
+            let n = m.data["n"].as_u64().unwrap_or(99);
+            l.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("call {n}"));
+            let l = l.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                l.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("done {n}"));
+                Outcome::Ack
+            }
+        },
+        tokio::time::sleep(Duration::from_millis(1000)),
+    )
+    .await?;
+    let log = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let want: Vec<String> = (0..10)
+        .flat_map(|n| [format!("call {n}"), format!("done {n}")])
+        .collect();
+    assert_eq!(log, want);
     Ok(())
 }

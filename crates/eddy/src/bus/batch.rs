@@ -11,7 +11,11 @@
 //! earlier calls are in flight ([`IN_FLIGHT`] at a time), which is when
 //! there is load. The driver issues the calls in the order the publishes
 //! arrived (each call is sent before the next batch is taken), so a task
-//! that pipelines its publishes still sees them applied in order.
+//! that pipelines its publishes still sees them applied in order. (One
+//! exception: a call that meets NOSCRIPT, because Redis lost its scripts to
+//! a restart or SCRIPT FLUSH, is sent again behind the calls issued after
+//! it; the engine loads the publish scripts when it connects, so this
+//! cannot happen on first use.)
 //!
 //! Each event's result is its own. A batch fails as a whole only when none
 //! of it happened: on a wrong-type key (which may concern one event only)

@@ -21,6 +21,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -317,6 +318,34 @@ const SLOW_POLLS: u32 = 3;
 /// One first poll this long turns the fast path off at once.
 const INLINE_STOP: Duration = Duration::from_millis(20);
 const INLINE_PAUSE: Duration = Duration::from_secs(1);
+
+/// A delivery's handler once called: running, or done (a panic in the
+/// handler's synchronous part, before it returns a future, is done too).
+enum Start<F> {
+    Running(Pin<Box<futures::future::CatchUnwind<AssertUnwindSafe<F>>>>),
+    Finished(std::thread::Result<Outcome>),
+}
+
+impl<F: Future<Output = Outcome>> Start<F> {
+    /// Call the handler.
+    fn new(handler: &(impl Fn(Message) -> F + ?Sized), msg: Message) -> Self {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler(msg))) {
+            Ok(fut) => Start::Running(Box::pin(AssertUnwindSafe(fut).catch_unwind())),
+            Err(panic) => Start::Finished(Err(panic)),
+        }
+    }
+
+    /// Call the handler and poll its future once.
+    fn now(handler: &(impl Fn(Message) -> F + ?Sized), msg: Message) -> Self {
+        match Self::new(handler, msg) {
+            Start::Running(mut run) => match run.as_mut().now_or_never() {
+                Some(done) => Start::Finished(done),
+                None => Start::Running(run),
+            },
+            other => other,
+        }
+    }
+}
 
 /// What settling needs of a message once its handler has consumed it.
 #[derive(Clone, Copy)]
@@ -629,12 +658,6 @@ where
                 id: msg.id,
                 delivery_count: msg.delivery_count,
             };
-            // The handler's future; a handler whose synchronous part panics
-            // has finished, with that panic, before any future exists.
-            let mut run = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(msg))) {
-                Ok(fut) => Ok(Box::pin(AssertUnwindSafe(fut).catch_unwind())),
-                Err(panic) => Err(panic),
-            };
             // The fast path: a handler that finishes on its first poll (most
             // do: they compute and return, or their I/O is ready) runs here,
             // in the loop, and is acknowledged without a task of its own:
@@ -644,32 +667,34 @@ where
             // long (CPU-bound or blocking work) turn the fast path off for a
             // while, so that such handlers keep running in parallel and the
             // loop keeps reading; meanwhile the batch's other messages are
-            // already in `in_flight`, so their leases are extended.
-            let mut first_poll = None;
-            if let Ok(fut) = &mut run {
-                if chain.is_none() && isolation.is_none() && Instant::now() >= inline_after {
-                    let started = std::time::Instant::now();
-                    first_poll = span.in_scope(|| fut.now_or_never());
-                    let took = started.elapsed();
-                    slow_polls = slow_polls << 1 | u16::from(took > INLINE_MAX);
-                    if took > INLINE_STOP || slow_polls.count_ones() >= SLOW_POLLS {
-                        inline_after = Instant::now() + INLINE_PAUSE;
-                        slow_polls = 0;
-                    }
-                    if let Some(Ok(Outcome::Ack)) = first_poll {
-                        settle.ack(handled.id);
-                        Settle::lock(&settle.in_flight).remove(&handled.id);
-                        drop(permit);
-                        continue;
-                    }
+            // already in `in_flight`, so their leases are extended. A message
+            // with an ordering key, or one run in isolation, is not started
+            // here at all: its handler is called in its task, after the ones
+            // it must follow.
+            let start = if chain.is_none() && isolation.is_none() && Instant::now() >= inline_after
+            {
+                let started = std::time::Instant::now();
+                let start = span.in_scope(|| Start::now(&*handler, msg));
+                let took = started.elapsed();
+                slow_polls = slow_polls << 1 | u16::from(took > INLINE_MAX);
+                if took > INLINE_STOP || slow_polls.count_ones() >= SLOW_POLLS {
+                    inline_after = Instant::now() + INLINE_PAUSE;
+                    slow_polls = 0;
                 }
-            }
-            let first_poll = match run {
-                Ok(fut) => first_poll.ok_or(fut),
-                Err(panic) => Ok(Err(panic)),
+                if let Start::Finished(Ok(Outcome::Ack)) = start {
+                    settle.ack(handled.id);
+                    Settle::lock(&settle.in_flight).remove(&handled.id);
+                    drop(permit);
+                    continue;
+                }
+                Ok(start)
+            } else {
+                // Called in its task.
+                Err(msg)
             };
             let settle_outer = settle.clone();
-            let (settle, timeout) = (settle.clone(), opts.handler_timeout);
+            let (settle, handler, timeout) =
+                (settle.clone(), handler.clone(), opts.handler_timeout);
             let task = tokio::spawn(
                 async move {
                     let chain = match chain {
@@ -681,9 +706,9 @@ where
                         }
                         None => None,
                     };
-                    let finished = match first_poll {
-                        Ok(done) => Ok(done),
-                        Err(run) => tokio::time::timeout(timeout, run).await,
+                    let finished = match start.unwrap_or_else(|msg| Start::new(&*handler, msg)) {
+                        Start::Running(run) => tokio::time::timeout(timeout, run).await,
+                        Start::Finished(done) => Ok(done),
                     };
                     let outcome = match finished {
                         Ok(Ok(outcome)) => outcome,

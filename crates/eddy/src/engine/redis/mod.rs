@@ -200,7 +200,22 @@ impl RedisEngine {
             options: options.clone(),
         };
         engine.check_version().await?;
+        engine.preload_scripts().await;
         Ok(engine)
+    }
+
+    /// Load the publish scripts now, so that the first publishes do not
+    /// meet NOSCRIPT: a call that does is sent again after loading the
+    /// script, behind calls issued after it, and the bus's batcher issues
+    /// its calls in order (see `bus/batch.rs`). Best effort: an account
+    /// without SCRIPT rights still works, loading on first use.
+    async fn preload_scripts(&self) {
+        let mut conn = self.conn();
+        for script in [&self.scripts.publish, &self.scripts.publish_many] {
+            if let Err(e) = script.load_async(&mut conn).await {
+                tracing::debug!(error = %e, "could not preload a script; it loads on first use");
+            }
+        }
     }
 
     async fn check_version(&self) -> Result<()> {
