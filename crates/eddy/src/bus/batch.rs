@@ -14,7 +14,7 @@
 //! that pipelines its publishes still sees them applied in order. (One
 //! exception: a call that meets NOSCRIPT, because Redis lost its scripts to
 //! a restart or SCRIPT FLUSH, is sent again behind the calls issued after
-//! it; the engine loads the publish scripts when it connects, so this
+//! it; the engine loads the publish script when it connects, so this
 //! cannot happen on first use.)
 //!
 //! Each event's result is its own. A batch fails as a whole only when none

@@ -19,6 +19,23 @@ fn open(engine: &Arc<MemoryEngine>) -> Eddy {
     }
 }
 
+/// An engine keeping no history, and its queue `orders` holding `n`
+/// messages `{"n": 0..n}`.
+async fn orders_with(n: u64) -> (Eddy, Queue) {
+    let engine = Arc::new(MemoryEngine::with_history(Duration::ZERO));
+    let mq = open(&engine);
+    let (q, _) = mq
+        .create_queue_pair("orders")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for n in 0..n {
+        q.send(&json!({ "n": n }))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    (mq, q)
+}
+
 async fn length(q: &Queue) -> u64 {
     q.info().await.map(|i| i.length).unwrap_or(u64::MAX)
 }
@@ -63,17 +80,7 @@ fn urls_name_the_history_window() {
 
 #[tokio::test]
 async fn acknowledged_entries_leave_oldest_first_and_only_when_all_before_them_are_done() {
-    let engine = Arc::new(MemoryEngine::with_history(Duration::ZERO));
-    let mq = open(&engine);
-    let (q, _) = mq
-        .create_queue_pair("orders")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    for n in 0..5 {
-        q.send(&json!({ "n": n }))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    let (_, q) = orders_with(5).await;
     let ids = receive(&q, 3).await;
     assert_eq!(ids.len(), 3);
     // The second is still pending: only the first can go.
@@ -103,17 +110,7 @@ async fn acknowledged_entries_leave_oldest_first_and_only_when_all_before_them_a
 
 #[tokio::test]
 async fn dead_lettered_and_deleted_entries_let_history_go() {
-    let engine = Arc::new(MemoryEngine::with_history(Duration::ZERO));
-    let mq = open(&engine);
-    let (q, _) = mq
-        .create_queue_pair("orders")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    for n in 0..3 {
-        q.send(&json!({ "n": n }))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    let (mq, q) = orders_with(3).await;
     let ids = receive(&q, 3).await;
     // The oldest, pending, holds back the acknowledged ones after it …
     assert_eq!(q.ack(&ids[1..]).await.ok(), Some(2));

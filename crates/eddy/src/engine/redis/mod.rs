@@ -204,17 +204,15 @@ impl RedisEngine {
         Ok(engine)
     }
 
-    /// Load the publish scripts now, so that the first publishes do not
+    /// Load the publish script now, so that the first publishes do not
     /// meet NOSCRIPT: a call that does is sent again after loading the
     /// script, behind calls issued after it, and the bus's batcher issues
     /// its calls in order (see `bus/batch.rs`). Best effort: an account
     /// without SCRIPT rights still works, loading on first use.
     async fn preload_scripts(&self) {
         let mut conn = self.conn();
-        for script in [&self.scripts.publish, &self.scripts.publish_many] {
-            if let Err(e) = script.load_async(&mut conn).await {
-                tracing::debug!(error = %e, "could not preload a script; it loads on first use");
-            }
+        if let Err(e) = self.scripts.publish_many.load_async(&mut conn).await {
+            tracing::debug!(error = %e, "could not preload a script; it loads on first use");
         }
     }
 
@@ -651,17 +649,14 @@ impl Engine for RedisEngine {
     }
 
     async fn publish(&self, p: &Publish) -> Result<Vec<String>> {
-        let mut inv = self.scripts.publish.prepare_invoke();
-        for r in &p.routes {
-            inv.key(r);
-        }
-        if let Some(log) = &p.log {
-            inv.key(log);
-        }
-        inv.arg(&p.target_prefix)
-            .arg(p.data.as_ref())
-            .arg(if p.log.is_some() { "1" } else { "0" });
-        self.invoke(&inv).await
+        // A batch of one: one script for both, so they cannot drift apart.
+        let mut out = self.publish_many(std::slice::from_ref(p)).await?;
+        out.pop().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Backend,
+                "Redis answered a publish with no result: the event may or may not have been published",
+            )
+        })
     }
 
     async fn publish_many(&self, batch: &[Publish]) -> Result<Vec<Vec<String>>> {

@@ -1,4 +1,4 @@
--- Fan out a batch of events in one step (publish.lua does one): every key
+-- Fan out a batch of events (one or more) in one step: every key
 -- is checked before the first write, so the batch is all or nothing.
 -- KEYS: the route sets and logs of the batch, each once
 -- ARGV: per event: target stream prefix, data, index of its log in KEYS
