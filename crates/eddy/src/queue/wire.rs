@@ -286,12 +286,28 @@ pub(crate) fn decode_as<T: serde::de::DeserializeOwned>(
 /// An entry's JSON object in one pass: every field but `_metadata` into
 /// `T` (a `Map` for [`decode`]), `_metadata` into [`Meta`]. Decoding was
 /// ~20% of a consumer's CPU in `eddy bench queue`.
-fn parse<T: serde::de::DeserializeOwned>(raw: &[u8]) -> serde_json::Result<(T, Meta)> {
+///
+/// `_metadata` is first read strictly, as eddy and LeanMQ write it (a
+/// string id, a number timestamp, a null or whole ttl): straight into
+/// typed fields, with no `Value` in between (with `arbitrary_precision`
+/// every number read into a `Value` is a `String`; reading `_metadata`
+/// through `Value`s was ~23% of `eddy bench queue`'s CPU, perf). An entry
+/// whose `_metadata` has another shape, or that does not parse at all, is
+/// parsed again leniently, which decides: only bad entries pay twice.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(raw: &[u8]) -> serde_json::Result<(T, Meta)> {
+    parse_with(raw, true).or_else(|_| parse_with(raw, false))
+}
+
+fn parse_with<T: serde::de::DeserializeOwned>(
+    raw: &[u8],
+    strict: bool,
+) -> serde_json::Result<(T, Meta)> {
     let mut meta = Meta::default();
     let mut de = serde_json::Deserializer::from_slice(raw);
     let value = T::deserialize(WithoutMeta {
         de: &mut de,
         meta: &mut meta,
+        strict,
     })?;
     de.end()?;
     Ok((value, meta))
@@ -302,6 +318,7 @@ fn parse<T: serde::de::DeserializeOwned>(raw: &[u8]) -> serde_json::Result<(T, M
 struct WithoutMeta<'m, D> {
     de: D,
     meta: &'m mut Meta,
+    strict: bool,
 }
 
 impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for WithoutMeta<'_, D> {
@@ -314,6 +331,7 @@ impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for WithoutMeta<
         self.de.deserialize_map(MetaSkipping {
             visitor,
             meta: self.meta,
+            strict: self.strict,
         })
     }
 
@@ -344,6 +362,7 @@ impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for WithoutMeta<
 struct MetaSkipping<'m, V> {
     visitor: V,
     meta: &'m mut Meta,
+    strict: bool,
 }
 
 impl<'de, V: serde::de::Visitor<'de>> serde::de::Visitor<'de> for MetaSkipping<'_, V> {
@@ -360,6 +379,7 @@ impl<'de, V: serde::de::Visitor<'de>> serde::de::Visitor<'de> for MetaSkipping<'
         self.visitor.visit_map(MetaFiltered {
             map,
             meta: self.meta,
+            strict: self.strict,
         })
     }
 }
@@ -367,6 +387,7 @@ impl<'de, V: serde::de::Visitor<'de>> serde::de::Visitor<'de> for MetaSkipping<'
 struct MetaFiltered<'m, A> {
     map: A,
     meta: &'m mut Meta,
+    strict: bool,
 }
 
 impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for MetaFiltered<'_, A> {
@@ -376,13 +397,16 @@ impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for MetaFilter
         &mut self,
         seed: K,
     ) -> std::result::Result<Option<K::Value>, A::Error> {
-        use serde::de::IntoDeserializer;
-        while let Some(key) = self.map.next_key::<String>()? {
-            if key == METADATA {
-                *self.meta = self.map.next_value()?;
+        while let Some(key) = self.map.next_key::<Key<'de>>()? {
+            if key.as_str() == METADATA {
+                *self.meta = if self.strict {
+                    self.map.next_value::<StrictMeta>()?.0
+                } else {
+                    self.map.next_value()?
+                };
                 continue;
             }
-            return seed.deserialize(key.into_deserializer()).map(Some);
+            return key.deserialize_with(seed).map(Some);
         }
         Ok(None)
     }
@@ -395,14 +419,102 @@ impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for MetaFilter
     }
 }
 
+/// A map key as the input holds it: borrowed from the entry's bytes unless
+/// it has escapes, so checking it for `_metadata`, or matching it against
+/// a struct's fields, allocates nothing.
+pub(crate) enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Key<'de> {
+    /// Hand the key on to `seed`, as the map itself would have.
+    pub(crate) fn deserialize_with<S: serde::de::DeserializeSeed<'de>, E: serde::de::Error>(
+        self,
+        seed: S,
+    ) -> std::result::Result<S::Value, E> {
+        use serde::de::IntoDeserializer;
+        match self {
+            Key::Borrowed(s) => seed.deserialize(serde::de::value::BorrowedStrDeserializer::new(s)),
+            Key::Owned(s) => seed.deserialize(s.into_deserializer()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key::Borrowed(s))
+            }
+            fn visit_str<E>(self, s: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key::Owned(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> std::result::Result<Key<'de>, E> {
+                Ok(Key::Owned(s))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+/// `_metadata` exactly as eddy and LeanMQ write it, or an error (see
+/// [`parse`]): `id` a string, `timestamp` a number, `ttl` null or a whole
+/// number; other fields skipped.
+struct StrictMeta(Meta);
+
+impl<'de> serde::Deserialize<'de> for StrictMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = StrictMeta;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("eddy's `_metadata` object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<StrictMeta, A::Error> {
+                let mut meta = Meta::default();
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    match key.as_str() {
+                        "id" => meta.id = Some(map.next_value()?),
+                        "timestamp" => meta.timestamp = Some(map.next_value()?),
+                        "ttl" => meta.ttl = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(StrictMeta(meta))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 /// `_metadata` as read: whatever is missing or mistyped is `None` (LeanMQ
 /// and eddy always write all three; anything else is decoded leniently, as
 /// before).
 #[derive(Default)]
-struct Meta {
-    id: Option<String>,
-    timestamp: Option<f64>,
-    ttl: Option<u64>,
+pub(crate) struct Meta {
+    pub(crate) id: Option<String>,
+    pub(crate) timestamp: Option<f64>,
+    pub(crate) ttl: Option<u64>,
 }
 
 impl<'de> serde::Deserialize<'de> for Meta {
@@ -418,7 +530,7 @@ impl<'de> serde::Deserialize<'de> for Meta {
                 mut map: A,
             ) -> std::result::Result<Meta, A::Error> {
                 let mut meta = Meta::default();
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(key) = map.next_key::<Key<'de>>()? {
                     match key.as_str() {
                         "id" => {
                             if let Value::String(s) = map.next_value()? {
@@ -572,6 +684,16 @@ mod tests {
             assert_eq!((m.message_id.as_str(), m.timestamp, m.ttl), (id, ts, ttl));
             assert_eq!(m.data, *json!({"a": 1}).as_object().unwrap());
         }
+        // Keys written with escapes are the same keys (they are copied, not
+        // borrowed, on the way).
+        let m = decode(
+            e(br#"{"\u0061":1,"_met\u0061data":{"i\u0064":"y","timestamp":4.5,"ttl":null}}"#),
+            1000,
+        )
+        .map_err(|u| u.reason)
+        .unwrap();
+        assert_eq!((m.message_id.as_str(), m.timestamp), ("y", 4.5));
+        assert_eq!(m.data, *json!({"a": 1}).as_object().unwrap());
         // A duplicate key: the last wins, as serde_json's own maps do.
         let m = decode(e(br#"{"a":1,"a":2}"#), 1000)
             .map_err(|u| u.reason)
