@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Message, Queue, Receive};
+use super::{Delivered, Message, Queue, Receive};
 use crate::engine::EntryId;
 use crate::error::Result;
 
@@ -328,7 +328,7 @@ enum Start<F> {
 
 impl<F: Future<Output = Outcome>> Start<F> {
     /// Call the handler.
-    fn new(handler: &(impl Fn(Message) -> F + ?Sized), msg: Message) -> Self {
+    fn new<T>(handler: &(impl Fn(T) -> F + ?Sized), msg: T) -> Self {
         match std::panic::catch_unwind(AssertUnwindSafe(|| handler(msg))) {
             Ok(fut) => Start::Running(Box::pin(AssertUnwindSafe(fut).catch_unwind())),
             Err(panic) => Start::Finished(Err(panic)),
@@ -336,7 +336,7 @@ impl<F: Future<Output = Outcome>> Start<F> {
     }
 
     /// Call the handler and poll its future once.
-    fn now(handler: &(impl Fn(Message) -> F + ?Sized), msg: Message) -> Self {
+    fn now<T>(handler: &(impl Fn(T) -> F + ?Sized), msg: T) -> Self {
         match Self::new(handler, msg) {
             Start::Running(mut run) => match run.as_mut().now_or_never() {
                 Some(done) => Start::Finished(done),
@@ -486,13 +486,38 @@ where
 /// Like [`run`], updating counters the caller holds (to watch them live).
 pub async fn run_with_stats<H, Fut, S>(
     queue: Queue,
-    mut opts: ConsumerOptions,
+    opts: ConsumerOptions,
     handler: H,
     shutdown: S,
     stats: Arc<ConsumerStats>,
 ) -> Result<()>
 where
     H: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+    S: Future<Output = ()> + Send,
+{
+    let key = opts.ordering_key.clone();
+    run_loop(queue, opts, key, handler, shutdown, stats).await
+}
+
+/// An ordering key on the loop's items.
+pub(crate) type KeyOf<T> = Arc<dyn Fn(&T) -> Option<String> + Send + Sync>;
+
+/// The consumer loop over items of type `T`: [`run_with_stats`] for
+/// messages, and the service runtime for events decoded straight into
+/// their envelopes. `key` is the ordering key (`opts.ordering_key` is
+/// not read: it takes messages).
+pub(crate) async fn run_loop<T, H, Fut, S>(
+    queue: Queue,
+    mut opts: ConsumerOptions,
+    key: Option<KeyOf<T>>,
+    handler: H,
+    shutdown: S,
+    stats: Arc<ConsumerStats>,
+) -> Result<()>
+where
+    T: Delivered,
+    H: Fn(T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
     S: Future<Output = ()> + Send,
 {
@@ -551,7 +576,7 @@ where
                 // its process, and must not drag others' delivery counts up
                 // with it. Keep claiming while there is something to claim.
                 msgs = queue
-                    .claim_stale(&opts.name, opts.visibility_timeout, 1)
+                    .claim_stale_decoded::<T>(&opts.name, opts.visibility_timeout, 1)
                     .await?;
                 if msgs.is_empty() {
                     next_claim = Instant::now() + opts.claim_interval;
@@ -565,7 +590,7 @@ where
                     .count(free)
                     .consumer(opts.name.clone())
                     .block(wait.max(Duration::from_millis(1)));
-                msgs = queue.receive(&recv).await?;
+                msgs = queue.receive_decoded::<T>(&recv).await?;
             }
             Ok::<_, crate::Error>(msgs)
         };
@@ -594,22 +619,26 @@ where
         // handler's first poll runs here, in the loop).
         Settle::lock(&settle.in_flight).extend(
             msgs.iter()
-                .filter(|m| m.delivery_count <= opts.max_deliveries)
-                .map(|m| m.id),
+                .filter(|m| m.delivery_count() <= opts.max_deliveries)
+                .map(|m| m.id()),
         );
         for msg in msgs {
-            if msg.delivery_count > opts.max_deliveries {
-                let last = Settle::lock(&settle.last_error).get(&msg.id).cloned();
+            let (id, delivery_count) = (msg.id(), msg.delivery_count());
+            if delivery_count > opts.max_deliveries {
+                let last = Settle::lock(&settle.last_error).get(&id).cloned();
                 let reason = format!(
                     "delivered {} times (max_deliveries {}); last error: {}",
-                    msg.delivery_count,
+                    delivery_count,
                     opts.max_deliveries,
                     last.unwrap_or_else(|| {
                         "none recorded: the handler never finished (its process died or it hung)"
                             .into()
                     })
                 );
-                settle.dead_letter(msg, reason).await;
+                match msg.into_message() {
+                    Some(msg) => settle.dead_letter(msg, reason).await,
+                    None => settle.dead_letter_id(id, reason).await,
+                }
                 continue;
             }
             let permit = match first.take() {
@@ -619,21 +648,20 @@ where
                     // Cannot happen (only this loop takes permits); leave it
                     // pending for a reclaim rather than exceed the limit.
                     Err(_) => {
-                        Settle::lock(&settle.in_flight).remove(&msg.id);
+                        Settle::lock(&settle.in_flight).remove(&id);
                         continue;
                     }
                 },
             };
             ConsumerStats::bump(&stats.delivered);
-            if msg.delivery_count > 1 {
+            if delivery_count > 1 {
                 ConsumerStats::bump(&stats.redelivered);
             }
             // A redelivery this process did not ask for (no recorded error):
             // its last handler may have crashed the process. Run it alone,
             // after every other handler has finished and been acknowledged,
             // so that if it crashes again it takes nothing else down with it.
-            let suspect =
-                msg.delivery_count > 1 && !Settle::lock(&settle.last_error).contains_key(&msg.id);
+            let suspect = delivery_count > 1 && !Settle::lock(&settle.last_error).contains_key(&id);
             let isolation = if suspect {
                 let others = permits
                     .clone()
@@ -645,19 +673,16 @@ where
             } else {
                 None
             };
-            let span = tracing::info_span!("delivery", queue = %queue.name(), group = %queue.keys().group, msg_id = %msg.id, attempt = msg.delivery_count);
+            let span = tracing::info_span!("delivery", queue = %queue.name(), group = %queue.keys().group, msg_id = %id, attempt = delivery_count);
             dispatched += 1;
-            let chain = opts.ordering_key.as_ref().and_then(|k| k(&msg)).map(|key| {
+            let chain = key.as_ref().and_then(|k| k(&msg)).map(|key| {
                 let (done, rx) = tokio::sync::oneshot::channel::<()>();
                 let prev = Settle::lock(&settle.chains)
                     .insert(key.clone(), (dispatched, rx.shared()))
                     .map(|(_, prev)| prev);
                 (key, dispatched, prev, done)
             });
-            let handled = Handled {
-                id: msg.id,
-                delivery_count: msg.delivery_count,
-            };
+            let handled = Handled { id, delivery_count };
             // The fast path: a handler that finishes on its first poll (most
             // do: they compute and return, or their I/O is ready) runs here,
             // in the loop, and is acknowledged without a task of its own:

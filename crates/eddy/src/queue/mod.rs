@@ -20,6 +20,7 @@ use crate::engine::{
 use crate::error::{Error, ErrorKind, Result};
 
 pub use transaction::Transaction;
+pub(crate) use wire::Delivered;
 pub use wire::{Failure, Message, TypedMessage};
 
 /// The default maximum encoded size of a message: 1 MiB.
@@ -482,24 +483,26 @@ impl Eddy {
         if opts.ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid_argument("TTL must be longer than zero"));
         }
-        let message_id = match &opts.message_id {
+        let mut generated = uuid::Uuid::encode_buffer();
+        let message_id: &str = match &opts.message_id {
             Some(id) if id.is_empty() || id.len() > 200 => {
                 return Err(Error::invalid_argument(
                     "message id must be 1 to 200 characters",
                 ))
             }
-            Some(id) => id.clone(),
-            // From the thread-local RNG: `new_v4` asks the kernel each time.
-            None => uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string(),
+            Some(id) => id,
+            // Written on the stack, not into a String: `new_v4` asks the
+            // kernel each time, and formatting through `Display` allocated.
+            None => wire::random_uuid()
+                .hyphenated()
+                .encode_lower(&mut generated),
         };
         let ttl_secs = opts
             .ttl
             .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
         wire::encode(
             payload,
-            &message_id,
+            message_id,
             timestamp,
             ttl_secs,
             self.inner.max_payload_bytes,
@@ -594,9 +597,11 @@ impl Queue {
     pub async fn send_batch<T: Serialize>(&self, payloads: &[T]) -> Result<Vec<EntryId>> {
         let opts = SendOptions::default();
         let keys = Arc::new(self.keys.clone());
+        // One clock reading for the batch: its messages are sent together.
+        let now = wire::now_secs();
         let appends = payloads
             .iter()
-            .map(|p| Ok(Append::new(keys.clone(), self.mq.encode(p, &opts)?)))
+            .map(|p| Ok(Append::new(keys.clone(), self.mq.encode_at(p, &opts, now)?)))
             .collect::<Result<Vec<_>>>()?;
         if appends.is_empty() {
             return Ok(Vec::new());
@@ -619,6 +624,12 @@ impl Queue {
     /// decoded (not JSON, not UTF-8, over the size limit) is moved to the DLQ
     /// with its raw bytes and the reason, never returned or dropped.
     pub async fn receive(&self, opts: &Receive) -> Result<Vec<Message>> {
+        self.receive_decoded(opts).await
+    }
+
+    /// [`Queue::receive`], each entry decoded as `T` (the consumer loop's
+    /// items: messages, or a service's events).
+    pub(crate) async fn receive_decoded<T: Delivered>(&self, opts: &Receive) -> Result<Vec<T>> {
         let entries = self.read_new(opts).await?;
         self.decode_delivered(entries).await
     }
@@ -666,7 +677,7 @@ impl Queue {
         // The general decode decides: it moves what is not a JSON object to
         // the DLQ; what is one but not a `T` goes there with serde's reason.
         let mut moves = Vec::new();
-        for m in self.decode_delivered(rest).await? {
+        for m in self.decode_delivered::<Message>(rest).await? {
             match m.payload::<T>() {
                 Ok(payload) => out.push(TypedMessage {
                     id: m.id,
@@ -696,16 +707,19 @@ impl Queue {
     }
 
     /// Decode delivered entries; move undecodable ones to the DLQ.
-    async fn decode_delivered(&self, entries: Vec<crate::engine::Entry>) -> Result<Vec<Message>> {
+    async fn decode_delivered<T: Delivered>(
+        &self,
+        entries: Vec<crate::engine::Entry>,
+    ) -> Result<Vec<T>> {
         let max = self.mq.inner.max_payload_bytes;
         let mut out = Vec::with_capacity(entries.len());
         let mut bad = Vec::new();
         for e in entries {
             let dc = e.delivery_count;
-            match wire::decode(e, max) {
+            match T::decode(e, max) {
                 Ok(m) => out.push(m),
                 // A DLQ has nowhere further to send it: hand it over raw.
-                Err(u) if self.is_dlq() => out.push(wire::undecodable_message(&u, dc)),
+                Err(u) if self.is_dlq() => out.push(T::from(wire::undecodable_message(&u, dc))),
                 Err(u) => bad.push(u),
             }
         }
@@ -952,6 +966,16 @@ impl Queue {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Message>> {
+        self.claim_stale_decoded(consumer, min_idle, count).await
+    }
+
+    /// [`Queue::claim_stale`], each entry decoded as `T`.
+    pub(crate) async fn claim_stale_decoded<T: Delivered>(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<T>> {
         if count == 0 {
             return Err(Error::invalid_argument("count must be at least 1"));
         }

@@ -63,7 +63,7 @@ pub use metrics::{Histogram, ServiceMetrics, Snapshot, TypeMetrics};
 
 use crate::bus::{Bus, Envelope, Event, Published, Subscription};
 use crate::error::{Error, Result};
-use crate::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, Outcome};
+use crate::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, KeyOf, Outcome};
 use crate::queue::Message;
 
 /// Why a handler did not succeed.
@@ -276,8 +276,10 @@ impl ServiceBuilder {
         self
     }
 
-    /// Handle events with the same value of field `field` (e.g. `order_id`)
-    /// one at a time, in the order they arrive.
+    /// Handle events with the same value of field `field` (e.g. `order_id`,
+    /// or an envelope field such as `correlation_id`) one at a time, in the
+    /// order they arrive. Events without the field (or with it null) are
+    /// not ordered.
     pub fn order_by(mut self, field: impl Into<String>) -> Self {
         self.order_by = Some(field.into());
         self
@@ -313,14 +315,16 @@ impl ServiceBuilder {
         let metrics = Arc::new(ServiceMetrics::default());
         let stats = Arc::new(ConsumerStats::default());
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let mut options = self.options;
-        if let Some(field) = self.order_by.clone() {
-            options = options.ordering_key(move |m: &Message| match m.data.get(&field) {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(v) if !v.is_null() => Some(v.to_string()),
-                _ => None,
-            });
-        }
+        let options = self.options;
+        // The service's own ordering (`order_by`) reads the decoded event.
+        // An ordering key given with `consumer_options` takes messages: then
+        // events are read as messages first, as that key expects.
+        let message_key = options.ordering_key.clone();
+        let order_by: Option<KeyOf<EventDelivery>> = self.order_by.clone().map(|field| {
+            Arc::new(move |d: &EventDelivery| {
+                d.event.as_ref().ok().and_then(|env| env.order_key(&field))
+            }) as KeyOf<EventDelivery>
+        });
         let dispatch = Arc::new(Dispatch {
             bus: self.bus.clone(),
             service: self.name.clone().into(),
@@ -337,17 +341,36 @@ impl ServiceBuilder {
                     let _ = stop_rx.wait_for(|stop| *stop).await;
                 };
                 tracing::info!(service = %name, "service started");
-                let result = consumer::run_with_stats(
-                    queue,
-                    options,
-                    move |msg| {
-                        let dispatch = dispatch.clone();
-                        async move { dispatch.handle(msg).await }
-                    },
-                    shutdown,
-                    stats,
-                )
-                .await;
+                let result = match message_key {
+                    None => {
+                        consumer::run_loop(
+                            queue,
+                            options,
+                            order_by,
+                            move |d: EventDelivery| {
+                                let dispatch = dispatch.clone();
+                                async move { dispatch.handle(d).await }
+                            },
+                            shutdown,
+                            stats,
+                        )
+                        .await
+                    }
+                    Some(key) => {
+                        consumer::run_loop(
+                            queue,
+                            options,
+                            Some(key),
+                            move |m: Message| {
+                                let dispatch = dispatch.clone();
+                                async move { dispatch.handle(EventDelivery::from(m)).await }
+                            },
+                            shutdown,
+                            stats,
+                        )
+                        .await
+                    }
+                };
                 tracing::info!(service = %name, "service stopped");
                 result
             }
@@ -430,6 +453,55 @@ impl Seen {
     }
 }
 
+/// An event read from a service's subscription queue: decoded straight
+/// into its envelope ([`Envelope::from_wire_bytes`]), or, for anything
+/// else, the general way (the entry's `Map`, then [`Envelope::from_json`]),
+/// whose answer stands. Not an event: `event` says why, and the handler
+/// step dead-letters it.
+pub(crate) struct EventDelivery {
+    id: crate::EntryId,
+    delivery_count: u64,
+    event: Result<Envelope>,
+}
+
+impl From<Message> for EventDelivery {
+    fn from(m: Message) -> Self {
+        Self {
+            id: m.id,
+            delivery_count: m.delivery_count,
+            // The message is ours: its fields move, uncopied.
+            event: Envelope::from_json(m.data),
+        }
+    }
+}
+
+impl crate::queue::Delivered for EventDelivery {
+    fn decode(
+        entry: crate::engine::Entry,
+        max_bytes: usize,
+    ) -> std::result::Result<Self, Box<crate::queue::wire::Undecodable>> {
+        let fast = entry
+            .data
+            .as_deref()
+            .filter(|raw| raw.len() <= max_bytes)
+            .and_then(Envelope::from_wire_bytes);
+        match fast {
+            Some(env) => Ok(Self {
+                id: entry.id,
+                delivery_count: entry.delivery_count,
+                event: Ok(env),
+            }),
+            None => crate::queue::wire::decode(entry, max_bytes).map(Self::from),
+        }
+    }
+    fn id(&self) -> crate::EntryId {
+        self.id
+    }
+    fn delivery_count(&self) -> u64 {
+        self.delivery_count
+    }
+}
+
 struct Dispatch {
     bus: Bus,
     service: Arc<str>,
@@ -444,10 +516,9 @@ impl Dispatch {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn handle(&self, msg: Message) -> Outcome {
-        let (id, delivery_count) = (msg.id, msg.delivery_count);
-        // Envelope::from_message without copying the fields: the message is ours.
-        let env = match Envelope::from_json(msg.data) {
+    async fn handle(&self, delivery: EventDelivery) -> Outcome {
+        let (id, delivery_count) = (delivery.id, delivery.delivery_count);
+        let env = match delivery.event {
             Ok(env) => env,
             Err(e) => {
                 self.metrics.malformed();
