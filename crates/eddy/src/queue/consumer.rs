@@ -404,6 +404,38 @@ impl Settle {
         }
     }
 
+    /// [`Settle::ack`] for the messages a read's handlers finished inline:
+    /// one request to the acker and one lock of each map for the lot,
+    /// rather than per message. Empties `ids`.
+    fn ack_inline(&self, ids: &mut Vec<EntryId>) {
+        if ids.is_empty() {
+            return;
+        }
+        {
+            let mut errors = Self::lock(&self.last_error);
+            if !errors.is_empty() {
+                for id in ids.iter() {
+                    errors.remove(id);
+                }
+            }
+        }
+        {
+            let mut in_flight = Self::lock(&self.in_flight);
+            for id in ids.iter() {
+                in_flight.remove(id);
+            }
+        }
+        let n = ids.len();
+        // A lost ack means a redelivery, never a loss.
+        if self
+            .acks
+            .send(AckRequest::Many(std::mem::take(ids)))
+            .is_err()
+        {
+            tracing::warn!(n, "acker stopped; the messages will be redelivered");
+        }
+    }
+
     async fn settle(&self, msg: Handled, outcome: Outcome) {
         let id = msg.id;
         let retry = |after: Duration, error: String| (after, error);
@@ -622,9 +654,13 @@ where
                 .filter(|m| m.delivery_count() <= opts.max_deliveries)
                 .map(|m| m.id()),
         );
+        // Handled inline and to be acknowledged: handed to the acker at the
+        // end of the batch, and before anything in it waits.
+        let mut acked_inline: Vec<EntryId> = Vec::new();
         for msg in msgs {
             let (id, delivery_count) = (msg.id(), msg.delivery_count());
             if delivery_count > opts.max_deliveries {
+                settle.ack_inline(&mut acked_inline);
                 let last = Settle::lock(&settle.last_error).get(&id).cloned();
                 let reason = format!(
                     "delivered {} times (max_deliveries {}); last error: {}",
@@ -663,6 +699,7 @@ where
             // so that if it crashes again it takes nothing else down with it.
             let suspect = delivery_count > 1 && !Settle::lock(&settle.last_error).contains_key(&id);
             let isolation = if suspect {
+                settle.ack_inline(&mut acked_inline);
                 let others = permits
                     .clone()
                     .acquire_many_owned(opts.concurrency.saturating_sub(1) as u32)
@@ -707,8 +744,7 @@ where
                     slow_polls = 0;
                 }
                 if let Start::Finished(Ok(Outcome::Ack)) = start {
-                    settle.ack(handled.id);
-                    Settle::lock(&settle.in_flight).remove(&handled.id);
+                    acked_inline.push(handled.id);
                     drop(permit);
                     continue;
                 }
@@ -768,6 +804,7 @@ where
                 drop(others);
             }
         }
+        settle.ack_inline(&mut acked_inline);
     }
 
     // Drain: wait for in-flight handlers up to the deadline.
@@ -808,6 +845,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 enum AckRequest {
     /// Acknowledge this message (with whatever else has accumulated).
     Ack(EntryId),
+    /// Acknowledge these messages (handled inline, a batch at a time).
+    Many(Vec<EntryId>),
     /// Acknowledge everything received so far, then answer.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -825,6 +864,7 @@ async fn ack_batches(
         for r in requests.drain(..) {
             match r {
                 AckRequest::Ack(id) => ids.push(id),
+                AckRequest::Many(many) => ids.extend(many),
                 AckRequest::Flush(done) => flushed.push(done),
             }
         }
