@@ -99,21 +99,25 @@ impl Serialize for Wire<'_> {
 /// event's own fields into `data`, fields starting with `_` (a queue's
 /// `_failures` / `_requeues`) read and left out, as `from_json` does. The
 /// metadata is read by [`crate::queue::wire::parse`] on the way.
-struct WireEvent(Option<Envelope>);
+///
+/// With `DATA` false only the envelope is read: every other value is
+/// skipped (still parsed, so the JSON is checked whole) and `data` stays
+/// empty (see [`crate::bus::incoming`]).
+struct WireEvent<const DATA: bool = true>(Option<Envelope>);
 
-impl<'de> serde::Deserialize<'de> for WireEvent {
+impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use crate::queue::wire::Key;
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = WireEvent;
+        struct Visit<const DATA: bool>;
+        impl<'de, const DATA: bool> serde::de::Visitor<'de> for Visit<DATA> {
+            type Value = WireEvent<DATA>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an event as a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> std::result::Result<WireEvent, A::Error> {
+            ) -> std::result::Result<WireEvent<DATA>, A::Error> {
                 let mut data = Map::new();
                 let (mut event_id, mut event_type, mut timestamp) = (None, None, 0.0);
                 let (mut source, mut correlation_id, mut causation_id, mut traceparent) =
@@ -129,8 +133,11 @@ impl<'de> serde::Deserialize<'de> for WireEvent {
                         "traceparent" => traceparent = Some(map.next_value::<String>()?),
                         // Parsed, not skipped: its strings are checked as
                         // the general path checks them.
-                        k if k.starts_with('_') => {
+                        k if k.starts_with('_') && DATA => {
                             map.next_value::<Value>()?;
+                        }
+                        _ if !DATA => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
                         }
                         _ => {
                             let k = match key {
@@ -156,8 +163,18 @@ impl<'de> serde::Deserialize<'de> for WireEvent {
                 })))
             }
         }
-        d.deserialize_map(Visit)
+        d.deserialize_map(Visit::<DATA>)
     }
+}
+
+/// Only the envelope of an entry's event ([`WireEvent`] without its data),
+/// or `None` if the entry is not plainly an event. The caller checks the
+/// bytes are UTF-8: skipped strings are not checked here.
+pub(crate) fn head_from_wire_bytes(raw: &[u8]) -> Option<Envelope> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let head = <WireEvent<false> as serde::Deserialize>::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    head.0
 }
 
 /// Deserializes like `&Value::Object(map)` without building that value (a

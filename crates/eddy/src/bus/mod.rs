@@ -19,6 +19,7 @@
 mod batch;
 mod envelope;
 mod flat;
+mod incoming;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ use bytes::Bytes;
 
 pub(crate) use envelope::{new_traceparent, ObjectRef};
 pub use envelope::{Envelope, Event, RESERVED};
+pub(crate) use incoming::Incoming;
 
 use crate::engine::{validate_name, EntryId, Publish, SharedEngine};
 use crate::error::{Error, ErrorKind, Result};

@@ -61,7 +61,7 @@ use tokio::task::JoinHandle;
 use metrics::Recorded;
 pub use metrics::{Histogram, ServiceMetrics, Snapshot, TypeMetrics};
 
-use crate::bus::{Bus, Envelope, Event, Published, Subscription};
+use crate::bus::{Bus, Envelope, Event, Incoming, Published, Subscription};
 use crate::error::{Error, Result};
 use crate::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, KeyOf, Outcome};
 use crate::queue::Message;
@@ -112,7 +112,7 @@ impl std::error::Error for HandlerError {}
 pub struct Context {
     bus: Bus,
     service: Arc<str>,
-    envelope: Arc<Envelope>,
+    envelope: Arc<Incoming>,
     delivery_count: u64,
     metrics: Arc<ServiceMetrics>,
 }
@@ -123,9 +123,11 @@ impl Context {
         &self.service
     }
 
-    /// The incoming event's envelope.
+    /// The incoming event's envelope. A typed handler's event is read
+    /// straight from the entry; the envelope's `data` (the event's fields
+    /// as JSON) is built on the first call here, and kept.
     pub fn envelope(&self) -> &Envelope {
-        &self.envelope
+        self.envelope.envelope()
     }
 
     /// Deliveries of this event to this service so far, this one included.
@@ -138,17 +140,16 @@ impl Context {
     /// if it had none), and `traceparent` continues the incoming trace.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Published> {
         let mut env = Envelope::new(event)?;
+        let incoming = self.envelope.head();
         env.source = Some(self.service.to_string());
-        env.causation_id = Some(self.envelope.event_id.clone());
+        env.causation_id = Some(incoming.event_id.clone());
         env.correlation_id = Some(
-            self.envelope
+            incoming
                 .correlation_id
                 .clone()
-                .unwrap_or_else(|| self.envelope.event_id.clone()),
+                .unwrap_or_else(|| incoming.event_id.clone()),
         );
-        env.traceparent = Some(crate::bus::new_traceparent(
-            self.envelope.traceparent.as_deref(),
-        ));
+        env.traceparent = Some(crate::bus::new_traceparent(incoming.traceparent.as_deref()));
         let out = self.bus.publish_envelope(&env).await?;
         self.metrics.published();
         Ok(out)
@@ -156,7 +157,7 @@ impl Context {
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
-type Handler = Arc<dyn Fn(Context, &Envelope) -> BoxFuture + Send + Sync>;
+type Handler = Arc<dyn Fn(Context, &Incoming) -> BoxFuture + Send + Sync>;
 
 /// Builds a [`Service`]: name, handlers, limits.
 pub struct ServiceBuilder {
@@ -209,8 +210,8 @@ impl ServiceBuilder {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let erased: Handler = Arc::new(move |ctx: Context, env: &Envelope| {
-            let decoded = env.decode::<E>();
+        let erased: Handler = Arc::new(move |ctx: Context, event: &Incoming| {
+            let decoded = event.decode::<E>();
             let handler = handler.clone();
             Box::pin(async move {
                 match decoded {
@@ -232,8 +233,8 @@ impl ServiceBuilder {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        self.fallback = Some(Arc::new(move |ctx: Context, env: &Envelope| {
-            let (handler, env) = (handler.clone(), env.clone());
+        self.fallback = Some(Arc::new(move |ctx: Context, event: &Incoming| {
+            let (handler, env) = (handler.clone(), event.envelope().clone());
             Box::pin(async move { handler(ctx, env).await })
         }));
         self
@@ -322,7 +323,10 @@ impl ServiceBuilder {
         let message_key = options.ordering_key.clone();
         let order_by: Option<KeyOf<EventDelivery>> = self.order_by.clone().map(|field| {
             Arc::new(move |d: &EventDelivery| {
-                d.event.as_ref().ok().and_then(|env| env.order_key(&field))
+                d.event
+                    .as_ref()
+                    .ok()
+                    .and_then(|event| event.envelope().order_key(&field))
             }) as KeyOf<EventDelivery>
         });
         let dispatch = Arc::new(Dispatch {
@@ -465,15 +469,15 @@ enum Verdict {
     Fresh(Option<Arc<str>>),
 }
 
-/// An event read from a service's subscription queue: decoded straight
-/// into its envelope ([`Envelope::from_wire_bytes`]), or, for anything
-/// else, the general way (the entry's `Map`, then [`Envelope::from_json`]),
-/// whose answer stands. Not an event: `event` says why, and the handler
-/// step dead-letters it.
+/// An event read from a service's subscription queue: its envelope read
+/// and its fields left in the entry's bytes ([`Incoming`]), or, for
+/// anything else, decoded the general way (the entry's `Map`, then
+/// [`Envelope::from_json`]), whose answer stands. Not an event: `event`
+/// says why, and the handler step dead-letters it.
 pub(crate) struct EventDelivery {
     id: crate::EntryId,
     delivery_count: u64,
-    event: Result<Envelope>,
+    event: Result<Arc<Incoming>>,
 }
 
 impl From<Message> for EventDelivery {
@@ -482,7 +486,7 @@ impl From<Message> for EventDelivery {
             id: m.id,
             delivery_count: m.delivery_count,
             // The message is ours: its fields move, uncopied.
-            event: Envelope::from_json(m.data),
+            event: Envelope::from_json(m.data).map(|env| Arc::new(Incoming::decoded(env))),
         }
     }
 }
@@ -494,14 +498,14 @@ impl crate::queue::Delivered for EventDelivery {
     ) -> std::result::Result<Self, Box<crate::queue::wire::Undecodable>> {
         let fast = entry
             .data
-            .as_deref()
+            .as_ref()
             .filter(|raw| raw.len() <= max_bytes)
-            .and_then(Envelope::from_wire_bytes);
+            .and_then(Incoming::from_wire_bytes);
         match fast {
-            Some(env) => Ok(Self {
+            Some(event) => Ok(Self {
                 id: entry.id,
                 delivery_count: entry.delivery_count,
-                event: Ok(env),
+                event: Ok(Arc::new(event)),
             }),
             None => crate::queue::wire::decode(entry, max_bytes).map(Self::from),
         }
@@ -530,13 +534,14 @@ impl Dispatch {
 
     async fn handle(&self, delivery: EventDelivery) -> Outcome {
         let (id, delivery_count) = (delivery.id, delivery.delivery_count);
-        let env = match delivery.event {
-            Ok(env) => env,
+        let event = match delivery.event {
+            Ok(event) => event,
             Err(e) => {
                 self.metrics.malformed();
                 return Outcome::reject(format!("not an event: {e}"));
             }
         };
+        let env = event.head();
         let key = match self.seen().admit(&env.event_id, id) {
             Verdict::Duplicate => {
                 self.metrics.duplicate();
@@ -561,17 +566,16 @@ impl Dispatch {
             tracing::warn!(service = %self.service, event_type = %env.event_type, event_id = %env.event_id, "no handler for this event type; acknowledging it");
             return Outcome::Ack;
         };
-        let env = Arc::new(env);
         let ctx = Context {
             bus: self.bus.clone(),
             service: self.service.clone(),
             delivery_count,
             metrics: self.metrics.clone(),
-            envelope: env.clone(),
+            envelope: event.clone(),
         };
         let event_type = &env.event_type;
         let started = Instant::now();
-        let result = handler(ctx, &env).await;
+        let result = handler(ctx, &event).await;
         let elapsed = started.elapsed();
         mark.handled = result.is_ok();
         drop(mark);
