@@ -392,14 +392,17 @@ impl ServiceBuilder {
 /// Recently handled event ids, and the ones being handled, for dropping
 /// duplicates (a publish retried after a lost reply carries the same id).
 ///
-/// One map holds both, so a delivery costs two lookups and one allocation
-/// of its id (it was six lookups over three collections, ~6% of a
-/// service's CPU in `eddy bench bus`); the eviction order shares the map's
-/// key.
+/// A delivery costs two lookups (admit, done) and, with a full window, a
+/// removal. Ids in eddy's own form (a lowercase hyphenated UUID) are kept
+/// as the 128-bit number they spell: no allocation, and no pointer to a
+/// long-cold string to follow when the window forgets them (that eviction
+/// was ~5% of a service's CPU in `eddy bench bus`, perf). Any other id is
+/// kept as its text.
 struct Seen {
-    ids: HashMap<Arc<str>, Mark>,
+    uuids: HashMap<u128, Mark>,
+    texts: HashMap<Arc<str>, Mark>,
     /// Handled ids, oldest first.
-    order: VecDeque<Arc<str>>,
+    order: VecDeque<IdKey>,
     cap: usize,
 }
 
@@ -410,13 +413,51 @@ enum Mark {
     Handled,
 }
 
+/// An event id as the window keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IdKey {
+    Uuid(u128),
+    Text(Arc<str>),
+}
+
+/// The number a lowercase hyphenated UUID spells; `None` for any other
+/// text (other forms of the same UUID are other ids: ids compare as text).
+fn uuid_number(id: &str) -> Option<u128> {
+    if id.len() != 36 || id.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    uuid::Uuid::try_parse(id).ok().map(|u| u.as_u128())
+}
+
 impl Seen {
     fn new(cap: usize) -> Self {
         Self {
-            ids: HashMap::default(),
+            uuids: HashMap::default(),
+            texts: HashMap::default(),
             order: VecDeque::new(),
             cap,
         }
+    }
+
+    fn mark(&mut self, key: &IdKey) -> Option<&mut Mark> {
+        match key {
+            IdKey::Uuid(n) => self.uuids.get_mut(n),
+            IdKey::Text(t) => self.texts.get_mut(t),
+        }
+    }
+
+    fn set(&mut self, key: IdKey, mark: Mark) {
+        match key {
+            IdKey::Uuid(n) => self.uuids.insert(n, mark),
+            IdKey::Text(t) => self.texts.insert(t, mark),
+        };
+    }
+
+    fn forget(&mut self, key: &IdKey) {
+        match key {
+            IdKey::Uuid(n) => self.uuids.remove(n),
+            IdKey::Text(t) => self.texts.remove(t),
+        };
     }
 
     /// Whether this delivery duplicates an event handled or being handled
@@ -428,13 +469,19 @@ impl Seen {
         if self.cap == 0 {
             return Verdict::Fresh(None);
         }
-        match self.ids.get_key_value(event_id) {
-            Some((_, Mark::Handled)) => Verdict::Duplicate,
-            Some((_, Mark::InFlight(other))) if *other != entry => Verdict::Duplicate,
-            Some((key, _)) => Verdict::Fresh(Some(key.clone())),
+        let (mark, key) = match uuid_number(event_id) {
+            Some(n) => (self.uuids.get(&n).copied(), IdKey::Uuid(n)),
+            None => match self.texts.get_key_value(event_id) {
+                Some((t, mark)) => (Some(*mark), IdKey::Text(t.clone())),
+                None => (None, IdKey::Text(Arc::from(event_id))),
+            },
+        };
+        match mark {
+            Some(Mark::Handled) => Verdict::Duplicate,
+            Some(Mark::InFlight(other)) if other != entry => Verdict::Duplicate,
+            Some(Mark::InFlight(_)) => Verdict::Fresh(Some(key)),
             None => {
-                let key: Arc<str> = Arc::from(event_id);
-                self.ids.insert(key.clone(), Mark::InFlight(entry));
+                self.set(key.clone(), Mark::InFlight(entry));
                 Verdict::Fresh(Some(key))
             }
         }
@@ -442,23 +489,21 @@ impl Seen {
 
     /// The handler is done with the event admitted under `key`: remember it
     /// if it was handled, forget it if not (a later delivery may try again).
-    fn done(&mut self, key: &Arc<str>, handled: bool) {
-        match self.ids.get_mut(&**key) {
+    fn done(&mut self, key: &IdKey, handled: bool) {
+        match self.mark(key) {
             Some(Mark::Handled) => return,
             Some(mark) if handled => *mark = Mark::Handled,
             Some(_) => {
-                self.ids.remove(&**key);
+                self.forget(key);
                 return;
             }
-            None if handled => {
-                self.ids.insert(key.clone(), Mark::Handled);
-            }
+            None if handled => self.set(key.clone(), Mark::Handled),
             None => return,
         }
         self.order.push_back(key.clone());
         if self.order.len() > self.cap {
             if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
+                self.forget(&old);
             }
         }
     }
@@ -466,7 +511,7 @@ impl Seen {
 
 enum Verdict {
     Duplicate,
-    Fresh(Option<Arc<str>>),
+    Fresh(Option<IdKey>),
 }
 
 /// An event read from a service's subscription queue: its envelope read
@@ -598,7 +643,7 @@ impl Dispatch {
 
 struct InFlight<'a> {
     dispatch: &'a Dispatch,
-    key: Option<Arc<str>>,
+    key: Option<IdKey>,
     handled: bool,
 }
 
@@ -691,7 +736,7 @@ mod tests {
     use super::*;
     use crate::EntryId;
 
-    fn fresh(v: Verdict) -> Option<Arc<str>> {
+    fn fresh(v: Verdict) -> Option<IdKey> {
         match v {
             Verdict::Fresh(key) => key,
             Verdict::Duplicate => None,
@@ -720,7 +765,33 @@ mod tests {
         assert!(fresh(seen.admit("a", e2)).is_some());
         assert!(matches!(seen.admit("b", e1), Verdict::Duplicate));
         assert!(matches!(seen.admit("c", e2), Verdict::Duplicate));
-        assert!(seen.ids.len() <= 3 && seen.order.len() <= 2);
+        assert!(seen.texts.len() <= 3 && seen.order.len() <= 2);
+        // eddy's own ids are kept as numbers; other spellings of the same
+        // UUID are other ids, as their text differs.
+        let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        let k = fresh(seen.admit(id, e1)).unwrap();
+        assert_eq!(k, IdKey::Uuid(uuid_number(id).unwrap()));
+        seen.done(&k, true);
+        assert!(matches!(seen.admit(id, e2), Verdict::Duplicate));
+        let upper = id.to_uppercase();
+        assert!(matches!(
+            seen.admit(&upper, e2),
+            Verdict::Fresh(Some(IdKey::Text(_)))
+        ));
+        for other in [
+            "x",
+            "67e5504410b1426f9247bb680e5fe0c8",
+            "{67e55044-10b1-426f-9247-bb680e5fe0c8}",
+        ] {
+            assert_eq!(uuid_number(other), None, "{other}");
+        }
+        // Two more handled ids push the UUID out of the window.
+        for (n, t) in ["d1", "d2"].into_iter().enumerate() {
+            let k = fresh(seen.admit(t, EntryId::new(9, n as u64))).unwrap();
+            seen.done(&k, true);
+        }
+        assert!(seen.uuids.is_empty());
+        assert!(fresh(seen.admit(id, e2)).is_some());
         // Off: nothing is remembered.
         let mut off = Seen::new(0);
         assert!(matches!(off.admit("a", e1), Verdict::Fresh(None)));
