@@ -125,6 +125,16 @@ pub async fn fan_out(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResult> 
     Ok(out)
 }
 
+/// A task stopped when its handle is dropped: a phase that times out
+/// leaves no publisher running behind it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn acked(services: &[RunningService]) -> Vec<u64> {
     services
         .iter()
@@ -167,7 +177,7 @@ async fn run_phase(
                 // (perf) that is not eddy's.
                 let (bus, pad, slowest) = (bus.clone(), pad.to_owned(), slowest.clone());
                 let (window, batch) = (spec.window, spec.batch);
-                tokio::spawn(async move {
+                let mut task = AbortOnDrop(tokio::spawn(async move {
                     futures::stream::iter(0..n)
                         .then(|i| {
                             let slowest = slowest.clone();
@@ -192,9 +202,10 @@ async fn run_phase(
                         .buffer_unordered(batch)
                         .try_for_each(|_| std::future::ready(Ok(())))
                         .await
-                })
-                .await
-                .map_err(|e| CliError::new(format!("publisher task failed: {e}")))??;
+                }));
+                (&mut task.0)
+                    .await
+                    .map_err(|e| CliError::new(format!("publisher task failed: {e}")))??;
             }
             Some(r) => {
                 // On schedule, each publish in its own task so that a slow

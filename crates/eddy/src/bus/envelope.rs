@@ -101,9 +101,13 @@ impl Serialize for Wire<'_> {
 /// metadata is read by [`crate::queue::wire::parse`] on the way.
 ///
 /// With `DATA` false only the envelope is read: every other value is
-/// skipped (still parsed, so the JSON is checked whole) and `data` stays
-/// empty (see [`crate::bus::incoming`]).
-struct WireEvent<const DATA: bool = true>(Option<Envelope>);
+/// checked as parsing it would check it, but not built ([`Checked`]), and
+/// `data` stays empty (see [`crate::bus::incoming`]); `plain` then says
+/// whether the event's own fields hold no number but 64-bit integers.
+struct WireEvent<const DATA: bool = true> {
+    env: Option<Envelope>,
+    plain: bool,
+}
 
 impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -119,6 +123,7 @@ impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
                 mut map: A,
             ) -> std::result::Result<WireEvent<DATA>, A::Error> {
                 let mut data = Map::new();
+                let mut plain = true;
                 let (mut event_id, mut event_type, mut timestamp) = (None, None, 0.0);
                 let (mut source, mut correlation_id, mut causation_id, mut traceparent) =
                     (None, None, None, None);
@@ -136,8 +141,11 @@ impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
                         k if k.starts_with('_') && DATA => {
                             map.next_value::<Value>()?;
                         }
+                        k if k.starts_with('_') => {
+                            map.next_value_seed(Checked { plain: &mut true })?;
+                        }
                         _ if !DATA => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
+                            map.next_value_seed(Checked { plain: &mut plain })?;
                         }
                         _ => {
                             let k = match key {
@@ -149,9 +157,9 @@ impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
                     }
                 }
                 let (Some(event_id), Some(event_type)) = (event_id, event_type) else {
-                    return Ok(WireEvent(None));
+                    return Ok(WireEvent { env: None, plain });
                 };
-                Ok(WireEvent(Some(Envelope {
+                let env = Some(Envelope {
                     event_id,
                     event_type,
                     timestamp,
@@ -160,7 +168,8 @@ impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
                     causation_id,
                     traceparent,
                     data,
-                })))
+                });
+                Ok(WireEvent { env, plain })
             }
         }
         d.deserialize_map(Visit::<DATA>)
@@ -168,13 +177,95 @@ impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
 }
 
 /// Only the envelope of an entry's event ([`WireEvent`] without its data),
-/// or `None` if the entry is not plainly an event. The caller checks the
-/// bytes are UTF-8: skipped strings are not checked here.
-pub(crate) fn head_from_wire_bytes(raw: &[u8]) -> Option<Envelope> {
+/// and whether its own fields are plain (see [`WireEvent`]); `None` if the
+/// entry is not plainly an event. The whole entry is checked as decoding it
+/// into a message would check it (UTF-8, escapes, nesting, trailing bytes).
+pub(crate) fn head_from_wire_bytes(raw: &[u8]) -> Option<(Envelope, bool)> {
     let mut de = serde_json::Deserializer::from_slice(raw);
     let head = <WireEvent<false> as serde::Deserialize>::deserialize(&mut de).ok()?;
     de.end().ok()?;
-    head.0
+    head.env.map(|env| (env, head.plain))
+}
+
+/// Checks a JSON value as parsing it into a [`Value`] would (each string's
+/// escapes and UTF-8, the nesting limit: serde_json's skipping, used by
+/// `IgnoredAny`, checks neither, and lets a lone surrogate escape through),
+/// building nothing. Clears `plain` on a number that is not a 64-bit
+/// integer: with `arbitrary_precision`, reading such a number from the
+/// bytes differs from reading it from a `Value` for types that take any
+/// value (an untagged enum sees serde_json's private number map rather
+/// than an `f64`), so such events are read through the map.
+struct Checked<'a> {
+    plain: &'a mut bool,
+}
+
+/// The key serde_json (with `arbitrary_precision`) presents a number under
+/// when it is not a 64-bit integer.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> serde::de::DeserializeSeed<'de> for Checked<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+        *self.plain = false;
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        while seq
+            .next_element_seed(Checked {
+                plain: &mut *self.plain,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        use crate::queue::wire::Key;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if key.as_str() == NUMBER_TOKEN {
+                *self.plain = false;
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            map.next_value_seed(Checked {
+                plain: &mut *self.plain,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Deserializes like `&Value::Object(map)` without building that value (a
@@ -412,7 +503,7 @@ impl Envelope {
     pub(crate) fn from_wire_bytes(raw: &[u8]) -> Option<Self> {
         crate::queue::wire::parse::<WireEvent>(raw)
             .ok()
-            .and_then(|(WireEvent(env), _)| env)
+            .and_then(|(event, _)| event.env)
     }
 
     /// The value a service's `order_by(field)` orders by: the event's own

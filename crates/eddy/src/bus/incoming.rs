@@ -12,9 +12,12 @@
 //!
 //! Every fast path gives what the general one would, or steps aside: an
 //! entry is read this way only if its envelope fields have their types and
-//! the whole entry is UTF-8 and JSON; `E` is taken from the bytes only if
-//! that works, and otherwise from the envelope's map, whose answer
-//! (including its error) stands.
+//! the whole entry passes the checks decoding it would make (UTF-8,
+//! escapes, nesting, trailing bytes); `E` is taken from the bytes only if
+//! the event's fields hold no number but 64-bit integers (others read
+//! differently from bytes than from a `Value` for types that take any
+//! value, such as untagged enums) and the read works; otherwise from the
+//! envelope's map, whose answer (including its error) stands.
 
 use std::sync::OnceLock;
 
@@ -32,6 +35,8 @@ pub(crate) struct Incoming {
     head: Envelope,
     /// The entry's bytes, when the event's fields have not been read.
     raw: Option<Bytes>,
+    /// Whether `E` may be read from `raw` (see the module's doc).
+    plain: bool,
     /// The whole envelope, read from `raw` on first use.
     full: OnceLock<Envelope>,
 }
@@ -42,6 +47,7 @@ impl Incoming {
         Self {
             head: env,
             raw: None,
+            plain: false,
             full: OnceLock::new(),
         }
     }
@@ -49,13 +55,11 @@ impl Incoming {
     /// Read only the envelope of an entry's bytes; `None` if the entry is
     /// not plainly an event (the general path then decides).
     pub(crate) fn from_wire_bytes(raw: &Bytes) -> Option<Self> {
-        // The skipped values' strings are not checked by the scan: check
-        // the whole entry here, as decoding it whole would have.
-        std::str::from_utf8(raw).ok()?;
-        let head = head_from_wire_bytes(raw)?;
+        let (head, plain) = head_from_wire_bytes(raw)?;
         Some(Self {
             head,
             raw: Some(raw.clone()),
+            plain,
             full: OnceLock::new(),
         })
     }
@@ -79,8 +83,11 @@ impl Incoming {
                     let msg = crate::queue::wire::decode(entry, usize::MAX).ok()?;
                     Envelope::from_json(msg.data).ok()
                 })
-                // Cannot happen: the envelope was read from these bytes,
-                // which are UTF-8 JSON. Keep the fields read rather than fail.
+                // Cannot happen: the head was read from these bytes with
+                // the same checks (every value checked as a `Value`
+                // parse checks it, envelope fields of their types), and
+                // these parses accept whatever passes them. Keep the fields
+                // read rather than fail.
                 .unwrap_or_else(|| self.head.clone())
         })
     }
@@ -88,7 +95,7 @@ impl Incoming {
     /// The typed event: from the bytes when they are plainly an `E`,
     /// otherwise as [`Envelope::decode`] gives it.
     pub(crate) fn decode<E: Event>(&self) -> Result<E> {
-        if let (Some(raw), true) = (&self.raw, self.head.is::<E>()) {
+        if let (Some(raw), true) = (&self.raw, self.plain && self.head.is::<E>()) {
             let mut de = serde_json::Deserializer::from_slice(raw);
             if let Ok(event) = E::deserialize(EventFields(&mut de)) {
                 return Ok(event);
@@ -274,6 +281,75 @@ mod tests {
         struct Other {}
         crate::event!(Other);
         assert!(inc.decode::<Other>().is_err());
+    }
+
+    #[test]
+    fn entries_decoding_would_refuse_are_left_to_it() {
+        // serde_json's skipping lets these through; parsing does not.
+        let surrogate = br#"{"event_id":"e1","event_type":"Paid","order_id":"o","junk":"\ud800"}"#;
+        let deep = format!(
+            r#"{{"event_id":"e1","event_type":"Paid","order_id":"o","junk":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for raw in [&surrogate[..], deep.as_bytes()] {
+            assert!(incoming(raw).is_none(), "{}", String::from_utf8_lossy(raw));
+            let entry = crate::engine::Entry::new(
+                crate::EntryId::new(1, 0),
+                Some(Bytes::copy_from_slice(raw)),
+                1,
+            );
+            assert!(crate::queue::wire::decode(entry, 1 << 20).is_err());
+        }
+    }
+
+    #[test]
+    fn events_with_other_numbers_are_read_through_the_map() {
+        // An untagged enum sees a float as an `f64` in a `Value`, and as
+        // serde_json's private number map in the bytes.
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(untagged)]
+        enum Amount {
+            Num(f64),
+            Raw(serde_json::Value),
+        }
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Priced {
+            amount: Amount,
+        }
+        crate::event!(Priced);
+        for raw in [
+            &br#"{"event_id":"e1","event_type":"Priced","amount":9.99}"#[..],
+            br#"{"event_id":"e1","event_type":"Priced","amount":[1,{"x":-0}]}"#,
+            br#"{"event_id":"e1","event_type":"Priced","amount":123456789012345678901234567890}"#,
+        ] {
+            let inc = incoming(raw).unwrap();
+            assert!(!inc.plain, "{}", String::from_utf8_lossy(raw));
+            // The same answer, error included (serde cannot buffer a
+            // number beyond 128 bits for an untagged enum either way).
+            assert_eq!(
+                inc.decode::<Priced>().map_err(|e| e.to_string()),
+                general(raw).decode::<Priced>().map_err(|e| e.to_string())
+            );
+        }
+        assert_eq!(
+            incoming(br#"{"event_id":"e1","event_type":"Priced","amount":9.99}"#)
+                .unwrap()
+                .decode::<Priced>()
+                .unwrap(),
+            Priced {
+                amount: Amount::Num(9.99)
+            }
+        );
+        // 64-bit integers read alike either way: the bytes are used.
+        let ints =
+            br#"{"event_id":"e1","event_type":"Priced","amount":-7,"_metadata":{"timestamp":1.5}}"#;
+        let inc = incoming(ints).unwrap();
+        assert!(inc.plain);
+        assert_eq!(
+            inc.decode::<Priced>().unwrap(),
+            general(ints).decode::<Priced>().unwrap()
+        );
     }
 
     #[test]

@@ -280,7 +280,9 @@ impl ServiceBuilder {
     /// Handle events with the same value of field `field` (e.g. `order_id`,
     /// or an envelope field such as `correlation_id`) one at a time, in the
     /// order they arrive. Events without the field (or with it null) are
-    /// not ordered.
+    /// not ordered; fields starting with `_` are the queue's, not the
+    /// event's. It replaces an ordering key given with
+    /// [`ServiceBuilder::consumer_options`].
     pub fn order_by(mut self, field: impl Into<String>) -> Self {
         self.order_by = Some(field.into());
         self
@@ -317,10 +319,14 @@ impl ServiceBuilder {
         let stats = Arc::new(ConsumerStats::default());
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let options = self.options;
-        // The service's own ordering (`order_by`) reads the decoded event.
-        // An ordering key given with `consumer_options` takes messages: then
-        // events are read as messages first, as that key expects.
-        let message_key = options.ordering_key.clone();
+        // The service's own ordering (`order_by`) reads the decoded event,
+        // and wins over an ordering key given with `consumer_options` (as
+        // it always has). Such a key takes messages: without `order_by`,
+        // events are then read as messages first, as that key expects.
+        let message_key = match self.order_by {
+            Some(_) => None,
+            None => options.ordering_key.clone(),
+        };
         let order_by: Option<KeyOf<EventDelivery>> = self.order_by.clone().map(|field| {
             Arc::new(move |d: &EventDelivery| {
                 d.event
@@ -487,16 +493,19 @@ impl Seen {
         }
     }
 
-    /// The handler is done with the event admitted under `key`: remember it
-    /// if it was handled, forget it if not (a later delivery may try again).
-    fn done(&mut self, key: &IdKey, handled: bool) {
+    /// The handler of `entry` is done with the event admitted under `key`:
+    /// remember it if it was handled, forget it if not (a later delivery
+    /// may try again), unless the mark is now another entry's: a failed
+    /// redelivery must not clear the mark of a copy still being handled.
+    fn done(&mut self, key: &IdKey, entry: crate::EntryId, handled: bool) {
         match self.mark(key) {
             Some(Mark::Handled) => return,
             Some(mark) if handled => *mark = Mark::Handled,
-            Some(_) => {
+            Some(Mark::InFlight(other)) if *other == entry => {
                 self.forget(key);
                 return;
             }
+            Some(_) => return,
             None if handled => self.set(key.clone(), Mark::Handled),
             None => return,
         }
@@ -600,6 +609,7 @@ impl Dispatch {
         let mut mark = InFlight {
             dispatch: self,
             key,
+            entry: id,
             handled: false,
         };
         let Some(handler) = self
@@ -644,13 +654,14 @@ impl Dispatch {
 struct InFlight<'a> {
     dispatch: &'a Dispatch,
     key: Option<IdKey>,
+    entry: crate::EntryId,
     handled: bool,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if let Some(key) = &self.key {
-            self.dispatch.seen().done(key, self.handled);
+            self.dispatch.seen().done(key, self.entry, self.handled);
         }
     }
 }
@@ -752,16 +763,16 @@ mod tests {
         // the same entry is not a copy.
         assert!(matches!(seen.admit("a", e2), Verdict::Duplicate));
         assert!(fresh(seen.admit("a", e1)).is_some());
-        seen.done(&a, true);
+        seen.done(&a, e1, true);
         assert!(matches!(seen.admit("a", e2), Verdict::Duplicate));
         // A failed handler is forgotten: the next copy runs.
         let b = fresh(seen.admit("b", e1)).unwrap();
-        seen.done(&b, false);
+        seen.done(&b, e1, false);
         let b = fresh(seen.admit("b", e2)).unwrap();
-        seen.done(&b, true);
+        seen.done(&b, e2, true);
         // A third handled id pushes the oldest out of a window of two.
         let c = fresh(seen.admit("c", e1)).unwrap();
-        seen.done(&c, true);
+        seen.done(&c, e1, true);
         assert!(fresh(seen.admit("a", e2)).is_some());
         assert!(matches!(seen.admit("b", e1), Verdict::Duplicate));
         assert!(matches!(seen.admit("c", e2), Verdict::Duplicate));
@@ -771,7 +782,7 @@ mod tests {
         let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
         let k = fresh(seen.admit(id, e1)).unwrap();
         assert_eq!(k, IdKey::Uuid(uuid_number(id).unwrap()));
-        seen.done(&k, true);
+        seen.done(&k, e1, true);
         assert!(matches!(seen.admit(id, e2), Verdict::Duplicate));
         let upper = id.to_uppercase();
         assert!(matches!(
@@ -787,11 +798,29 @@ mod tests {
         }
         // Two more handled ids push the UUID out of the window.
         for (n, t) in ["d1", "d2"].into_iter().enumerate() {
-            let k = fresh(seen.admit(t, EntryId::new(9, n as u64))).unwrap();
-            seen.done(&k, true);
+            let e = EntryId::new(9, n as u64);
+            let k = fresh(seen.admit(t, e)).unwrap();
+            seen.done(&k, e, true);
         }
         assert!(seen.uuids.is_empty());
         assert!(fresh(seen.admit(id, e2)).is_some());
+        // A failed redelivery of entry 1 finishing after its copy in entry
+        // 2 was admitted leaves entry 2's mark alone.
+        let mut seen = Seen::new(4);
+        let k1 = fresh(seen.admit("r", e1)).unwrap();
+        let again = fresh(seen.admit("r", e1)).unwrap();
+        seen.done(&k1, e1, false);
+        let k2 = fresh(seen.admit("r", e2)).unwrap();
+        seen.done(&again, e1, false);
+        assert!(matches!(
+            seen.admit("r", EntryId::new(3, 0)),
+            Verdict::Duplicate
+        ));
+        seen.done(&k2, e2, true);
+        assert!(matches!(
+            seen.admit("r", EntryId::new(3, 0)),
+            Verdict::Duplicate
+        ));
         // Off: nothing is remembered.
         let mut off = Seen::new(0);
         assert!(matches!(off.admit("a", e1), Verdict::Fresh(None)));
