@@ -314,7 +314,7 @@ pub(crate) fn decode_as<T: serde::de::DeserializeOwned>(
     max_bytes: usize,
 ) -> Option<TypedMessage<T>> {
     let raw = entry.data.as_deref()?;
-    if raw.len() > max_bytes {
+    if raw.len() > max_bytes || !skipping_checks_enough(raw) {
         return None;
     }
     let (payload, meta) = parse::<T>(raw).ok()?;
@@ -326,6 +326,26 @@ pub(crate) fn decode_as<T: serde::de::DeserializeOwned>(
         message_id: meta.id.unwrap_or_default(),
         ttl: meta.ttl,
     })
+}
+
+/// Whether reading `T` straight from `raw` checks what [`decode`] checks.
+/// The fields `T` does not take are skipped, and serde_json's skipping
+/// does not check a string's UTF-8 or its `\u` escapes (a lone surrogate
+/// passes), nor the nesting limit; decoding does. So the bytes must be
+/// UTF-8, hold no surrogate escape (a pair, too, is left to the general
+/// path) and have at most 127 brackets in all (a bound on the nesting).
+/// Anything else goes the general way, which decides.
+fn skipping_checks_enough(raw: &[u8]) -> bool {
+    if std::str::from_utf8(raw).is_err() {
+        return false;
+    }
+    let surrogate = memchr::memmem::find_iter(raw, b"\\u").any(|at| {
+        matches!(
+            raw.get(at + 2..at + 4),
+            Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
+        )
+    });
+    !surrogate && memchr::memchr2_iter(b'[', b'{', raw).take(128).count() <= 127
 }
 
 /// An entry's JSON object in one pass: every field but `_metadata` into
@@ -808,5 +828,30 @@ mod tests {
             assert!(decode_as::<P>(&e(bad), 1000).is_none(), "{bad:?}");
         }
         assert!(decode_as::<P>(&e(raw), 10).is_none());
+        // Fields `P` does not take are skipped, unchecked by serde_json:
+        // what decoding would refuse is left to it.
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Lax {
+            a: u64,
+        }
+        let deep = format!(r#"{{"a":1,"x":{}0{}}}"#, "[".repeat(130), "]".repeat(130));
+        for bad in [
+            &br#"{"a":1,"x":"\udc00"}"#[..],
+            b"{\"a\":1,\"x\":\"\xff\"}",
+            deep.as_bytes(),
+        ] {
+            assert!(decode_as::<Lax>(&e(bad), 1 << 20).is_none(), "{bad:?}");
+            assert!(decode(e(bad), 1 << 20).is_err(), "{bad:?}");
+        }
+        // A surrogate pair is fine, but left to the general path too.
+        let pair = br#"{"a":1,"x":"\ud83d\ude00"}"#;
+        assert!(decode_as::<Lax>(&e(pair), 1 << 20).is_none());
+        assert!(decode(e(pair), 1 << 20).is_ok());
+        assert_eq!(
+            decode_as::<Lax>(&e(br#"{"a":1,"x":[[{}]]}"#), 1 << 20)
+                .unwrap()
+                .payload,
+            Lax { a: 1 }
+        );
     }
 }
