@@ -121,26 +121,7 @@ impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for EventFields<
         self.0.deserialize_map(OnlyEventFields(visitor))
     }
 
-    fn deserialize_option<V: Visitor<'de>>(
-        self,
-        visitor: V,
-    ) -> std::result::Result<V::Value, D::Error> {
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> std::result::Result<V::Value, D::Error> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct enum
-        identifier ignored_any
-    }
+    crate::queue::wire::as_an_object!(D::Error);
 }
 
 struct OnlyEventFields<V>(V);

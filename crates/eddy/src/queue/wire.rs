@@ -400,29 +400,38 @@ impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for WithoutMeta<
         })
     }
 
-    // As for a `Value` holding the object: an option is `Some` of it, a
-    // newtype wraps it.
-    fn deserialize_option<V: serde::de::Visitor<'de>>(
-        self,
-        visitor: V,
-    ) -> std::result::Result<V::Value, D::Error> {
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> std::result::Result<V::Value, D::Error> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct enum
-        identifier ignored_any
-    }
+    crate::queue::wire::as_an_object!(D::Error);
 }
+
+/// The rest of a `serde::Deserializer` for a JSON object read through an
+/// adapter whose `deserialize_any` visits the object's map: as for a
+/// `Value` holding the object, an option is `Some` of it, a newtype wraps
+/// it, and every other request gets the map.
+macro_rules! as_an_object {
+    ($error:ty) => {
+        fn deserialize_option<V: serde::de::Visitor<'de>>(
+            self,
+            visitor: V,
+        ) -> std::result::Result<V::Value, $error> {
+            visitor.visit_some(self)
+        }
+
+        fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            visitor: V,
+        ) -> std::result::Result<V::Value, $error> {
+            visitor.visit_newtype_struct(self)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf unit unit_struct seq tuple tuple_struct map struct enum
+            identifier ignored_any
+        }
+    };
+}
+pub(crate) use as_an_object;
 
 struct MetaSkipping<'m, V> {
     visitor: V,
