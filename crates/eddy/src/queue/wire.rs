@@ -474,7 +474,7 @@ impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for MetaFilter
         while let Some(key) = self.map.next_key::<Key<'de>>()? {
             if key.as_str() == METADATA {
                 *self.meta = if self.strict {
-                    self.map.next_value::<StrictMeta>()?.0
+                    self.map.next_value::<StrictMeta>()?.into()
                 } else {
                     self.map.next_value()?
                 };
@@ -548,36 +548,22 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 
 /// `_metadata` exactly as eddy and LeanMQ write it, or an error (see
 /// [`parse`]): `id` a string, `timestamp` a number, `ttl` null or a whole
-/// number; other fields skipped.
-struct StrictMeta(Meta);
+/// number, each possibly missing; other fields skipped. A duplicate field
+/// is an error too: the lenient parse then decides.
+#[derive(serde::Deserialize)]
+struct StrictMeta {
+    id: Option<String>,
+    timestamp: Option<f64>,
+    ttl: Option<u64>,
+}
 
-impl<'de> serde::Deserialize<'de> for StrictMeta {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = StrictMeta;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("eddy's `_metadata` object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<StrictMeta, A::Error> {
-                let mut meta = Meta::default();
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    match key.as_str() {
-                        "id" => meta.id = Some(map.next_value()?),
-                        "timestamp" => meta.timestamp = Some(map.next_value()?),
-                        "ttl" => meta.ttl = map.next_value()?,
-                        _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(StrictMeta(meta))
-            }
+impl From<StrictMeta> for Meta {
+    fn from(m: StrictMeta) -> Self {
+        Meta {
+            id: m.id,
+            timestamp: m.timestamp,
+            ttl: m.ttl,
         }
-        d.deserialize_map(Visit)
     }
 }
 
