@@ -733,14 +733,17 @@ where
             // with an ordering key, or one run in isolation, is not started
             // here at all: its handler is called in its task, after the ones
             // it must follow.
-            let start = if chain.is_none() && isolation.is_none() && Instant::now() >= inline_after
-            {
-                let started = std::time::Instant::now();
+            // (Two clock readings per message: they were ~2% of a service's
+            // CPU in `eddy bench bus`, perf.)
+            let inline_at = (chain.is_none() && isolation.is_none())
+                .then(Instant::now)
+                .filter(|now| *now >= inline_after);
+            let start = if let Some(started) = inline_at {
                 let start = span.in_scope(|| Start::now(&*handler, msg));
                 let took = started.elapsed();
                 slow_polls = slow_polls << 1 | u16::from(took > INLINE_MAX);
                 if took > INLINE_STOP || slow_polls.count_ones() >= SLOW_POLLS {
-                    inline_after = Instant::now() + INLINE_PAUSE;
+                    inline_after = started + took + INLINE_PAUSE;
                     slow_polls = 0;
                 }
                 if let Start::Finished(Ok(Outcome::Ack)) = start {

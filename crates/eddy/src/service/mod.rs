@@ -46,10 +46,9 @@
 
 mod metrics;
 
-use std::collections::VecDeque;
-
 /// Handlers are looked up by event type per delivery: foldhash, not SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -288,8 +287,9 @@ impl ServiceBuilder {
         self
     }
 
-    /// Remember this many handled event ids to drop duplicates (default
-    /// 10,000; 0 turns it off).
+    /// Remember at least this many handled event ids (and at most twice as
+    /// many) to drop duplicates (default 10,000; 0 turns it off). Events
+    /// being handled are always remembered until their handler ends.
     pub fn dedupe_window(mut self, n: usize) -> Self {
         self.dedupe_window = n;
         self
@@ -398,29 +398,60 @@ impl ServiceBuilder {
 /// Recently handled event ids, and the ones being handled, for dropping
 /// duplicates (a publish retried after a lost reply carries the same id).
 ///
-/// A delivery costs two lookups (admit, done) and, with a full window, a
-/// removal. Ids in eddy's own form (a lowercase hyphenated UUID) are kept
-/// as the 128-bit number they spell: no allocation, and no pointer to a
-/// long-cold string to follow when the window forgets them (that eviction
-/// was ~5% of a service's CPU in `eddy bench bus`, perf). Any other id is
-/// kept as its text.
+/// Handled ids are kept in two generations: new ones go into the current
+/// set, and when it holds `cap` ids it becomes the previous set and the
+/// old previous set is dropped whole. So the window remembers at least the
+/// last `cap` handled ids and at most `2 * cap`. An exact sliding window
+/// has to find and remove its oldest id on every insert: a lookup in a
+/// long-cold part of the table, which was ~5% of a service's CPU in
+/// `eddy bench bus` (perf). Ids being handled are kept apart, in a map that
+/// is never rotated, so a handler that runs for a long time keeps its copies
+/// out however many events finish meanwhile.
+///
+/// Ids in eddy's own form (a lowercase hyphenated UUID) are kept as the
+/// 128-bit number they spell: no allocation, and nothing to follow when a
+/// generation is dropped. Any other id is kept as its text.
 struct Seen {
-    uuids: HashMap<u128, Mark>,
-    texts: HashMap<Arc<str>, Mark>,
-    /// Handled ids, oldest first.
-    order: VecDeque<IdKey>,
+    /// Handled ids: `[current, previous]`.
+    handled: [Generation; 2],
+    /// Ids being handled, and through which stream entry.
+    in_flight: HashMap<IdKey, crate::EntryId>,
     cap: usize,
 }
 
-#[derive(Clone, Copy)]
-enum Mark {
-    /// Being handled through this stream entry.
-    InFlight(crate::EntryId),
-    Handled,
+#[derive(Default)]
+struct Generation {
+    uuids: HashSet<u128>,
+    texts: HashSet<Arc<str>>,
+}
+
+impl Generation {
+    fn len(&self) -> usize {
+        self.uuids.len() + self.texts.len()
+    }
+
+    fn contains(&self, key: &IdKey) -> bool {
+        match key {
+            IdKey::Uuid(n) => self.uuids.contains(n),
+            IdKey::Text(t) => self.texts.contains(t),
+        }
+    }
+
+    fn insert(&mut self, key: &IdKey) {
+        match key {
+            IdKey::Uuid(n) => self.uuids.insert(*n),
+            IdKey::Text(t) => self.texts.insert(t.clone()),
+        };
+    }
+
+    fn clear(&mut self) {
+        self.uuids.clear();
+        self.texts.clear();
+    }
 }
 
 /// An event id as the window keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum IdKey {
     Uuid(u128),
     Text(Arc<str>),
@@ -438,32 +469,14 @@ fn uuid_number(id: &str) -> Option<u128> {
 impl Seen {
     fn new(cap: usize) -> Self {
         Self {
-            uuids: HashMap::default(),
-            texts: HashMap::default(),
-            order: VecDeque::new(),
+            handled: Default::default(),
+            in_flight: HashMap::default(),
             cap,
         }
     }
 
-    fn mark(&mut self, key: &IdKey) -> Option<&mut Mark> {
-        match key {
-            IdKey::Uuid(n) => self.uuids.get_mut(n),
-            IdKey::Text(t) => self.texts.get_mut(t),
-        }
-    }
-
-    fn set(&mut self, key: IdKey, mark: Mark) {
-        match key {
-            IdKey::Uuid(n) => self.uuids.insert(n, mark),
-            IdKey::Text(t) => self.texts.insert(t, mark),
-        };
-    }
-
-    fn forget(&mut self, key: &IdKey) {
-        match key {
-            IdKey::Uuid(n) => self.uuids.remove(n),
-            IdKey::Text(t) => self.texts.remove(t),
-        };
+    fn was_handled(&self, key: &IdKey) -> bool {
+        self.handled.iter().any(|g| g.contains(key))
     }
 
     /// Whether this delivery duplicates an event handled or being handled
@@ -475,46 +488,42 @@ impl Seen {
         if self.cap == 0 {
             return Verdict::Fresh(None);
         }
-        let (mark, key) = match uuid_number(event_id) {
-            Some(n) => (self.uuids.get(&n).copied(), IdKey::Uuid(n)),
-            None => match self.texts.get_key_value(event_id) {
-                Some((t, mark)) => (Some(*mark), IdKey::Text(t.clone())),
-                None => (None, IdKey::Text(Arc::from(event_id))),
-            },
+        let key = match uuid_number(event_id) {
+            Some(n) => IdKey::Uuid(n),
+            None => IdKey::Text(Arc::from(event_id)),
         };
-        match mark {
-            Some(Mark::Handled) => Verdict::Duplicate,
-            Some(Mark::InFlight(other)) if other != entry => Verdict::Duplicate,
-            Some(Mark::InFlight(_)) => Verdict::Fresh(Some(key)),
+        if self.was_handled(&key) {
+            return Verdict::Duplicate;
+        }
+        match self.in_flight.get(&key) {
+            Some(other) if *other != entry => Verdict::Duplicate,
+            Some(_) => Verdict::Fresh(Some(key)),
             None => {
-                self.set(key.clone(), Mark::InFlight(entry));
+                self.in_flight.insert(key.clone(), entry);
                 Verdict::Fresh(Some(key))
             }
         }
     }
 
     /// The handler of `entry` is done with the event admitted under `key`:
-    /// remember it if it was handled, forget it if not (a later delivery
-    /// may try again), unless the mark is now another entry's: a failed
+    /// remember it if it was handled; either way it is no longer in flight
+    /// through `entry` (a failed one may be tried again by a later
+    /// delivery). The in-flight mark of another entry stays: a failed
     /// redelivery must not clear the mark of a copy still being handled.
     fn done(&mut self, key: &IdKey, entry: crate::EntryId, handled: bool) {
-        match self.mark(key) {
-            Some(Mark::Handled) => return,
-            Some(mark) if handled => *mark = Mark::Handled,
-            Some(Mark::InFlight(other)) if *other == entry => {
-                self.forget(key);
-                return;
-            }
-            Some(_) => return,
-            None if handled => self.set(key.clone(), Mark::Handled),
-            None => return,
+        if self.in_flight.get(key) == Some(&entry) {
+            self.in_flight.remove(key);
         }
-        self.order.push_back(key.clone());
-        if self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.forget(&old);
-            }
+        if !handled || self.was_handled(key) {
+            return;
         }
+        let [current, previous] = &mut self.handled;
+        if current.len() >= self.cap {
+            // Keeps the emptied set's allocation for the next generation.
+            std::mem::swap(current, previous);
+            current.clear();
+        }
+        current.insert(key);
     }
 }
 
@@ -770,13 +779,24 @@ mod tests {
         seen.done(&b, e1, false);
         let b = fresh(seen.admit("b", e2)).unwrap();
         seen.done(&b, e2, true);
-        // A third handled id pushes the oldest out of a window of two.
-        let c = fresh(seen.admit("c", e1)).unwrap();
-        seen.done(&c, e1, true);
+        // A window of two remembers at least the last two handled ids and
+        // at most four: a third starts a new generation, and a fifth drops
+        // the generation of the first two.
+        let handle = |seen: &mut Seen, id: &str, n: u64| {
+            let e = EntryId::new(9, n);
+            let k = fresh(seen.admit(id, e)).unwrap();
+            seen.done(&k, e, true);
+        };
+        handle(&mut seen, "c", 0);
+        assert!(matches!(seen.admit("a", e2), Verdict::Duplicate));
+        handle(&mut seen, "d", 1);
+        handle(&mut seen, "e", 2);
         assert!(fresh(seen.admit("a", e2)).is_some());
-        assert!(matches!(seen.admit("b", e1), Verdict::Duplicate));
-        assert!(matches!(seen.admit("c", e2), Verdict::Duplicate));
-        assert!(seen.texts.len() <= 3 && seen.order.len() <= 2);
+        assert!(fresh(seen.admit("b", e2)).is_some());
+        for id in ["c", "d", "e"] {
+            assert!(matches!(seen.admit(id, e1), Verdict::Duplicate), "{id}");
+        }
+        assert!(seen.handled.iter().all(|g| g.len() <= 2));
         // eddy's own ids are kept as numbers; other spellings of the same
         // UUID are other ids, as their text differs.
         let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
@@ -796,14 +816,21 @@ mod tests {
         ] {
             assert_eq!(uuid_number(other), None, "{other}");
         }
-        // Two more handled ids push the UUID out of the window.
-        for (n, t) in ["d1", "d2"].into_iter().enumerate() {
-            let e = EntryId::new(9, n as u64);
-            let k = fresh(seen.admit(t, e)).unwrap();
-            seen.done(&k, e, true);
+        // Three more handled ids push the UUID out of the window.
+        for (n, t) in ["f1", "f2", "f3"].into_iter().enumerate() {
+            handle(&mut seen, t, 10 + n as u64);
         }
-        assert!(seen.uuids.is_empty());
+        assert!(seen.handled.iter().all(|g| g.uuids.is_empty()));
         assert!(fresh(seen.admit(id, e2)).is_some());
+        // An event still being handled stays in however many others finish
+        // meanwhile; a failed copy leaves it to be tried again.
+        let slow = fresh(seen.admit("slow", e1)).unwrap();
+        for n in 0..10 {
+            handle(&mut seen, &format!("g{n}"), 20 + n);
+        }
+        assert!(matches!(seen.admit("slow", e2), Verdict::Duplicate));
+        seen.done(&slow, e1, false);
+        assert!(fresh(seen.admit("slow", e2)).is_some());
         // A failed redelivery of entry 1 finishing after its copy in entry
         // 2 was admitted leaves entry 2's mark alone.
         let mut seen = Seen::new(4);
