@@ -225,10 +225,37 @@ impl Env {
         })
     }
 
+    /// How to open handles from another runtime (a producer's own thread).
+    pub fn opener(&self) -> Opener {
+        Opener {
+            url: self.url.clone(),
+            memory: self.memory.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+
     /// A fresh name for this phase's queue (or key).
     pub fn fresh(&self, what: &str) -> String {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{what}{n}")
+    }
+}
+
+/// Opens handles like [`Env::mq`], from any runtime.
+#[derive(Clone)]
+pub(crate) struct Opener {
+    url: String,
+    memory: Option<SharedEngine>,
+    prefix: String,
+}
+
+impl Opener {
+    pub async fn mq(&self, sub: &str) -> CliResult<Eddy> {
+        let b = EddyBuilder::new(&self.url).prefix(format!("{}{sub}", self.prefix));
+        Ok(match &self.memory {
+            Some(e) => b.with_engine(e.clone())?,
+            None => b.open().await?,
+        })
     }
 }
 
