@@ -263,14 +263,25 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
     }
     for i in producers_on_threads {
         let (spec, tally, opener, name) = (spec.clone(), tally.clone(), env.opener(), name.clone());
+        let mut stop = stop_rx.clone();
         let thread = tokio::task::spawn_blocking(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| CliError::new(format!("cannot start a producer's runtime: {e}")))?;
             runtime.block_on(async move {
-                let q = opener.mq("").await?.queue(&name).await?;
-                produce(q, i, spec, rate, started, tally).await
+                let work = async {
+                    let q = opener.mq("").await?.queue(&name).await?;
+                    produce(q, i, spec, rate, started, tally).await
+                };
+                // Aborting the phase's tasks does not reach this thread,
+                // and the runtime waits for it at exit: a failed phase
+                // stops it here (a producer may be waiting for acks that
+                // will never come).
+                tokio::select! {
+                    r = work => r,
+                    _ = stop.wait_for(|s| *s) => Ok(()),
+                }
             })
         });
         tasks.spawn(async move {

@@ -831,6 +831,30 @@ mod tests {
         assert!(matches!(seen.admit("slow", e2), Verdict::Duplicate));
         seen.done(&slow, e1, false);
         assert!(fresh(seen.admit("slow", e2)).is_some());
+        // A copy handled through one entry while another entry's copy is
+        // in flight: the id is handled, and stays so when the other copy
+        // then fails, until the generations move past it.
+        // (Entry 3 is redelivered while its first delivery runs; the first
+        // fails, entry 4's copy is admitted, then 3's redelivery succeeds.)
+        let (e3, e4) = (EntryId::new(3, 0), EntryId::new(4, 0));
+        let first = fresh(seen.admit("h", e3)).unwrap();
+        let again = fresh(seen.admit("h", e3)).unwrap();
+        seen.done(&first, e3, false);
+        let h4 = fresh(seen.admit("h", e4)).unwrap();
+        seen.done(&again, e3, true);
+        assert!(matches!(
+            seen.admit("h", EntryId::new(5, 0)),
+            Verdict::Duplicate
+        ));
+        seen.done(&h4, e4, false);
+        assert!(matches!(
+            seen.admit("h", EntryId::new(5, 0)),
+            Verdict::Duplicate
+        ));
+        for n in 0..4 {
+            handle(&mut seen, &format!("k{n}"), 40 + n);
+        }
+        assert!(fresh(seen.admit("h", EntryId::new(5, 0))).is_some());
         // A failed redelivery of entry 1 finishing after its copy in entry
         // 2 was admitted leaves entry 2's mark alone.
         let mut seen = Seen::new(4);
