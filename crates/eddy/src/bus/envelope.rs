@@ -124,18 +124,10 @@ impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
             ) -> std::result::Result<WireEvent<DATA>, A::Error> {
                 let mut data = Map::new();
                 let mut plain = true;
-                let (mut event_id, mut event_type, mut timestamp) = (None, None, 0.0);
-                let (mut source, mut correlation_id, mut causation_id, mut traceparent) =
-                    (None, None, None, None);
+                let mut head = HeadFields::default();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     match key.as_str() {
-                        "event_id" => event_id = Some(map.next_value::<String>()?),
-                        "event_type" => event_type = Some(map.next_value::<String>()?),
-                        "timestamp" => timestamp = map.next_value::<f64>()?,
-                        "source" => source = Some(map.next_value::<String>()?),
-                        "correlation_id" => correlation_id = Some(map.next_value::<String>()?),
-                        "causation_id" => causation_id = Some(map.next_value::<String>()?),
-                        "traceparent" => traceparent = Some(map.next_value::<String>()?),
+                        k if head.take(k, &mut map)? => {}
                         // Parsed, not skipped: its strings are checked as
                         // the general path checks them.
                         k if k.starts_with('_') && DATA => {
@@ -156,23 +148,89 @@ impl<'de, const DATA: bool> serde::Deserialize<'de> for WireEvent<DATA> {
                         }
                     }
                 }
-                let (Some(event_id), Some(event_type)) = (event_id, event_type) else {
-                    return Ok(WireEvent { env: None, plain });
-                };
-                let env = Some(Envelope {
-                    event_id,
-                    event_type,
-                    timestamp,
-                    source,
-                    correlation_id,
-                    causation_id,
-                    traceparent,
-                    data,
-                });
+                let env = head.finish(data);
                 Ok(WireEvent { env, plain })
             }
         }
         d.deserialize_map(Visit::<DATA>)
+    }
+}
+
+/// The envelope's fields of a wire object, as its visitor meets them (a
+/// field met twice: the last wins, as in a `Map`).
+#[derive(Default, Clone, Debug)]
+pub(crate) struct HeadFields {
+    /// Whether the id and the type are known already: their values are
+    /// then skipped, not read again.
+    known_id_and_type: bool,
+    event_id: Option<String>,
+    event_type: Option<String>,
+    timestamp: f64,
+    source: Option<String>,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    traceparent: Option<String>,
+}
+
+impl HeadFields {
+    /// Read the value of `key` if it is an envelope field (`true`), each
+    /// of its type; leave it for the caller if not (`false`).
+    pub(crate) fn take<'de, A: serde::de::MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> std::result::Result<bool, A::Error> {
+        match key {
+            "event_id" | "event_type" if self.known_id_and_type => {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            "event_id" => self.event_id = Some(map.next_value()?),
+            "event_type" => self.event_type = Some(map.next_value()?),
+            "timestamp" => self.timestamp = map.next_value()?,
+            "source" => self.source = Some(map.next_value()?),
+            "correlation_id" => self.correlation_id = Some(map.next_value()?),
+            "causation_id" => self.causation_id = Some(map.next_value()?),
+            "traceparent" => self.traceparent = Some(map.next_value()?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// For a wire object whose id and type are known (see
+    /// `known_id_and_type`).
+    pub(crate) fn knowing_id_and_type() -> Self {
+        Self {
+            known_id_and_type: true,
+            ..Self::default()
+        }
+    }
+
+    /// The envelope with the id and the type known.
+    pub(crate) fn finish_with(self, event_id: String, event_type: String) -> Envelope {
+        Envelope {
+            event_id,
+            event_type,
+            timestamp: self.timestamp,
+            source: self.source,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            traceparent: self.traceparent,
+            data: Map::new(),
+        }
+    }
+
+    /// The envelope, if it had an id and a type.
+    pub(crate) fn finish(self, data: Map<String, Value>) -> Option<Envelope> {
+        Some(Envelope {
+            event_id: self.event_id?,
+            event_type: self.event_type?,
+            timestamp: self.timestamp,
+            source: self.source,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            traceparent: self.traceparent,
+            data,
+        })
     }
 }
 
@@ -201,7 +259,7 @@ struct Checked<'a> {
 
 /// The key serde_json (with `arbitrary_precision`) presents a number under
 /// when it is not a 64-bit integer.
-const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+pub(crate) const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
 impl<'de> serde::de::DeserializeSeed<'de> for Checked<'_> {
     type Value = ();

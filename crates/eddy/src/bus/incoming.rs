@@ -19,26 +19,38 @@
 //! value, such as untagged enums) and the read works; otherwise from the
 //! envelope's map, whose answer (including its error) stands.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::envelope::{head_from_wire_bytes, RESERVED};
+use super::envelope::{head_from_wire_bytes, HeadFields, RESERVED};
+use super::watch::Watch;
 use super::{Envelope, Event};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 
 /// An event received by a service.
 #[derive(Debug)]
 pub(crate) struct Incoming {
-    /// The envelope; its `data` is empty while `raw` holds the event.
+    /// The envelope; its `data` is empty while `raw` holds the event. For
+    /// an entry read [`Incoming::from_wire_bytes`]'s quick way, only the id
+    /// and the type until the event is read.
     head: Envelope,
+    /// Whether `head` is only the id and the type.
+    partial: bool,
+    /// The other envelope fields of a partial entry, read with its event.
+    rest: OnceLock<HeadFields>,
+    /// The whole head of a partial entry, built from `rest` when asked.
+    read_head: OnceLock<Envelope>,
     /// The entry's bytes, when the event's fields have not been read.
     raw: Option<Bytes>,
-    /// Whether `E` may be read from `raw` (see the module's doc).
+    /// Whether `E` may be read from `raw` as it is (see the module's doc);
+    /// a partial entry's read is watched instead ([`Watch`]).
     plain: bool,
-    /// The whole envelope, read from `raw` on first use.
-    full: OnceLock<Envelope>,
+    /// The whole envelope, read from `raw` on first use; an error if the
+    /// entry is not an event after all (only a partial one can turn out so).
+    full: OnceLock<std::result::Result<Envelope, String>>,
 }
 
 impl Incoming {
@@ -46,101 +58,271 @@ impl Incoming {
     pub(crate) fn decoded(env: Envelope) -> Self {
         Self {
             head: env,
+            partial: false,
+            rest: OnceLock::new(),
+            read_head: OnceLock::new(),
             raw: None,
             plain: false,
             full: OnceLock::new(),
         }
     }
 
-    /// Read only the envelope of an entry's bytes; `None` if the entry is
-    /// not plainly an event (the general path then decides).
+    /// Read the envelope of an entry's bytes; `None` if the entry is not
+    /// plainly an event (the general path then decides).
+    ///
+    /// An entry that starts as eddy writes one (`{"event_id":"…",
+    /// "event_type":"…",`) has only those two read now: its other fields
+    /// are read in one pass with the event, by [`Incoming::decode`]. Reading
+    /// the envelope first and the event again was ~20% of a service's CPU in
+    /// `eddy bench bus` (perf). Until then the entry is only probably an
+    /// event: the service checks it (reading its event, or its envelope)
+    /// before anything counts it as an event.
     pub(crate) fn from_wire_bytes(raw: &Bytes) -> Option<Self> {
+        if let Some((event_id, event_type)) = leading_id_and_type(raw) {
+            let head = Envelope {
+                event_id: event_id.to_owned(),
+                event_type: event_type.to_owned(),
+                timestamp: 0.0,
+                source: None,
+                correlation_id: None,
+                causation_id: None,
+                traceparent: None,
+                data: Default::default(),
+            };
+            return Some(Self {
+                head,
+                partial: true,
+                rest: OnceLock::new(),
+                read_head: OnceLock::new(),
+                raw: Some(raw.clone()),
+                plain: false,
+                full: OnceLock::new(),
+            });
+        }
         let (head, plain) = head_from_wire_bytes(raw)?;
         Some(Self {
             head,
+            partial: false,
+            rest: OnceLock::new(),
+            read_head: OnceLock::new(),
             raw: Some(raw.clone()),
             plain,
             full: OnceLock::new(),
         })
     }
 
+    /// The event's id and type.
+    pub(crate) fn id_and_type(&self) -> (&str, &str) {
+        (&self.head.event_id, &self.head.event_type)
+    }
+
     /// The envelope's fields (`data` possibly not read yet): id, type,
     /// source and the rest.
     pub(crate) fn head(&self) -> &Envelope {
-        &self.head
+        if !self.partial {
+            return &self.head;
+        }
+        match self.rest.get() {
+            Some(rest) => self.read_head.get_or_init(|| {
+                let (id, ty) = self.id_and_type();
+                rest.clone().finish_with(id.to_owned(), ty.to_owned())
+            }),
+            None => self.envelope(),
+        }
     }
 
-    /// The whole envelope, the event's fields included.
+    /// Why the entry is not an event after all, once that is known (only a
+    /// partial entry can turn out so: see [`Incoming::from_wire_bytes`]).
+    /// Reads the envelope if the event has not been read.
+    pub(crate) fn not_an_event(&self) -> Option<&str> {
+        if self.partial && self.rest.get().is_none() {
+            self.envelope();
+        }
+        match self.full.get() {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The whole envelope, the event's fields included (for an entry that
+    /// is not an event after all, see [`Incoming::not_an_event`], only its
+    /// id and type).
     pub(crate) fn envelope(&self) -> &Envelope {
         let Some(raw) = &self.raw else {
             return &self.head;
         };
-        self.full.get_or_init(|| {
-            Envelope::from_wire_bytes(raw)
-                .or_else(|| {
-                    let entry =
-                        crate::engine::Entry::new(crate::EntryId::new(0, 0), Some(raw.clone()), 0);
-                    let msg = crate::queue::wire::decode(entry, usize::MAX).ok()?;
-                    Envelope::from_json(msg.data).ok()
-                })
-                // Cannot happen: the head was read from these bytes with
-                // the same checks (every value checked as a `Value`
-                // parse checks it, envelope fields of their types), and
-                // these parses accept whatever passes them. Keep the fields
-                // read rather than fail.
-                .unwrap_or_else(|| self.head.clone())
-        })
+        let full = self.full.get_or_init(|| {
+            Envelope::from_wire_bytes(raw).map(Ok).unwrap_or_else(|| {
+                let entry =
+                    crate::engine::Entry::new(crate::EntryId::new(0, 0), Some(raw.clone()), 0);
+                let msg = crate::queue::wire::decode(entry, usize::MAX).map_err(|u| u.reason)?;
+                Envelope::from_json(msg.data).map_err(|e| e.to_string())
+            })
+        });
+        // An entry whose head was read whole cannot fail here: the head
+        // was read from these bytes with the same checks (every value
+        // checked as a `Value` parse checks it, envelope fields of their
+        // types), and these parses accept whatever passes them.
+        full.as_ref().unwrap_or(&self.head)
     }
 
     /// The typed event: from the bytes when they are plainly an `E`,
     /// otherwise as [`Envelope::decode`] gives it.
     pub(crate) fn decode<E: Event>(&self) -> Result<E> {
-        if let (Some(raw), true) = (&self.raw, self.plain && self.head.is::<E>()) {
-            let mut de = serde_json::Deserializer::from_slice(raw);
-            if let Ok(event) = E::deserialize(EventFields(&mut de)) {
-                return Ok(event);
+        if let (Some(raw), true) = (&self.raw, self.head.is::<E>()) {
+            if self.partial {
+                if self.full.get().is_none() {
+                    if let Some((event, rest)) = read_event_and_head::<E>(raw) {
+                        let _ = self.rest.set(rest);
+                        return Ok(event);
+                    }
+                }
+            } else if self.plain {
+                let mut de = serde_json::Deserializer::from_slice(raw);
+                if let Ok(event) = E::deserialize(EventFields::skipping(&mut de)) {
+                    return Ok(event);
+                }
             }
         }
-        self.envelope().decode::<E>()
+        let env = self.envelope();
+        if let Some(Err(e)) = self.full.get() {
+            return Err(Error::new(ErrorKind::Decode, format!("not an event: {e}")));
+        }
+        env.decode::<E>()
     }
+}
+
+/// The id and the type of an entry that starts as eddy writes events, if
+/// the rest of it cannot hold another id or type, and if skipping its values
+/// checks what parsing them would. That is:
+/// - the object's first two fields are `event_id` and `event_type`, plain
+///   strings (no escapes), and neither name appears again;
+/// - there is no `\u` escape (with one a later field's name could spell
+///   one of them, or a string hold a lone surrogate, which skipping lets
+///   through);
+/// - the bytes are UTF-8 (skipping does not check a string's), with at
+///   most 127 brackets in all (a bound on the nesting, which skipping does
+///   not limit).
+///
+/// Whether it is an event at all is checked when it is read.
+fn leading_id_and_type(raw: &[u8]) -> Option<(&str, &str)> {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static EVENT_: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"event_"));
+    let rest = raw.strip_prefix(b"{\"event_id\":\"")?;
+    let end = memchr::memchr(b'"', rest)?;
+    let (id, rest) = rest.split_at(end);
+    let rest = rest.strip_prefix(b"\",\"event_type\":\"")?;
+    let end = memchr::memchr(b'"', rest)?;
+    let (ty, rest) = rest.split_at(end);
+    let plain = |s: &[u8]| !s.iter().any(|&b| b == b'\\' || b < 0x20);
+    if !matches!(rest.get(1), Some(b',' | b'}')) || !plain(id) || !plain(ty) {
+        return None;
+    }
+    // Past the two fields, neither name again (one search: both start so).
+    let after = &rest[1..];
+    let again = EVENT_.find_iter(after).any(|at| {
+        let name = &after[at + 7..];
+        name.starts_with(b"id\"") || name.starts_with(b"type\"")
+    });
+    let unicode_escape = memchr::memchr_iter(b'\\', raw).any(|at| raw.get(at + 1) == Some(&b'u'));
+    if again || unicode_escape || memchr::memchr2_iter(b'[', b'{', raw).take(128).count() > 127 {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?;
+    Some((std::str::from_utf8(id).ok()?, std::str::from_utf8(ty).ok()?))
+}
+
+/// The event and the rest of the envelope of a partial entry, in one pass
+/// over its bytes: the envelope's fields as [`HeadFields`] reads them, the
+/// queue's (`_`) skipped, the event's read into `E`, watched ([`Watch`]).
+/// `None` if anything is amiss (the read fails, or is odd): the general
+/// path then decides. Skipping checks enough here: see
+/// [`leading_id_and_type`].
+fn read_event_and_head<E: Event>(raw: &[u8]) -> Option<(E, HeadFields)> {
+    let odd = Cell::new(false);
+    let mut head = HeadFields::knowing_id_and_type();
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let event = E::deserialize(EventFields {
+        de: &mut de,
+        capture: Some(Capture {
+            head: &mut head,
+            odd: &odd,
+        }),
+    })
+    .ok()?;
+    de.end().ok()?;
+    if odd.get() {
+        return None;
+    }
+    Some((event, head))
 }
 
 /// A wire object's deserializer that shows only the event's own fields:
 /// the envelope's and those starting with `_` are skipped, as
 /// [`Envelope::from_json`] leaves them out of `data`. An option or a newtype
 /// sees the object itself, as with [`super::envelope::ObjectRef`].
-struct EventFields<D>(D);
+struct EventFields<'c, D> {
+    de: D,
+    capture: Option<Capture<'c>>,
+}
 
-impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for EventFields<D> {
+impl<D> EventFields<'_, D> {
+    fn skipping(de: D) -> Self {
+        Self { de, capture: None }
+    }
+}
+
+impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for EventFields<'_, D> {
     type Error = D::Error;
 
     fn deserialize_any<V: Visitor<'de>>(
         self,
         visitor: V,
     ) -> std::result::Result<V::Value, D::Error> {
-        self.0.deserialize_map(OnlyEventFields(visitor))
+        self.de.deserialize_map(OnlyEventFields {
+            visitor,
+            capture: self.capture,
+        })
     }
 
     crate::queue::wire::as_an_object!(D::Error);
 }
 
-struct OnlyEventFields<V>(V);
+struct OnlyEventFields<'c, V> {
+    visitor: V,
+    capture: Option<Capture<'c>>,
+}
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for OnlyEventFields<V> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for OnlyEventFields<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.0.expecting(f)
+        self.visitor.expecting(f)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<V::Value, A::Error> {
-        self.0.visit_map(Filtered(map))
+        self.visitor.visit_map(Filtered {
+            map,
+            capture: self.capture,
+        })
     }
 }
 
-struct Filtered<A>(A);
+/// The event's fields of a wire object, as a map: envelope fields and
+/// the queue's (`_`) skipped, or, with a [`Capture`], read into it.
+struct Filtered<'c, A> {
+    map: A,
+    capture: Option<Capture<'c>>,
+}
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<A> {
+/// Where a one-pass read keeps what is not the event's.
+struct Capture<'c> {
+    head: &'c mut HeadFields,
+    odd: &'c Cell<bool>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -148,10 +330,18 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<A> {
         seed: K,
     ) -> std::result::Result<Option<K::Value>, A::Error> {
         use crate::queue::wire::Key;
-        while let Some(key) = self.0.next_key::<Key<'de>>()? {
+        while let Some(key) = self.map.next_key::<Key<'de>>()? {
             let k = key.as_str();
-            if k.starts_with('_') || RESERVED.contains(&k) {
-                self.0.next_value::<IgnoredAny>()?;
+            if let Some(c) = &mut self.capture {
+                if c.head.take(k, &mut self.map)? {
+                    continue;
+                }
+                if k.starts_with('_') {
+                    self.map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            } else if k.starts_with('_') || RESERVED.contains(&k) {
+                self.map.next_value::<IgnoredAny>()?;
                 continue;
             }
             return key.deserialize_with(seed).map(Some);
@@ -163,7 +353,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<A> {
         &mut self,
         seed: S,
     ) -> std::result::Result<S::Value, A::Error> {
-        self.0.next_value_seed(seed)
+        match &self.capture {
+            Some(c) => self.map.next_value_seed(Watch::new(seed, c.odd)),
+            None => self.map.next_value_seed(seed),
+        }
     }
 }
 
@@ -187,25 +380,182 @@ mod tests {
     }
     crate::event!(Strict, "Paid");
 
+    /// Takes any value for `amount`: an untagged enum sees a float as an
+    /// `f64` in a `Value`, and as serde_json's private number map in the
+    /// bytes.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(untagged)]
+    enum Amount {
+        Num(f64),
+        Raw(serde_json::Value),
+    }
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Priced {
+        amount: Amount,
+    }
+    crate::event!(Priced, "Paid");
+
+    /// Takes everything, through serde's buffering.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Loose {
+        #[serde(flatten)]
+        rest: std::collections::BTreeMap<String, serde_json::Value>,
+    }
+    crate::event!(Loose, "Paid");
+
     /// The general path: the entry's message, then `from_json`.
-    fn general(raw: &[u8]) -> Envelope {
+    fn general(raw: &[u8]) -> std::result::Result<Envelope, String> {
         let entry = crate::engine::Entry::new(
             crate::EntryId::new(1, 0),
             Some(Bytes::copy_from_slice(raw)),
             1,
         );
-        let msg = crate::queue::wire::decode(entry, 1 << 20).unwrap();
-        Envelope::from_json(msg.data).unwrap()
+        let msg = crate::queue::wire::decode(entry, 1 << 20).map_err(|u| u.reason)?;
+        Envelope::from_json(msg.data).map_err(|e| e.to_string())
     }
 
+    /// The quick way first (see [`Incoming::from_wire_bytes`]).
     fn incoming(raw: &[u8]) -> Option<Incoming> {
         Incoming::from_wire_bytes(&Bytes::copy_from_slice(raw))
     }
 
+    /// The envelope read whole first, never the quick way.
+    fn whole(raw: &[u8]) -> Option<Incoming> {
+        let raw = Bytes::copy_from_slice(raw);
+        let (head, plain) = head_from_wire_bytes(&raw)?;
+        Some(Incoming {
+            head,
+            partial: false,
+            rest: OnceLock::new(),
+            read_head: OnceLock::new(),
+            raw: Some(raw),
+            plain,
+            full: OnceLock::new(),
+        })
+    }
+
+    fn head_of(e: &Envelope) -> impl PartialEq + std::fmt::Debug + '_ {
+        (
+            (&e.event_id, &e.event_type, e.timestamp.to_bits()),
+            (
+                &e.source,
+                &e.correlation_id,
+                &e.causation_id,
+                &e.traceparent,
+            ),
+        )
+    }
+
+    /// Every way in reads `raw` as the general path does, as a service
+    /// uses it: the typed event first, then whether it is an event at all,
+    /// the head and the envelope. Returns how many ways took it (a way may
+    /// step aside).
+    fn same_as_general<E: Event + PartialEq + std::fmt::Debug>(raw: &[u8]) -> usize {
+        let expected = general(raw);
+        let what = String::from_utf8_lossy(raw);
+        let mut took = 0;
+        for inc in [incoming(raw), whole(raw)].into_iter().flatten() {
+            took += 1;
+            let got = inc.decode::<E>().map_err(|e| e.to_string());
+            match &expected {
+                Ok(env) => {
+                    assert_eq!(inc.not_an_event(), None, "{what}");
+                    let want = env.decode::<E>().map_err(|e| e.to_string());
+                    assert_eq!(got, want, "{what}");
+                    assert_eq!(head_of(inc.head()), head_of(env), "{what}");
+                    assert_eq!(inc.envelope(), env, "{what}");
+                }
+                Err(_) => {
+                    assert!(inc.partial, "only a partial read can be wrong: {what}");
+                    assert!(got.is_err(), "{what}");
+                    assert!(inc.not_an_event().is_some(), "{what}");
+                }
+            }
+        }
+        took
+    }
+
+    fn all_types(raw: &[u8]) -> usize {
+        let n = same_as_general::<Paid>(raw);
+        for m in [
+            same_as_general::<Strict>(raw),
+            same_as_general::<Priced>(raw),
+            same_as_general::<Loose>(raw),
+        ] {
+            assert_eq!(m, n);
+        }
+        n
+    }
+
+    #[test]
+    fn every_way_in_reads_events_as_the_general_path() {
+        let deep = format!(
+            r#"{{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"junk":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let cases: Vec<&[u8]> = vec![
+            // As eddy writes them.
+            br#"{"event_id":"e1","event_type":"Paid","timestamp":2.5,"order_id":"o1","amount":9.99,"n":3,"_metadata":{"id":"e1","timestamp":2.5,"ttl":null}}"#,
+            br#"{"event_id":"e1","event_type":"Paid","timestamp":2.5,"order_id":"o1","amount":9.99,"n":3,"source":"s","correlation_id":"c","causation_id":"x","traceparent":"t","_failures":[{"reason":"r"}],"_metadata":{"id":"e1"}}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":7,"n":3}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1"}"#,
+            br#"{"event_id":"e1","event_type":"Paid"}"#,
+            br#"{"event_id":"e1","event_type":"Other","order_id":"o1","amount":1,"n":1}"#,
+            // Numbers a `Value` and the bytes show differently.
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":1e300,"n":3}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":[1,{"x":-0.5}],"n":3}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":123456789012345678901234567890,"n":3}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":-7,"n":18446744073709551615}"#,
+            // The queue's metadata, of any shape.
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":1,"n":3,"_metadata":5}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":1,"n":3,"_metadata":{"id":5,"ttl":"x"}}"#,
+            br#"{"event_id":"e1","event_type":"Paid","_metadata":null,"order_id":"o1","amount":1,"n":3,"_metadata":{}}"#,
+            // Duplicates: the last wins, as in the map.
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"order_id":"b"}"#,
+            br#"{"event_id":"e1","event_type":"Paid","source":"a","order_id":"a","amount":1,"n":1,"source":"b"}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"event_id":"e2"}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"event\u005fid":"e2"}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"event_id","amount":1,"n":1}"#,
+            // Envelope fields of the wrong type, after the id and type.
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"source":null}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"source":5}"#,
+            br#"{"event_id":"e1","event_type":"Paid","timestamp":"now","order_id":"a","amount":1,"n":1}"#,
+            // Not JSON, or not an object, after a good start.
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1} trailing"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a",,"amount":1,"n":1}"#,
+            br#"{"event_id":"e1","event_type":"Paid"]"#,
+            // What skipping would let through and parsing does not.
+            b"{\"event_id\":\"e1\",\"event_type\":\"Paid\",\"order_id\":\"a\",\"amount\":1,\"n\":1,\"junk\":\"\xff\"}",
+            b"{\"event_id\":\"e1\",\"event_type\":\"Paid\",\"order_id\":\"a\",\"amount\":1,\"n\":1,\"_junk\":[\"\xff\"]}",
+            b"{\"event_id\":\"e1\",\"event_type\":\"Paid\",\"order_id\":\"a\",\"amount\":1,\"n\":1,\"junk\":\"\x01\"}",
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"junk":"\ud800"}"#,
+            deep.as_bytes(),
+            // Ids and types that are not plain strings, or other starts.
+            br#"{"event_id":"e\"1","event_type":"Paid","order_id":"a","amount":1,"n":1}"#,
+            br#"{"event_id":1,"event_type":"Paid","order_id":"a","amount":1,"n":1}"#,
+            br#"{"event_type":"Paid","event_id":"e1","order_id":"a","amount":1,"n":1}"#,
+            br#"{"order_id":"a","event_id":"e1","event_type":"Paid","amount":1,"n":1}"#,
+            br#"{"event_type":"Paid","order_id":"a"}"#,
+            b"[1]",
+        ];
+        let mut quick = 0;
+        for raw in cases {
+            let n = all_types(raw);
+            if incoming(raw).is_some_and(|i| i.partial) {
+                quick += 1;
+            }
+            assert!(n <= 2);
+        }
+        assert!(quick >= 20, "the quick way was taken {quick} times");
+    }
+
     #[test]
     fn reads_the_envelope_now_and_the_event_when_asked() {
-        let raw = br#"{"event_id":"e1","event_type":"Paid","timestamp":2.5,"order_id":"o1","amount":9.99,"n":3,"_failures":[{"reason":"r"}],"source":"s","_metadata":{"id":"e1","timestamp":2.5,"ttl":null}}"#;
+        let raw = br#"{"order_id":"o1","event_id":"e1","event_type":"Paid","timestamp":2.5,"amount":9,"n":3,"_failures":[{"reason":"r"}],"source":"s","_metadata":{"id":"e1","timestamp":2.5,"ttl":null}}"#;
         let inc = incoming(raw).unwrap();
+        assert!(!inc.partial);
         let head = inc.head();
         assert_eq!(
             (
@@ -221,131 +571,93 @@ mod tests {
             inc.decode::<Paid>().unwrap(),
             Paid {
                 order_id: "o1".into(),
+                amount: 9.0,
+                n: 3
+            }
+        );
+        assert!(inc.full.get().is_none(), "read from the bytes");
+    }
+
+    #[test]
+    fn reads_an_eddy_event_and_its_envelope_in_one_pass() {
+        let raw = br#"{"event_id":"e1","event_type":"Paid","timestamp":2.5,"order_id":"o1","amount":9.99,"n":3,"source":"s","correlation_id":"c","_metadata":{"id":"e1","timestamp":2.5,"ttl":null}}"#;
+        let inc = incoming(raw).unwrap();
+        assert!(inc.partial);
+        assert_eq!(inc.id_and_type(), ("e1", "Paid"));
+        assert_eq!(
+            inc.decode::<Paid>().unwrap(),
+            Paid {
+                order_id: "o1".into(),
                 amount: 9.99,
                 n: 3
             }
         );
-        // Envelope fields and `_` fields are not the event's: a type that
-        // refuses unknown fields reads it, as from the map; and refuses
-        // the event's other fields, as from the map.
-        let only = br#"{"event_id":"e2","event_type":"Paid","order_id":"o2","_requeues":[],"traceparent":"t"}"#;
+        assert!(inc.full.get().is_none(), "read in one pass, not twice");
+        assert_eq!(inc.not_an_event(), None);
+        let head = inc.head();
         assert_eq!(
-            incoming(only).unwrap().decode::<Strict>().unwrap(),
-            Strict {
-                order_id: "o2".into()
-            }
+            (
+                head.timestamp,
+                head.source.as_deref(),
+                head.correlation_id.as_deref()
+            ),
+            (2.5, Some("s"), Some("c"))
         );
-        assert!(inc.decode::<Strict>().is_err() && general(raw).decode::<Strict>().is_err());
-        assert_eq!(*inc.envelope(), general(raw));
+        assert!(head.data.is_empty());
+        // A type that takes any value for a float: read from the map.
+        let float = br#"{"event_id":"e1","event_type":"Paid","amount":9.99}"#;
+        let inc = incoming(float).unwrap();
         assert_eq!(
-            inc.decode::<Paid>().unwrap(),
-            general(raw).decode::<Paid>().unwrap()
-        );
-    }
-
-    #[test]
-    fn odd_events_decode_as_the_envelope_decodes_them() {
-        // A duplicate field: the last wins, as in the map (serde's derive
-        // alone would refuse it).
-        let raw = br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"order_id":"b"}"#;
-        let inc = incoming(raw).unwrap();
-        assert_eq!(inc.decode::<Paid>().unwrap().order_id, "b");
-        // Not a Paid at all: the same error as the envelope's.
-        let raw = br#"{"event_id":"e1","event_type":"Paid","order_id":"a"}"#;
-        let (inc, env) = (incoming(raw).unwrap(), general(raw));
-        assert_eq!(
-            inc.decode::<Paid>().unwrap_err().to_string(),
-            env.decode::<Paid>().unwrap_err().to_string()
-        );
-        // Another type's event is refused for its type.
-        #[derive(Debug, serde::Serialize, serde::Deserialize)]
-        struct Other {}
-        crate::event!(Other);
-        assert!(inc.decode::<Other>().is_err());
-    }
-
-    #[test]
-    fn entries_decoding_would_refuse_are_left_to_it() {
-        // serde_json's skipping lets these through; parsing does not.
-        let surrogate = br#"{"event_id":"e1","event_type":"Paid","order_id":"o","junk":"\ud800"}"#;
-        let deep = format!(
-            r#"{{"event_id":"e1","event_type":"Paid","order_id":"o","junk":{}1{}}}"#,
-            "[".repeat(200),
-            "]".repeat(200)
-        );
-        for raw in [&surrogate[..], deep.as_bytes()] {
-            assert!(incoming(raw).is_none(), "{}", String::from_utf8_lossy(raw));
-            let entry = crate::engine::Entry::new(
-                crate::EntryId::new(1, 0),
-                Some(Bytes::copy_from_slice(raw)),
-                1,
-            );
-            assert!(crate::queue::wire::decode(entry, 1 << 20).is_err());
-        }
-    }
-
-    #[test]
-    fn events_with_other_numbers_are_read_through_the_map() {
-        // An untagged enum sees a float as an `f64` in a `Value`, and as
-        // serde_json's private number map in the bytes.
-        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        #[serde(untagged)]
-        enum Amount {
-            Num(f64),
-            Raw(serde_json::Value),
-        }
-        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct Priced {
-            amount: Amount,
-        }
-        crate::event!(Priced);
-        for raw in [
-            &br#"{"event_id":"e1","event_type":"Priced","amount":9.99}"#[..],
-            br#"{"event_id":"e1","event_type":"Priced","amount":[1,{"x":-0}]}"#,
-            br#"{"event_id":"e1","event_type":"Priced","amount":123456789012345678901234567890}"#,
-        ] {
-            let inc = incoming(raw).unwrap();
-            assert!(!inc.plain, "{}", String::from_utf8_lossy(raw));
-            // The same answer, error included (serde cannot buffer a
-            // number beyond 128 bits for an untagged enum either way).
-            assert_eq!(
-                inc.decode::<Priced>().map_err(|e| e.to_string()),
-                general(raw).decode::<Priced>().map_err(|e| e.to_string())
-            );
-        }
-        assert_eq!(
-            incoming(br#"{"event_id":"e1","event_type":"Priced","amount":9.99}"#)
-                .unwrap()
-                .decode::<Priced>()
-                .unwrap(),
+            inc.decode::<Priced>().unwrap(),
             Priced {
                 amount: Amount::Num(9.99)
             }
         );
-        // 64-bit integers read alike either way: the bytes are used.
+        assert!(inc.full.get().is_some(), "the odd read was thrown away");
+        // Whole integers read alike either way: from the bytes.
         let ints =
-            br#"{"event_id":"e1","event_type":"Priced","amount":-7,"_metadata":{"timestamp":1.5}}"#;
+            br#"{"event_id":"e1","event_type":"Paid","amount":-7,"_metadata":{"timestamp":1.5}}"#;
         let inc = incoming(ints).unwrap();
-        assert!(inc.plain);
         assert_eq!(
             inc.decode::<Priced>().unwrap(),
-            general(ints).decode::<Priced>().unwrap()
+            Priced {
+                amount: Amount::Num(-7.0)
+            }
         );
+        assert!(inc.full.get().is_none());
+    }
+
+    #[test]
+    fn an_eddy_start_is_not_yet_an_event() {
+        // (Envelope fields of other types are not an event's fault: the
+        // general path reads them as absent. Only a broken entry is not
+        // an event.)
+        let raw =
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1} and more"#;
+        let inc = incoming(raw).unwrap();
+        assert!(inc.partial && inc.decode::<Paid>().is_err());
+        assert!(inc.not_an_event().unwrap().contains("trailing"));
+        // Asked without reading the event (no typed handler), too.
+        let inc = incoming(raw).unwrap();
+        assert!(inc.not_an_event().is_some());
+        assert_eq!(inc.id_and_type(), ("e1", "Paid"));
     }
 
     #[test]
     fn only_plain_events_take_the_fast_path() {
         for raw in [
-            &br#"{"event_id":"e1","event_type":"T","source":null}"#[..],
+            &br#"{"event_type":"T","source":null,"event_id":"e1"}"#[..],
             br#"{"event_id":1,"event_type":"T"}"#,
             br#"{"event_type":"T","a":1}"#,
-            br#"{"event_id":"e1","event_type":"T"} trailing"#,
-            b"{\"event_id\":\"e1\",\"event_type\":\"T\",\"skipped\":\"\xff\"}",
+            br#"{"a":1,"event_id":"e1","event_type":"T"} trailing"#,
+            b"{\"a\":1,\"event_id\":\"e1\",\"event_type\":\"T\",\"skipped\":\"\xff\"}",
+            br#"{"a":1,"event_id":"e1","event_type":"T","junk":"\ud800"}"#,
             b"[1]",
         ] {
             assert!(incoming(raw).is_none(), "{raw:?}");
         }
-        let decoded = Incoming::decoded(general(br#"{"event_id":"e1","event_type":"T","a":1}"#));
+        let decoded =
+            Incoming::decoded(general(br#"{"event_id":"e1","event_type":"T","a":1}"#).unwrap());
         assert_eq!(decoded.envelope().data["a"], json!(1));
         #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         struct T {

@@ -20,6 +20,7 @@ mod batch;
 mod envelope;
 mod flat;
 mod incoming;
+mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -604,11 +604,29 @@ impl Dispatch {
                 return Outcome::reject(format!("not an event: {e}"));
             }
         };
-        let env = event.head();
-        let key = match self.seen().admit(&env.event_id, id) {
+        let (event_id, event_type) = event.id_and_type();
+        let handler = self.handlers.get(event_type).or(self.fallback.as_ref());
+        // The handler is called (a typed one reads its event: see
+        // `ServiceBuilder::on`) before anything counts the entry as an
+        // event: an entry read the quick way is known to be one only once
+        // read (`Incoming::from_wire_bytes`). Its future does nothing
+        // until awaited.
+        let ctx = Context {
+            bus: self.bus.clone(),
+            service: self.service.clone(),
+            delivery_count,
+            metrics: self.metrics.clone(),
+            envelope: event.clone(),
+        };
+        let run = handler.map(|handler| handler(ctx, &event));
+        if let Some(e) = event.not_an_event() {
+            self.metrics.malformed();
+            return Outcome::reject(format!("not an event: {e}"));
+        }
+        let key = match self.seen().admit(event_id, id) {
             Verdict::Duplicate => {
                 self.metrics.duplicate();
-                tracing::debug!(event_id = %env.event_id, "duplicate event dropped");
+                tracing::debug!(event_id = %event_id, "duplicate event dropped");
                 return Outcome::Ack;
             }
             Verdict::Fresh(key) => key,
@@ -621,25 +639,13 @@ impl Dispatch {
             entry: id,
             handled: false,
         };
-        let Some(handler) = self
-            .handlers
-            .get(&env.event_type)
-            .or(self.fallback.as_ref())
-        else {
+        let Some(run) = run else {
             self.metrics.unknown();
-            tracing::warn!(service = %self.service, event_type = %env.event_type, event_id = %env.event_id, "no handler for this event type; acknowledging it");
+            tracing::warn!(service = %self.service, event_type = %event_type, event_id = %event_id, "no handler for this event type; acknowledging it");
             return Outcome::Ack;
         };
-        let ctx = Context {
-            bus: self.bus.clone(),
-            service: self.service.clone(),
-            delivery_count,
-            metrics: self.metrics.clone(),
-            envelope: event.clone(),
-        };
-        let event_type = &env.event_type;
         let started = Instant::now();
-        let result = handler(ctx, &event).await;
+        let result = run.await;
         let elapsed = started.elapsed();
         mark.handled = result.is_ok();
         drop(mark);
