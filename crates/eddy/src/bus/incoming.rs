@@ -1,6 +1,6 @@
-//! An event as a service receives it: the envelope's own fields read at
-//! once, the event's fields left in the entry's bytes until something asks
-//! for them.
+//! An event as a service receives it: the envelope's fields read first, or
+//! only its id and type, the event's fields left in the entry's bytes until
+//! something asks for them.
 //!
 //! A typed handler (`on::<E>`) deserializes `E` straight from those bytes,
 //! so the event's fields never become a JSON `Map`: building that map (with
@@ -10,13 +10,21 @@
 //! envelope on first use, for `on_any`, `order_by` and
 //! [`crate::service::Context::envelope`].
 //!
-//! Every fast path gives what the general one would, or steps aside: an
-//! entry is read this way only if its envelope fields have their types and
-//! the whole entry passes the checks decoding it would make (UTF-8,
-//! escapes, nesting, trailing bytes); `E` is taken from the bytes only if
-//! the event's fields hold no number but 64-bit integers (others read
-//! differently from bytes than from a `Value` for types that take any
-//! value, such as untagged enums) and the read works; otherwise from the
+//! Two ways in:
+//! - An entry that starts as eddy writes events (`{"event_id":"…",
+//!   "event_type":"…",`) and passes the checks of `leading_id_and_type` has
+//!   only its id and type read at first; a typed handler then reads the
+//!   event and the rest of the envelope in one pass, watched ([`Watch`])
+//!   for anything that would read differently from the map. Until then it
+//!   is only probably an event, and the service asks
+//!   [`Incoming::not_an_event`] before it counts it as one.
+//! - Any other entry has its envelope read whole first, each of its values
+//!   checked as decoding would check it (UTF-8, escapes, nesting, trailing
+//!   bytes); `E` is then taken from the bytes only if the event's fields hold
+//!   no number but 64-bit integers (others read differently from bytes than
+//!   from a `Value` for types that take any value, such as untagged enums).
+//!
+//! Either way, a read that fails or is odd steps aside: `E` comes from the
 //! envelope's map, whose answer (including its error) stands.
 
 use std::cell::Cell;
