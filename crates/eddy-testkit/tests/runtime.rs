@@ -96,6 +96,7 @@ both_engines!(
     ordering_key_serializes_same_key,
     bus_routes_are_durable_and_shared,
     unknown_event_type_is_acknowledged,
+    a_broken_event_is_dead_lettered_and_its_id_stays_free,
     replay_from_the_all_log,
     service_context_sets_envelope,
     service_reject_and_retry_outcomes,
@@ -502,6 +503,62 @@ async fn unknown_event_type_is_acknowledged(env: Env) -> TestResult {
         info = q.info().await?;
     }
     assert_eq!((info.pending, info.lag), (0, 0), "never left pending");
+    svc.stop().await?;
+    Ok(())
+}
+
+/// An entry that starts as eddy writes events but is broken further on is
+/// not an event: dead-lettered with its reason, seen by no handler, and not
+/// counted under its id (a good copy with the same id is handled).
+async fn a_broken_event_is_dead_lettered_and_its_id_stays_free(env: Env) -> TestResult {
+    let mq = env.mq().await?;
+    let bus = shared_bus(&mq).await?;
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let seen = handled.clone();
+    let svc = Service::builder("strict-service", bus.clone())
+        .consumer_options(fast())
+        .on(move |_ctx: Context, e: OrderCreatedEvent| {
+            let seen = seen.clone();
+            async move {
+                seen.lock()
+                    .map_err(|_| HandlerError::retry("poisoned"))?
+                    .push(e.order_id);
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .start()
+        .await?;
+    let q = bus.subscription_queue("strict-service").await?;
+    let start = r#"{"event_id":"same-1","event_type":"OrderCreatedEvent","order_id":"#;
+    for data in [
+        format!(r#"{start}"broken","total":1}} trailing"#),
+        format!(r#"{start}"good","total":2}}"#),
+    ] {
+        bus.queues()
+            .engine()
+            .append(&[eddy::engine::Append::new(
+                q.keys().clone(),
+                bytes::Bytes::from(data),
+            )])
+            .await?;
+    }
+    let done = eventually(Duration::from_secs(5), || {
+        let m = svc.metrics();
+        m.malformed == 1 && m.handled() == 1
+    })
+    .await;
+    assert!(done, "{:?}", svc.metrics());
+    assert_eq!(*handled.lock().map_err(|_| "poisoned")?, ["good"]);
+    let dlq = bus.queues().dead_letter_queue(q.name()).await?;
+    let end = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut dead = dlq.peek(10).await?;
+    while dead.is_empty() && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        dead = dlq.peek(10).await?;
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = &dead[0].failures()[0].reason;
+    assert!(reason.contains("not an event"), "{reason}");
     svc.stop().await?;
     Ok(())
 }

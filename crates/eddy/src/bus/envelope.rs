@@ -257,6 +257,10 @@ struct Checked<'a> {
     plain: &'a mut bool,
 }
 
+/// How serde_json's private keys start (numbers with
+/// `arbitrary_precision`, raw values with `raw_value`).
+pub(crate) const PRIVATE_KEY: &str = "$serde_json::private::";
+
 /// The key serde_json (with `arbitrary_precision`) presents a number under
 /// when it is not a 64-bit integer.
 pub(crate) const NUMBER_TOKEN: &str = "$serde_json::private::Number";
@@ -312,11 +316,27 @@ impl<'de> serde::de::Visitor<'de> for Checked<'_> {
         mut map: A,
     ) -> std::result::Result<(), A::Error> {
         use crate::queue::wire::Key;
+        use serde::de::Error;
+        let mut first = true;
         while let Some(key) = map.next_key::<Key<'de>>()? {
-            if key.as_str() == NUMBER_TOKEN {
+            // A `Value` takes an object whose first key is serde_json's
+            // private number key for a number (a number read this way is
+            // one): its value must be a number's text, and nothing may
+            // follow. With serde_json's `raw_value` (which any crate in a
+            // build can turn on), its private raw key works alike: such an
+            // object is left to the general path.
+            if std::mem::take(&mut first) && key.as_str().starts_with(PRIVATE_KEY) {
+                if key.as_str() != NUMBER_TOKEN {
+                    return Err(A::Error::custom("serde_json's private key: not read here"));
+                }
+                let text = map.next_value::<String>()?;
+                text.parse::<serde_json::Number>()
+                    .map_err(A::Error::custom)?;
+                if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::custom("a number object with more fields"));
+                }
                 *self.plain = false;
-                map.next_value::<serde::de::IgnoredAny>()?;
-                continue;
+                return Ok(());
             }
             map.next_value_seed(Checked {
                 plain: &mut *self.plain,

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use super::envelope::{head_from_wire_bytes, HeadFields, RESERVED};
-use super::watch::Watch;
+use super::watch::{key_hash, met_before, Watch};
 use super::{Envelope, Event};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -186,8 +186,7 @@ impl Incoming {
                     }
                 }
             } else if self.plain {
-                let mut de = serde_json::Deserializer::from_slice(raw);
-                if let Ok(event) = E::deserialize(EventFields::skipping(&mut de)) {
+                if let Some(event) = read_event(raw, None) {
                     return Ok(event);
                 }
             }
@@ -210,7 +209,9 @@ impl Incoming {
 ///   through);
 /// - the bytes are UTF-8 (skipping does not check a string's), with at
 ///   most 127 brackets in all (a bound on the nesting, which skipping does
-///   not limit).
+///   not limit);
+/// - nothing spells serde_json's private keys (a `Value` reads an object
+///   under one as a number or a raw value, which skipping does not check).
 ///
 /// Whether it is an event at all is checked when it is read.
 fn leading_id_and_type(raw: &[u8]) -> Option<(&str, &str)> {
@@ -234,7 +235,14 @@ fn leading_id_and_type(raw: &[u8]) -> Option<(&str, &str)> {
         name.starts_with(b"id\"") || name.starts_with(b"type\"")
     });
     let unicode_escape = memchr::memchr_iter(b'\\', raw).any(|at| raw.get(at + 1) == Some(&b'u'));
-    if again || unicode_escape || memchr::memchr2_iter(b'[', b'{', raw).take(128).count() > 127 {
+    // serde_json's private keys mean something to a `Value` (see `Watch`).
+    let private = memchr::memchr_iter(b'$', raw)
+        .any(|at| raw[at..].starts_with(super::envelope::PRIVATE_KEY.as_bytes()));
+    if again
+        || unicode_escape
+        || private
+        || memchr::memchr2_iter(b'[', b'{', raw).take(128).count() > 127
+    {
         return None;
     }
     std::str::from_utf8(raw).ok()?;
@@ -248,22 +256,23 @@ fn leading_id_and_type(raw: &[u8]) -> Option<(&str, &str)> {
 /// path then decides. Skipping checks enough here: see
 /// [`leading_id_and_type`].
 fn read_event_and_head<E: Event>(raw: &[u8]) -> Option<(E, HeadFields)> {
-    let odd = Cell::new(false);
     let mut head = HeadFields::knowing_id_and_type();
+    let event = read_event(raw, Some(&mut head))?;
+    Some((event, head))
+}
+
+/// `E` from an entry's bytes, its fields read as [`Filtered`] shows them;
+/// `None` if the read fails or is odd.
+fn read_event<E: Event>(raw: &[u8], head: Option<&mut HeadFields>) -> Option<E> {
+    let odd = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(raw);
     let event = E::deserialize(EventFields {
         de: &mut de,
-        capture: Some(Capture {
-            head: &mut head,
-            odd: &odd,
-        }),
+        read: Reading { head, odd: &odd },
     })
     .ok()?;
     de.end().ok()?;
-    if odd.get() {
-        return None;
-    }
-    Some((event, head))
+    (!odd.get()).then_some(event)
 }
 
 /// A wire object's deserializer that shows only the event's own fields:
@@ -272,13 +281,16 @@ fn read_event_and_head<E: Event>(raw: &[u8]) -> Option<(E, HeadFields)> {
 /// sees the object itself, as with [`super::envelope::ObjectRef`].
 struct EventFields<'c, D> {
     de: D,
-    capture: Option<Capture<'c>>,
+    read: Reading<'c>,
 }
 
-impl<D> EventFields<'_, D> {
-    fn skipping(de: D) -> Self {
-        Self { de, capture: None }
-    }
+/// What a read of an event's fields keeps besides the event.
+struct Reading<'c> {
+    /// Where the envelope's fields go (a partial entry's); `None`: they are
+    /// skipped.
+    head: Option<&'c mut HeadFields>,
+    /// Set when the read is odd (see [`Watch`]).
+    odd: &'c Cell<bool>,
 }
 
 impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for EventFields<'_, D> {
@@ -290,7 +302,7 @@ impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for EventFields<
     ) -> std::result::Result<V::Value, D::Error> {
         self.de.deserialize_map(OnlyEventFields {
             visitor,
-            capture: self.capture,
+            read: self.read,
         })
     }
 
@@ -299,7 +311,7 @@ impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for EventFields<
 
 struct OnlyEventFields<'c, V> {
     visitor: V,
-    capture: Option<Capture<'c>>,
+    read: Reading<'c>,
 }
 
 impl<'de, V: Visitor<'de>> Visitor<'de> for OnlyEventFields<'_, V> {
@@ -312,22 +324,20 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for OnlyEventFields<'_, V> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<V::Value, A::Error> {
         self.visitor.visit_map(Filtered {
             map,
-            capture: self.capture,
+            read: self.read,
+            seen: Vec::new(),
         })
     }
 }
 
-/// The event's fields of a wire object, as a map: envelope fields and
-/// the queue's (`_`) skipped, or, with a [`Capture`], read into it.
+/// The event's fields of a wire object, as a map: envelope fields and the
+/// queue's (`_`) skipped, or the envelope's read into `read.head`; the
+/// event's keys compared, and its values watched ([`Watch`]).
 struct Filtered<'c, A> {
     map: A,
-    capture: Option<Capture<'c>>,
-}
-
-/// Where a one-pass read keeps what is not the event's.
-struct Capture<'c> {
-    head: &'c mut HeadFields,
-    odd: &'c Cell<bool>,
+    read: Reading<'c>,
+    /// The event's keys so far, by hash.
+    seen: Vec<u64>,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<'_, A> {
@@ -340,17 +350,17 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<'_, A> {
         use crate::queue::wire::Key;
         while let Some(key) = self.map.next_key::<Key<'de>>()? {
             let k = key.as_str();
-            if let Some(c) = &mut self.capture {
-                if c.head.take(k, &mut self.map)? {
+            if let Some(head) = &mut self.read.head {
+                if head.take(k, &mut self.map)? {
                     continue;
                 }
-                if k.starts_with('_') {
-                    self.map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-            } else if k.starts_with('_') || RESERVED.contains(&k) {
+            }
+            if k.starts_with('_') || (self.read.head.is_none() && RESERVED.contains(&k)) {
                 self.map.next_value::<IgnoredAny>()?;
                 continue;
+            }
+            if met_before(&mut self.seen, key_hash(k)) {
+                self.read.odd.set(true);
             }
             return key.deserialize_with(seed).map(Some);
         }
@@ -361,10 +371,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<'_, A> {
         &mut self,
         seed: S,
     ) -> std::result::Result<S::Value, A::Error> {
-        match &self.capture {
-            Some(c) => self.map.next_value_seed(Watch::new(seed, c.odd)),
-            None => self.map.next_value_seed(seed),
-        }
+        self.map.next_value_seed(Watch::new(seed, self.read.odd))
     }
 }
 
@@ -410,6 +417,20 @@ mod tests {
         rest: std::collections::BTreeMap<String, serde_json::Value>,
     }
     crate::event!(Loose, "Paid");
+
+    /// Sees every copy of a repeated key, where the map keeps the last.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        A { a: u32 },
+        B(std::collections::BTreeMap<String, serde_json::Value>),
+    }
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Nested {
+        inner: Either,
+    }
+    crate::event!(Either, "Paid");
+    crate::event!(Nested, "Paid");
 
     /// The general path: the entry's message, then `from_json`.
     fn general(raw: &[u8]) -> std::result::Result<Envelope, String> {
@@ -489,6 +510,8 @@ mod tests {
             same_as_general::<Strict>(raw),
             same_as_general::<Priced>(raw),
             same_as_general::<Loose>(raw),
+            same_as_general::<Either>(raw),
+            same_as_general::<Nested>(raw),
         ] {
             assert_eq!(m, n);
         }
@@ -525,6 +548,22 @@ mod tests {
             br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"event_id":"e2"}"#,
             br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"event\u005fid":"e2"}"#,
             br#"{"event_id":"e1","event_type":"Paid","order_id":"event_id","amount":1,"n":1}"#,
+            // Keys repeated where a type sees every copy.
+            br#"{"event_id":"e1","event_type":"Paid","a":1,"a":2}"#,
+            br#"{"event_id":"e1","event_type":"Paid","inner":{"a":1,"a":2}}"#,
+            br#"{"a":1,"event_id":"e1","event_type":"Paid","a":2}"#,
+            br#"{"event_type":"Paid","event_id":"e1","inner":{"a":1,"a":2}}"#,
+            br#"{"event_id":"e1","event_type":"Paid","inner":{"a":1,"b":2}}"#,
+            br#"{"event_id":"e1","event_type":"Paid","inner":{"a":7}}"#,
+            // serde_json's private keys, which a `Value` reads as numbers.
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"_x":{"$serde_json::private::Number":"abc"}}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"junk":{"$serde_json::private::Number":"1","y":2}}"#,
+            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":1,"n":1,"_x":{"$serde_json::private::Number":"abc"}}"#,
+            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":1,"n":1,"junk":{"$serde_json::private::Number":"1","y":2}}"#,
+            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":{"$serde_json::private::Number":"1.5"},"n":1}"#,
+            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":1,"n":1,"junk":{"$serde_json::private::RawValue":"[1]"}}"#,
+            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":1,"n":1,"junk":{"y":{"$serde_json::private::Number":"x"}}}"#,
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"_metadata":{"id":{"$serde_json::private::Number":"1"}}}"#,
             // Envelope fields of the wrong type, after the id and type.
             br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"source":null}"#,
             br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"source":5}"#,

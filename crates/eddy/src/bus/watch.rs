@@ -1,12 +1,15 @@
 //! A deserializer that passes everything through and notices what would
 //! make a typed event read from an entry's bytes differ from the same event
-//! read from its JSON `Map` (see [`super::incoming`]).
-//!
-//! Two things can:
+//! read from its JSON `Map` (see [`super::incoming`]):
 //! - With `arbitrary_precision`, serde_json shows a number that is not a
 //!   64-bit integer to a type that takes any value (an untagged enum, a
-//!   flattened map, `Value`) as a map with one private key, where a `Value`
-//!   shows it as an `f64` or an integer. Seeing that key marks the read odd.
+//!   flattened map, `Value`) as a map under a private key, where a `Value`
+//!   shows it as an `f64` or an integer; with `raw_value`, a raw value
+//!   likewise. Seeing such a key marks the read odd.
+//! - A map with a key twice: the `Map` keeps the last value only, while a
+//!   type reading the bytes sees both (an untagged enum, a flattened map, a
+//!   visitor of its own may take the first). A repeated key, or a key not
+//!   read as text (so not comparable), marks the read odd.
 //! - A byte string is read without the checks a string gets (its UTF-8,
 //!   its `\u` escapes), and handed to the type as bytes, where a `Value`
 //!   hands it a string: it marks the read odd.
@@ -26,32 +29,65 @@ use serde::de::{
     DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
-use super::envelope::NUMBER_TOKEN;
+use super::envelope::PRIVATE_KEY;
 
 /// A seed, deserializer, visitor or accessor `T`, watched: `odd` is set if
 /// anything read through it is odd (see the module's doc).
 pub(crate) struct Watch<'f, T> {
     inner: T,
     odd: &'f Cell<bool>,
+    /// Where a map's key read through this is told (by its hash).
+    key: Option<&'f Cell<Option<u64>>>,
 }
 
 impl<'f, T> Watch<'f, T> {
     pub(crate) fn new(inner: T, odd: &'f Cell<bool>) -> Self {
-        Self { inner, odd }
+        Self {
+            inner,
+            odd,
+            key: None,
+        }
     }
 
     fn wrap<U>(&self, inner: U) -> Watch<'f, U> {
         Watch {
             inner,
             odd: self.odd,
+            key: self.key,
         }
     }
 
     fn note(&self, s: &str) {
-        if s == NUMBER_TOKEN {
+        if s.starts_with(PRIVATE_KEY) {
+            self.odd.set(true);
+        }
+        if let Some(key) = self.key {
+            key.set(Some(key_hash(s)));
+        }
+    }
+
+    /// A key read as something other than text cannot be compared.
+    fn not_text(&self) {
+        if self.key.is_some() {
             self.odd.set(true);
         }
     }
+}
+
+/// A map key's hash, to find a key met twice (a collision only sends the
+/// read the general way).
+pub(crate) fn key_hash(key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0).hash_one(key)
+}
+
+/// Map keys met so far, by hash: whether `key` was met before.
+pub(crate) fn met_before(seen: &mut Vec<u64>, key: u64) -> bool {
+    if seen.contains(&key) {
+        return true;
+    }
+    seen.push(key);
+    false
 }
 
 impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Watch<'_, S> {
@@ -135,6 +171,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Watch<'_, D> {
 macro_rules! passed {
     ($($method:ident($ty:ty);)*) => {$(
         fn $method<E: serde::de::Error>(self, v: $ty) -> Result<V::Value, E> {
+            self.not_text();
             self.inner.$method(v)
         }
     )*};
@@ -183,34 +220,45 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Watch<'_, V> {
     }
 
     fn visit_none<E: serde::de::Error>(self) -> Result<V::Value, E> {
+        self.not_text();
         self.inner.visit_none()
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<V::Value, E> {
+        self.not_text();
         self.inner.visit_unit()
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        self.not_text();
         let d = self.wrap(d);
         self.inner.visit_some(d)
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        self.not_text();
         let d = self.wrap(d);
         self.inner.visit_newtype_struct(d)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        self.not_text();
         let seq = self.wrap(seq);
         self.inner.visit_seq(seq)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        let map = self.wrap(map);
-        self.inner.visit_map(map)
+        self.not_text();
+        self.inner.visit_map(WatchMap {
+            inner: map,
+            odd: self.odd,
+            key: Cell::new(None),
+            seen: Vec::new(),
+        })
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        self.not_text();
         let data = self.wrap(data);
         self.inner.visit_enum(data)
     }
@@ -232,20 +280,40 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Watch<'_, A> {
     }
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Watch<'_, A> {
+/// A map read through a [`Watch`]: its keys are compared.
+struct WatchMap<'f, A> {
+    inner: A,
+    odd: &'f Cell<bool>,
+    /// The key being read, as its visitor saw it.
+    key: Cell<Option<u64>>,
+    seen: Vec<u64>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for WatchMap<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        let seed = self.wrap(seed);
-        self.inner.next_key_seed(seed)
+        self.key.set(None);
+        let seed = Watch {
+            inner: seed,
+            odd: self.odd,
+            key: Some(&self.key),
+        };
+        let key = self.inner.next_key_seed(seed)?;
+        if key.is_some() {
+            match self.key.get() {
+                Some(hash) if !met_before(&mut self.seen, hash) => {}
+                _ => self.odd.set(true),
+            }
+        }
+        Ok(key)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        let seed = self.wrap(seed);
-        self.inner.next_value_seed(seed)
+        self.inner.next_value_seed(Watch::new(seed, self.odd))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -261,6 +329,7 @@ impl<'de, 'f, A: EnumAccess<'de>> EnumAccess<'de> for Watch<'f, A> {
         self,
         seed: T,
     ) -> Result<(T::Value, Self::Variant), A::Error> {
+        // A variant's name is not a map key.
         let odd = self.odd;
         let (value, variant) = self.inner.variant_seed(Watch::new(seed, odd))?;
         Ok((value, Watch::new(variant, odd)))

@@ -532,11 +532,19 @@ enum Verdict {
     Fresh(Option<IdKey>),
 }
 
-/// An event read from a service's subscription queue: its envelope read
-/// and its fields left in the entry's bytes ([`Incoming`]), or, for
-/// anything else, decoded the general way (the entry's `Map`, then
-/// [`Envelope::from_json`]), whose answer stands. Not an event: `event`
-/// says why, and the handler step dead-letters it.
+/// An event read from a service's subscription queue: its envelope (or, as
+/// eddy writes events, only its id and type) read and its fields left in
+/// the entry's bytes ([`Incoming`]), or, for anything else, decoded the
+/// general way (the entry's `Map`, then [`Envelope::from_json`]), whose
+/// answer stands. Not an event: `event` says why, and the handler step
+/// dead-letters it.
+///
+/// An entry read by its id and type only is checked when its event is read,
+/// in the handler step: one that starts as an eddy event but is not JSON at
+/// all is dead-lettered there ("not an event: entry is not valid JSON: …",
+/// counted as malformed), not moved to the dead-letter queue as it is read,
+/// as other undecodable entries are. Either way it ends in the dead-letter
+/// queue with its bytes, and no handler sees it.
 pub(crate) struct EventDelivery {
     id: crate::EntryId,
     delivery_count: u64,
