@@ -218,11 +218,7 @@ impl Env {
     /// Queues under the bench prefix plus `sub`, on their own connection
     /// for Redis.
     pub async fn mq(&self, sub: &str) -> CliResult<Eddy> {
-        let b = EddyBuilder::new(&self.url).prefix(format!("{}{sub}", self.prefix));
-        Ok(match &self.memory {
-            Some(e) => b.with_engine(e.clone())?,
-            None => b.open().await?,
-        })
+        self.opener().mq(sub).await
     }
 
     /// How to open handles from another runtime (a producer's own thread).

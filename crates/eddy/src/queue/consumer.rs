@@ -833,7 +833,9 @@ where
         // yields when its acker is more than a few reads behind. Not after
         // every read: on Redis, where the acker keeps up, that cost the
         // consumer loop 1.06x -> 0.88x of the raw loop.
-        let behind = (settle.acks_handed.load(Ordering::Relaxed))
+        let behind = settle
+            .acks_handed
+            .load(Ordering::Relaxed)
             .saturating_sub(settle.acks_done.load(Ordering::Relaxed));
         if behind > 4 * opts.concurrency as u64 {
             tokio::task::yield_now().await;

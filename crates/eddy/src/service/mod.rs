@@ -514,9 +514,11 @@ impl Seen {
         if self.in_flight.get(key) == Some(&entry) {
             self.in_flight.remove(key);
         }
-        if !handled || self.was_handled(key) {
+        if !handled {
             return;
         }
+        // (An id handled twice, by two copies in flight at once, is only
+        // kept in the current generation again: no need to look first.)
         let [current, previous] = &mut self.handled;
         if current.len() >= self.cap {
             // Keeps the emptied set's allocation for the next generation.
