@@ -337,6 +337,58 @@ fn dead_letter_and_requeue() {
     eddy(url, &["dlq", "list", "pay"]).ok();
 }
 
+/// A 2 MB message sent with a raised limit survives a dead-letter and a
+/// requeue by clients at the default 1 MiB limit, byte for byte.
+#[test]
+fn big_message_survives_moves_by_clients_with_a_smaller_limit() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "big"]).ok();
+    let blob = "b".repeat(2_000_000);
+    let line = format!("{{\"blob\": \"{blob}\", \"n\": 12345678901234567890123}}\n");
+    let sent = eddy_with_stdin(
+        url,
+        &[
+            "--json",
+            "--max-payload-bytes",
+            "10000000",
+            "queue",
+            "send",
+            "big",
+            "-",
+        ],
+        Some(line),
+    )
+    .json();
+    assert_eq!(sent["count"], 1);
+    let peeked = eddy(url, &["--json", "queue", "peek", "big"]).json_lines();
+    let id = ids_of(&peeked).remove(0);
+    eddy(url, &["queue", "dead-letter", "big", "--reason", "x", &id]).ok();
+    eddy(url, &["dlq", "requeue", "big", "--all"]).ok();
+    let got = eddy(
+        url,
+        &[
+            "--json",
+            "--max-payload-bytes",
+            "10000000",
+            "queue",
+            "receive",
+            "big",
+            "--count",
+            "1",
+        ],
+    )
+    .json_lines();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0]["data"]["blob"].as_str().map(str::len),
+        Some(blob.len())
+    );
+    assert_eq!(got[0]["data"]["n"].to_string(), "12345678901234567890123");
+    assert_eq!(got[0]["data"]["_failures"][0]["reason"], "x");
+}
+
 #[test]
 fn receive_ack_block_and_send_options() {
     let server = redis();

@@ -24,8 +24,20 @@ def connect(args):
     return LeanMQ(redis_host=args.host, redis_port=args.port, prefix=args.prefix)
 
 
+def _strict(obj):
+    """The value as strict JSON can hold it: Python writes NaN and Infinity,
+    which are not JSON, so they are printed as the strings "NaN" etc."""
+    if isinstance(obj, float) and obj != obj or obj in (float("inf"), float("-inf")):
+        return str(obj).replace("nan", "NaN").replace("inf", "Infinity")
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.write(json.dumps(_strict(obj), allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

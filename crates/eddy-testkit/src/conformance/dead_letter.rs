@@ -303,32 +303,156 @@ pub async fn undecodable_entries_go_to_dlq(h: &Harness) -> CaseResult {
     for m in &dead {
         assert_recent(m.failures()[0].timestamp, 60.0);
     }
+    let kept: Vec<&[u8]> = dead.iter().filter_map(|m| m.raw_data()).collect();
+    assert_eq!(
+        kept,
+        [&b"\xff"[..], b"[1]", b"{nope", b""],
+        "the entries' bytes are kept as they were"
+    );
     // Nothing more to read, and a second receive does not resurface them.
     assert!(q.receive(&take(100, "c")).await?.is_empty());
     assert_eq!(dlq.info().await?.length, 4);
     Ok(Outcome::Passed)
 }
 
-/// An entry over the size limit goes to the DLQ with only a prefix of its
-/// content, so the DLQ does not inherit the oversized entry.
-pub async fn oversized_entry_goes_to_dlq_truncated(h: &Harness) -> CaseResult {
-    let mq = h.eddy_from(h.builder().max_payload_bytes(1500));
-    let (q, dlq) = mq.create_queue_pair("huge").await?;
-    let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(3000));
-    h.engine()
-        .append(&[Append::new(q.keys().clone(), Bytes::from(big.clone()))])
-        .await?;
-    assert!(q.receive(&take(10, "c")).await?.is_empty());
-    assert_eq!(q.info().await?.length, 0);
-    let dead = dlq.peek(10).await?;
-    assert_eq!(dead.len(), 1);
-    let kept = dead[0].data["_raw"].as_str().expect("_raw").to_owned();
-    assert_eq!(kept, big[..1024]);
-    assert!(
-        dead[0].failures()[0].reason.contains("limit"),
-        "{:?}",
-        dead[0].failures()
+/// A message over a reader's payload limit is never shortened: a reader
+/// with a smaller limit than the sender's dead-letters it whole (by id, or
+/// because it cannot take it), requeues it whole, and a reader with a
+/// large enough limit then gets every byte back.
+pub async fn oversized_message_moves_whole(h: &Harness) -> CaseResult {
+    let sender = h.eddy_from(h.builder().max_payload_bytes(1 << 20));
+    let small = h.eddy_from(h.builder().max_payload_bytes(1500));
+    let (q, _) = sender.create_queue_pair("huge").await?;
+    let (sq, sdlq) = (
+        small.queue("huge").await?,
+        small.dead_letter_queue("huge").await?,
     );
+    let body = "y".repeat(3000);
+    let sent = q.send(&json!({"x": body})).await?;
+    let original = q.peek(1).await?[0].raw_data().map(<[u8]>::to_vec);
+
+    // Dead-lettered by id, then requeued, by the small-limit client.
+    assert_eq!(sq.dead_letter(&[sent], "inspect").await?, 1);
+    let dead = sdlq.peek(10).await?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].data["x"], json!(body), "kept whole in the DLQ");
+    assert_eq!(sdlq.requeue_all().await?, 1);
+
+    // Received by the small-limit client: to the DLQ, whole, with a reason
+    // naming the size and the limit.
+    assert!(sq.receive(&take(10, "c")).await?.is_empty());
+    assert_eq!(sq.info().await?.length, 0);
+    let dead = sdlq.peek(10).await?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].data["x"], json!(body));
+    let reasons: Vec<String> = dead[0].failures().into_iter().map(|f| f.reason).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[1].contains("1500-byte limit"), "{reasons:?}");
+    let raw = dead[0].raw_data().expect("data").to_vec();
+    let original = original.expect("data");
+    // The original bytes up to the metadata's ttl are still there, unchanged.
+    assert_eq!(raw[..3000], original[..3000]);
+
+    // A client with a large enough limit gets it back intact.
+    assert_eq!(
+        sender
+            .dead_letter_queue("huge")
+            .await?
+            .requeue_all()
+            .await?,
+        1
+    );
+    let got = q.receive(&take(10, "c")).await?;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data["x"], json!(body));
+    assert_eq!(got[0].failures().len(), 2);
+    Ok(Outcome::Passed)
+}
+
+/// Dead-lettering and requeueing keep the payload's bytes exactly (big
+/// integers, key order, escapes, spacing): the history records are the only
+/// bytes added, and the TTL in `_metadata` is the only one changed.
+pub async fn moves_keep_the_payload_bytes(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("bytes").await?;
+    let payload = r#"{"z": 123456789012345678901234567890123, "a" :"\u00e9\n\"", "f": 1.50, "n": -0.0, "o": {"b":1,"a":2}, "_metadata": {"id": "m", "timestamp": 1.5, "ttl": 60, "extra": [1]}}"#;
+    h.engine()
+        .append(&[Append::new(q.keys().clone(), Bytes::from(payload))])
+        .await?;
+    let got = q.receive(&take(1, "c")).await?;
+    assert_eq!(got[0].raw_data(), Some(payload.as_bytes()));
+    assert_eq!(q.dead_letter_messages(&got, "why").await?, 1);
+    let dead = &dlq.peek(1).await?[0];
+    let raw = String::from_utf8(dead.raw_data().expect("data").to_vec()).expect("UTF-8");
+    let cut = payload.find("\"ttl\": 60").expect("ttl") + "\"ttl\": ".len();
+    assert_eq!(raw[..cut], payload[..cut], "{raw}");
+    let rest = &raw[cut..];
+    assert!(rest.starts_with(r#"null, "extra": [1]}"#), "{raw}");
+    assert!(rest.contains(r#","_failures":[{"#), "{raw}");
+    assert_eq!(dead.failures()[0].reason, "why");
+    assert_eq!((dead.message_id.as_str(), dead.ttl), ("m", None));
+
+    assert_eq!(dlq.requeue_all().await?, 1);
+    let back = &q.peek(1).await?[0];
+    let raw2 = String::from_utf8(back.raw_data().expect("data").to_vec()).expect("UTF-8");
+    assert!(raw2.starts_with(&raw[..raw.len() - 1]), "{raw2}");
+    assert!(raw2.ends_with(r#"}]}"#), "{raw2}");
+    assert!(raw2.contains(r#","_requeues":[{"#), "{raw2}");
+    assert_eq!(
+        back.data["z"].to_string(),
+        "123456789012345678901234567890123"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// The fields the queue writes itself (`_metadata`, `_failures`,
+/// `_requeues`, `_leanmq`) are refused in a payload, by every way of
+/// sending, and nothing is written.
+pub async fn reserved_fields_are_refused(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, _dlq) = mq.create_queue_pair("reserved").await?;
+    for field in ["_metadata", "_failures", "_requeues", "_leanmq"] {
+        let mut bad = serde_json::Map::new();
+        bad.insert("n".into(), json!(1));
+        bad.insert(
+            field.into(),
+            json!([{"timestamp": 1.0, "reason": "forged"}]),
+        );
+        assert_kind(q.send(&bad).await, ErrorKind::InvalidArgument);
+        assert_kind(
+            q.send_batch(&[json!({"ok": 1}), Value::Object(bad.clone())])
+                .await,
+            ErrorKind::InvalidArgument,
+        );
+        let mut tx = mq.transaction();
+        assert_kind(tx.send(&q, &bad).map(|_| ()), ErrorKind::InvalidArgument);
+    }
+    assert_eq!(q.info().await?.length, 0, "nothing was written");
+    // A nested field of the same name is the payload's own.
+    q.send(&json!({"inner": {"_failures": 1, "_leanmq": 2}}))
+        .await?;
+    assert_eq!(q.info().await?.length, 1);
+    Ok(Outcome::Passed)
+}
+
+/// A history record that is not `{timestamp, reason}` is shown with its
+/// JSON, not dropped, and the real reasons beside it still show.
+pub async fn malformed_failure_records_are_shown(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("badhist").await?;
+    let raw = r#"{"n":1,"_failures":[7,{"timestamp":1.0,"reason":"real"},{"reason":5}]}"#;
+    h.engine()
+        .append(&[Append::new(q.keys().clone(), Bytes::from(raw))])
+        .await?;
+    let got = q.receive(&take(1, "c")).await?;
+    assert_eq!(q.dead_letter_messages(&got, "latest").await?, 1);
+    let failures = dlq.peek(1).await?[0].failures();
+    let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons[0].contains('7'), "{reasons:?}");
+    assert_eq!(reasons[1], "real");
+    assert!(reasons[2].contains("5"), "{reasons:?}");
+    assert_eq!(reasons[3], "latest");
     Ok(Outcome::Passed)
 }
 
@@ -376,6 +500,13 @@ pub async fn peek_shows_undecodable_entries_raw(h: &Harness) -> CaseResult {
     assert_eq!(q.dead_letter(&[peeked[1].id], "inspected").await?, 1);
     let dead = dlq.peek(10).await?;
     assert_eq!(dead[0].data.get("_raw"), Some(&json!("not json")));
+    assert_eq!(dead[0].failures()[0].reason, "inspected");
+    // Requeued, it goes back as it was, its history beside it.
+    assert_eq!(dlq.requeue_all().await?, 1);
+    let back = q.peek(10).await?;
+    assert_eq!(back[1].raw_data(), Some(&b"not json"[..]));
+    assert_eq!(back[1].failures()[0].reason, "inspected");
+    assert_eq!(back[1].data["_requeues"].as_array().map(Vec::len), Some(1));
     Ok(Outcome::Passed)
 }
 

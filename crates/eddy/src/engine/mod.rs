@@ -38,16 +38,36 @@ pub struct Entry {
     /// How many times the entry has been delivered to the reading group,
     /// this delivery included (0 for entries read without a group: peek).
     pub delivery_count: u64,
+    /// The entry's other fields, in stream order: empty for what eddy and
+    /// LeanMQ write, but a foreign writer may add some, and a move keeps
+    /// them (see [`Transfer`]).
+    pub fields: Vec<(Bytes, Bytes)>,
 }
 
 impl Entry {
-    /// A new entry.
+    /// A new entry with only a `data` field.
     pub fn new(id: EntryId, data: Option<Bytes>, delivery_count: u64) -> Self {
         Self {
             id,
             data,
             delivery_count,
+            fields: Vec::new(),
         }
+    }
+
+    /// The same entry with these other fields.
+    pub fn with_fields(mut self, fields: Vec<(Bytes, Bytes)>) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// The value of the other field `name`, if the entry has it.
+    pub fn field(&self, name: &str) -> Option<&Bytes> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_ref() == name.as_bytes())
+            .map(|(_, v)| v)
     }
 }
 
@@ -141,20 +161,67 @@ pub struct StreamInfo {
 }
 
 /// A move of one entry from one queue to another: the destination gets a new
-/// entry with `data`, the source entry is acknowledged and deleted.
+/// entry with every field of the source entry, in order, `data` replaced if
+/// a new one is given and `fields` set (replaced where the source has them,
+/// added after the rest otherwise); the source entry is acknowledged and
+/// deleted. Fields are never dropped, so a foreign entry keeps all of its own.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Transfer {
     /// The source entry.
     pub id: EntryId,
-    /// The data of the new entry in the destination.
-    pub data: Bytes,
+    /// The new value of the `data` field; `None` keeps the source's as it
+    /// is (or absent, if it had none).
+    pub data: Option<Bytes>,
+    /// Fields to set besides `data`.
+    pub fields: Vec<(Bytes, Bytes)>,
 }
 
 impl Transfer {
-    /// A transfer of entry `id`, to be written as `data`.
+    /// A transfer of entry `id`, its `data` written as `data`.
     pub fn new(id: EntryId, data: Bytes) -> Self {
-        Self { id, data }
+        Self {
+            id,
+            data: Some(data),
+            fields: Vec::new(),
+        }
+    }
+
+    /// A transfer of entry `id` that keeps its `data` as it is.
+    pub fn keep_data(id: EntryId) -> Self {
+        Self {
+            id,
+            data: None,
+            fields: Vec::new(),
+        }
+    }
+
+    /// Also set the field `name` to `value`.
+    pub fn field(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        self.fields.push((name.into(), value.into()));
+        self
+    }
+
+    /// The fields of the moved entry, given the source entry's `data` and
+    /// other fields: what both engines write.
+    pub fn apply(&self, data: Option<&Bytes>, fields: &[(Bytes, Bytes)]) -> Vec<(Bytes, Bytes)> {
+        let mut out = Vec::with_capacity(fields.len() + self.fields.len() + 1);
+        if let Some(d) = self.data.as_ref().or(data) {
+            out.push((Bytes::from_static(b"data"), d.clone()));
+        }
+        for (k, v) in fields {
+            if k.as_ref() == b"data" {
+                continue;
+            }
+            let set = self.fields.iter().rev().find(|(n, _)| n == k);
+            out.push((k.clone(), set.map_or_else(|| v.clone(), |(_, v)| v.clone())));
+        }
+        for (k, v) in &self.fields {
+            if k.as_ref() != b"data" && !out.iter().any(|(n, _)| n == k) {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        out
     }
 }
 

@@ -4,6 +4,7 @@
 //! at read time, undecodable entries dead-lettered instead of dropped).
 
 pub mod consumer;
+mod history;
 mod transaction;
 pub(crate) mod wire;
 
@@ -199,6 +200,9 @@ pub struct SendOptions {
     pub delay: Option<Duration>,
     /// The message id stored in `_metadata.id` (a UUID v4 if not set).
     pub message_id: Option<String>,
+    /// Reserved payload fields this sender writes itself (a webhook's
+    /// `_leanmq`); every other reserved field is refused.
+    pub(crate) own_fields: &'static [&'static str],
 }
 
 impl SendOptions {
@@ -219,6 +223,11 @@ impl SendOptions {
     /// Set the message id.
     pub fn message_id(mut self, id: impl Into<String>) -> Self {
         self.message_id = Some(id.into());
+        self
+    }
+    /// Allow the reserved fields `fields`, which the caller writes.
+    pub(crate) fn own_fields(mut self, fields: &'static [&'static str]) -> Self {
+        self.own_fields = fields;
         self
     }
 }
@@ -506,6 +515,7 @@ impl Eddy {
             timestamp,
             ttl_secs,
             self.inner.max_payload_bytes,
+            opts.own_fields,
         )
     }
 }
@@ -690,10 +700,7 @@ impl Queue {
                 Err(e) => {
                     let reason = format!("not a {}: {e}", std::any::type_name::<T>());
                     tracing::warn!(queue = %self.keys.name, id = %m.id, %reason, "message moved to the dead-letter queue");
-                    moves.push(Transfer::new(
-                        m.id,
-                        m.reencode(wire::FAILURES, failure_record(&reason))?,
-                    ));
+                    moves.push(m.transfer(wire::FAILURES, &failure_record(&reason)));
                 }
             }
         }
@@ -715,26 +722,31 @@ impl Queue {
         let mut out = Vec::with_capacity(entries.len());
         let mut bad = Vec::new();
         for e in entries {
-            let dc = e.delivery_count;
+            if self.is_dlq() {
+                // A DLQ has nowhere further to send an entry: it is handed
+                // over whatever its size or shape.
+                out.push(T::from(wire::decode_any(e)));
+                continue;
+            }
             match T::decode(e, max) {
                 Ok(m) => out.push(m),
-                // A DLQ has nowhere further to send it: hand it over raw.
-                Err(u) if self.is_dlq() => out.push(T::from(wire::undecodable_message(&u, dc))),
                 Err(u) => bad.push(u),
             }
         }
         if !bad.is_empty() {
-            let moves = bad
+            let moves: Vec<Transfer> = bad
                 .iter()
-                .map(|u| {
-                    tracing::warn!(queue = %self.keys.name, id = %u.id, reason = %u.reason, "undecodable entry moved to the dead-letter queue");
-                    let m = wire::undecodable_message(u, 0);
-                    Ok(Transfer::new(u.id, m.reencode(wire::FAILURES, failure_record(&u.reason))?))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            self.engine()
+                .map(|u| u.transfer(&failure_record(&u.reason)))
+                .collect();
+            let moved = self
+                .engine()
                 .transfer(&self.keys, &self.dlq, &moves)
                 .await?;
+            for (u, to) in bad.iter().zip(moved) {
+                if to.is_some() {
+                    tracing::warn!(queue = %self.keys.name, id = %u.id, reason = %u.reason, "undecodable entry moved to the dead-letter queue");
+                }
+            }
         }
         Ok(out)
     }
@@ -768,15 +780,11 @@ impl Queue {
     /// Like [`Queue::dead_letter`] for messages already in hand: no read first.
     pub async fn dead_letter_messages(&self, messages: &[Message], reason: &str) -> Result<u64> {
         self.ensure_main("dead-letter")?;
-        let moves = messages
+        let record = failure_record(reason);
+        let moves: Vec<Transfer> = messages
             .iter()
-            .map(|m| {
-                Ok(Transfer::new(
-                    m.id,
-                    m.reencode(wire::FAILURES, failure_record(reason))?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|m| m.transfer(wire::FAILURES, &record))
+            .collect();
         self.transfer(&self.keys, &self.dlq, &moves).await
     }
 
@@ -819,15 +827,10 @@ impl Queue {
             "from_dlq": self.keys.stream,
             "to_queue": self.dlq.stream,
         });
-        let moves = messages
+        let moves: Vec<Transfer> = messages
             .iter()
-            .map(|m| {
-                Ok(Transfer::new(
-                    m.id,
-                    m.reencode(wire::REQUEUES, record.clone())?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|m| m.transfer(wire::REQUEUES, &record))
+            .collect();
         self.transfer(&self.keys, &self.dlq, &moves).await
     }
 
@@ -851,14 +854,10 @@ impl Queue {
 
     /// The messages with these ids that are still in the queue, in id order.
     async fn fetch(&self, ids: &[EntryId]) -> Result<Vec<Message>> {
-        let max = self.mq.inner.max_payload_bytes;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             for e in self.engine().range(&self.keys, *id, *id, 1).await? {
-                out.push(match wire::decode(e, max) {
-                    Ok(m) => m,
-                    Err(u) => wire::undecodable_message(&u, 0),
-                });
+                out.push(wire::decode_any(e));
             }
         }
         Ok(out)
@@ -875,16 +874,12 @@ impl Queue {
         if count == 0 {
             return Err(Error::invalid_argument("count must be at least 1"));
         }
-        let max = self.mq.inner.max_payload_bytes;
         Ok(self
             .engine()
             .range(&self.keys, start, EntryId::MAX, count)
             .await?
             .into_iter()
-            .map(|e| match wire::decode(e, max) {
-                Ok(m) => m,
-                Err(u) => wire::undecodable_message(&u, 0),
-            })
+            .map(wire::decode_any)
             .collect())
     }
 

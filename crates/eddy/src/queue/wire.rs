@@ -18,6 +18,8 @@ pub const METADATA: &str = "_metadata";
 pub const FAILURES: &str = "_failures";
 /// The field listing a message's trips from the DLQ back to its queue.
 pub const REQUEUES: &str = "_requeues";
+/// The field a LeanMQ webhook send adds: `{webhook: {path, timestamp}}`.
+pub const LEANMQ: &str = "_leanmq";
 
 /// Seconds since the Unix epoch on this machine, as LeanMQ's `time.time()`.
 pub(crate) fn now_secs() -> f64 {
@@ -49,6 +51,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     timestamp: f64,
     ttl_secs: Option<u64>,
     max_bytes: usize,
+    own_fields: &[&str],
 ) -> Result<Bytes> {
     let mut buf = Vec::with_capacity(256);
     serde_json::to_writer(&mut buf, payload).map_err(|e| {
@@ -67,16 +70,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             "payload must be a JSON object (`{...}`), not an array, string, number, boolean or null",
         ));
     }
-    if META_KEY.find(&buf).is_some() {
-        // Only a top-level field is reserved; check precisely on the slow path.
-        let v: Map<String, Value> = serde_json::from_slice(&buf)?;
-        if v.contains_key(METADATA) {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument,
-                "payload field `_metadata` is reserved for the queue's own metadata; rename it",
-            ));
-        }
-    }
+    check_reserved(&buf, own_fields)?;
     buf.pop(); // the closing brace
     if buf.len() > 1 {
         buf.push(b',');
@@ -104,10 +98,47 @@ pub(crate) fn too_large(len: usize, max: usize) -> Error {
     )
 }
 
-/// The reserved key, as it appears in an encoded payload. Built once:
-/// building a searcher per message cost ~1% of a sender's CPU (perf).
-static META_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"_metadata\""));
+/// The top-level payload fields the queue itself writes; a send that holds
+/// one is refused (a dead-letter or requeue would append to it, a webhook
+/// send would overwrite it, a reader would take it for the queue's own).
+pub const RESERVED: [&str; 4] = [METADATA, FAILURES, REQUEUES, LEANMQ];
+
+/// Refuse a payload with a reserved top-level field other than
+/// `own_fields` (those the caller writes itself, as a webhook its
+/// `_leanmq`). serde_json writes `_` unescaped, so a payload without `"_`
+/// (and without a `\u` escape, which could spell one in a raw value
+/// written by hand) has none, and only the rest pay for reading their keys.
+fn check_reserved(buf: &[u8], own_fields: &[&str]) -> Result<()> {
+    if RESERVED_HINT.find(buf).is_none() && ESCAPE_HINT.find(buf).is_none() {
+        return Ok(());
+    }
+    let keys = super::history::top_level_keys(buf).ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotAnObject,
+            "payload must be a single JSON object",
+        )
+    })?;
+    match keys
+        .iter()
+        .find(|k| RESERVED.contains(&k.as_str()) && !own_fields.contains(&k.as_str()))
+    {
+        Some(k) => Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "payload field `{k}` is reserved for the queue's own bookkeeping (reserved: {}); rename it",
+                RESERVED.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The start of a reserved key. Built once: building a searcher per
+/// message shows up in a sender's profile.
+static RESERVED_HINT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"_"));
+static ESCAPE_HINT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
 
 /// A message read from a queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +159,25 @@ pub struct Message {
     pub message_id: String,
     /// The TTL the message was sent with, in seconds.
     pub ttl: Option<u64>,
+    /// The entry as stored: its `data` bytes and other fields, which a move
+    /// carries over unchanged.
+    pub(crate) stored: Stored,
+}
+
+/// An entry's stored `data` and other stream fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Stored {
+    pub(crate) data: Option<Bytes>,
+    pub(crate) fields: Vec<(Bytes, Bytes)>,
+}
+
+impl Stored {
+    fn of(entry: &Entry) -> Self {
+        Self {
+            data: entry.data.clone(),
+            fields: entry.fields.clone(),
+        }
+    }
 }
 
 /// One entry of a dead-lettered message's `_failures`.
@@ -151,12 +201,27 @@ impl Message {
         })
     }
 
-    /// The failures recorded when the message was dead-lettered.
+    /// The failures recorded when the message was dead-lettered, oldest
+    /// first. A record that is not `{timestamp, reason}` is shown with its
+    /// JSON as the reason, never dropped.
     pub fn failures(&self) -> Vec<Failure> {
-        self.data
-            .get(FAILURES)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default()
+        let read = |v: &Value| {
+            serde_json::from_value::<Failure>(v.clone()).unwrap_or_else(|_| Failure {
+                timestamp: v.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0),
+                reason: format!("unreadable failure record: {v}"),
+            })
+        };
+        match self.data.get(FAILURES) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items.iter().map(read).collect(),
+            Some(other) => vec![read(other)],
+        }
+    }
+
+    /// The entry's stored `data` bytes, exactly as they are in the queue
+    /// (`None` for a foreign entry without a `data` field).
+    pub fn raw_data(&self) -> Option<&[u8]> {
+        self.stored.data.as_deref()
     }
 
     /// The message as the JSON object the CLI prints:
@@ -170,22 +235,17 @@ impl Message {
         })
     }
 
-    /// Re-encode for another queue: same payload and message id, `ttl`
-    /// cleared (a dead-lettered or requeued message does not expire), one
-    /// record appended to the list field `list`.
-    pub(crate) fn reencode(&self, list: &str, record: Value) -> Result<Bytes> {
-        let mut data = self.data.clone();
-        match data.get_mut(list) {
-            Some(Value::Array(items)) => items.push(record),
-            _ => {
-                data.insert(list.to_owned(), Value::Array(vec![record]));
-            }
-        }
-        data.insert(
-            METADATA.to_owned(),
-            json!({ "id": self.message_id, "timestamp": self.timestamp, "ttl": Value::Null }),
-        );
-        Ok(Bytes::from(serde_json::to_vec(&data)?))
+    /// The move of this message to another queue, `record` appended to
+    /// its history list `list`; its stored bytes are otherwise kept as
+    /// they are (see [`super::history`]).
+    pub(crate) fn transfer(&self, list: &str, record: &Value) -> crate::engine::Transfer {
+        super::history::transfer(
+            self.id,
+            self.stored.data.as_ref(),
+            &self.stored.fields,
+            list,
+            record,
+        )
     }
 }
 
@@ -221,46 +281,47 @@ impl Delivered for Message {
     }
 }
 
-/// Why an entry could not be decoded.
+/// Why an entry could not be decoded, with the entry, whole.
 #[derive(Debug)]
 pub(crate) struct Undecodable {
     pub id: EntryId,
     pub reason: String,
-    /// The entry as a JSON object carrying the raw bytes, for the DLQ.
-    pub wrapped: Map<String, Value>,
+    pub entry: Entry,
 }
 
-/// Decode an entry, or explain why not.
+impl Undecodable {
+    /// Its move to the dead-letter queue, with `reason` recorded.
+    pub(crate) fn transfer(&self, record: &Value) -> crate::engine::Transfer {
+        super::history::transfer(
+            self.id,
+            self.entry.data.as_ref(),
+            &self.entry.fields,
+            FAILURES,
+            record,
+        )
+    }
+}
+
+/// Decode an entry, or explain why not. An entry over `max_bytes` is not
+/// decoded: the limit bounds what a consumer is handed, and the caller
+/// moves such an entry, whole, to the dead-letter queue.
 pub(crate) fn decode(entry: Entry, max_bytes: usize) -> Result<Message, Box<Undecodable>> {
-    let fallback_ts = entry.id.ms as f64 / 1000.0;
-    let fail = |reason: String, raw: Option<&[u8]>| {
-        let mut wrapped = Map::new();
-        match raw {
-            Some(raw) => match std::str::from_utf8(raw) {
-                Ok(s) => wrapped.insert("_raw".into(), Value::String(s.to_owned())),
-                Err(_) => wrapped.insert("_raw_hex".into(), Value::String(hex(raw))),
-            },
-            None => wrapped.insert("_raw".into(), Value::Null),
-        };
+    let fail = |reason: String, entry: Entry| {
         Box::new(Undecodable {
             id: entry.id,
             reason,
-            wrapped,
+            entry,
         })
     };
     let Some(raw) = entry.data.as_deref() else {
-        return Err(fail("entry has no `data` field".into(), None));
+        return Err(fail("entry has no `data` field".into(), entry));
     };
     if raw.len() > max_bytes {
-        // Keep only a prefix of an oversized entry: the DLQ must not inherit it.
-        let keep = &raw[..raw.len().min(1024)];
-        return Err(fail(
-            format!(
-                "entry is {} bytes, over the {max_bytes}-byte limit",
-                raw.len()
-            ),
-            Some(keep),
-        ));
+        let reason = format!(
+            "entry is {} bytes, over this reader's {max_bytes}-byte limit (kept whole: raise max_payload_bytes to read it)",
+            raw.len()
+        );
+        return Err(fail(reason, entry));
     }
     // serde_json validates every string it decodes (and bytes outside
     // strings must be ASCII JSON), so the data handed out is valid UTF-8
@@ -275,17 +336,26 @@ pub(crate) fn decode(entry: Entry, max_bytes: usize) -> Result<Message, Box<Unde
                 Ok(_) if e.is_data() => "entry is JSON but not an object".into(),
                 Ok(_) => format!("entry is not valid JSON: {e}"),
             };
-            return Err(fail(reason, Some(raw)));
+            return Err(fail(reason, entry));
         }
     };
     Ok(Message {
         id: entry.id,
-        timestamp: meta.timestamp.unwrap_or(fallback_ts),
+        timestamp: meta.timestamp.unwrap_or(entry.id.ms as f64 / 1000.0),
         message_id: meta.id.unwrap_or_default(),
         ttl: meta.ttl,
         delivery_count: entry.delivery_count,
+        stored: Stored::of(&entry),
         data,
     })
+}
+
+/// Decode an entry whatever its size, for readers that only look (peek,
+/// a dead-letter queue): one that is not a message is shown as
+/// [`undecodable_message`] does.
+pub(crate) fn decode_any(entry: Entry) -> Message {
+    let dc = entry.delivery_count;
+    decode(entry, usize::MAX).unwrap_or_else(|u| undecodable_message(&u, dc))
 }
 
 /// A message whose payload was decoded straight into `T`, without building
@@ -640,15 +710,41 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The message of an undecodable entry as a DLQ sees it.
+/// The message of an undecodable entry as a DLQ sees it: `_raw` holds its
+/// `data` as text (`_raw_hex` if it is not UTF-8; null if it has none),
+/// `_fields` its other stream fields, and `_failures` / `_requeues` the
+/// history kept beside it. Only a view: the entry itself moves unchanged.
 pub(crate) fn undecodable_message(u: &Undecodable, delivery_count: u64) -> Message {
+    let mut data = Map::new();
+    match u.entry.data.as_deref() {
+        Some(raw) => match std::str::from_utf8(raw) {
+            Ok(s) => data.insert("_raw".into(), Value::String(s.to_owned())),
+            Err(_) => data.insert("_raw_hex".into(), Value::String(hex(raw))),
+        },
+        None => data.insert("_raw".into(), Value::Null),
+    };
+    let mut others = Map::new();
+    for (k, v) in &u.entry.fields {
+        let name = String::from_utf8_lossy(k).into_owned();
+        if name == FAILURES || name == REQUEUES {
+            if let Ok(list) = serde_json::from_slice::<Value>(v) {
+                data.insert(name, list);
+                continue;
+            }
+        }
+        others.insert(name, Value::String(String::from_utf8_lossy(v).into_owned()));
+    }
+    if !others.is_empty() {
+        data.insert("_fields".into(), Value::Object(others));
+    }
     Message {
         id: u.id,
-        data: u.wrapped.clone(),
+        data,
         timestamp: u.id.ms as f64 / 1000.0,
         delivery_count,
         message_id: String::new(),
         ttl: None,
+        stored: Stored::of(&u.entry),
     }
 }
 
@@ -658,13 +754,13 @@ mod tests {
 
     #[test]
     fn encodes_with_metadata() -> Result<()> {
-        let b = encode(&json!({"a": 1}), "m1", 1.5, Some(3), 1 << 20)?;
+        let b = encode(&json!({"a": 1}), "m1", 1.5, Some(3), 1 << 20, &[])?;
         let v: Value = serde_json::from_slice(&b)?;
         assert_eq!(
             v,
             json!({"a": 1, "_metadata": {"id": "m1", "timestamp": 1.5, "ttl": 3}})
         );
-        let b = encode(&json!({}), "m2", 2.0, None, 1 << 20)?;
+        let b = encode(&json!({}), "m2", 2.0, None, 1 << 20, &[])?;
         let v: Value = serde_json::from_slice(&b)?;
         assert_eq!(
             v,
@@ -691,27 +787,62 @@ mod tests {
     fn rejects_bad_payloads() {
         let kind = |r: Result<Bytes>| r.err().map(|e| e.kind());
         assert_eq!(
-            kind(encode(&json!([1]), "m", 0.0, None, 100)),
+            kind(encode(&json!([1]), "m", 0.0, None, 100, &[])),
             Some(ErrorKind::NotAnObject)
         );
         assert_eq!(
-            kind(encode(&json!("s"), "m", 0.0, None, 100)),
+            kind(encode(&json!("s"), "m", 0.0, None, 100, &[])),
             Some(ErrorKind::NotAnObject)
         );
         assert_eq!(
-            kind(encode(&json!(null), "m", 0.0, None, 100)),
+            kind(encode(&json!(null), "m", 0.0, None, 100, &[])),
             Some(ErrorKind::NotAnObject)
         );
         assert_eq!(
-            kind(encode(&json!({"x": "y".repeat(200)}), "m", 0.0, None, 100)),
+            kind(encode(
+                &json!({"x": "y".repeat(200)}),
+                "m",
+                0.0,
+                None,
+                100,
+                &[]
+            )),
             Some(ErrorKind::PayloadTooLarge)
         );
         assert_eq!(
-            kind(encode(&json!({"_metadata": 1}), "m", 0.0, None, 100)),
+            kind(encode(&json!({"_metadata": 1}), "m", 0.0, None, 100, &[])),
             Some(ErrorKind::InvalidArgument)
         );
+        for field in ["_failures", "_requeues", "_leanmq"] {
+            let mut p = serde_json::Map::new();
+            p.insert(field.into(), json!([]));
+            assert_eq!(
+                kind(encode(&p, "m", 0.0, None, 100, &[])),
+                Some(ErrorKind::InvalidArgument),
+                "{field}"
+            );
+        }
+        // A field the sender writes itself is allowed; an escaped spelling of
+        // a reserved one is still that one.
+        assert!(encode(&json!({"_leanmq": 1}), "m", 0.0, None, 100, &["_leanmq"]).is_ok());
+        let raw =
+            serde_json::value::RawValue::from_string(r#"{"\u005ffailures":[]}"#.into()).unwrap();
+        assert_eq!(
+            kind(encode(&raw, "m", 0.0, None, 100, &[])),
+            Some(ErrorKind::InvalidArgument)
+        );
+        // Other `_` fields, and values spelled like reserved keys, are fine.
+        assert!(encode(
+            &json!({"_x": "_failures", "y": "\"_metadata"}),
+            "m",
+            0.0,
+            None,
+            100,
+            &[]
+        )
+        .is_ok());
         // Nested `_metadata` is the payload's own business.
-        assert!(encode(&json!({"x": {"_metadata": 1}}), "m", 0.0, None, 100).is_ok());
+        assert!(encode(&json!({"x": {"_metadata": 1}}), "m", 0.0, None, 100, &[]).is_ok());
     }
 
     #[test]

@@ -107,7 +107,7 @@ use reply::{Counters, Replies};
 pub const DEFAULT_PREFIX: &str = "webhook:";
 /// LeanMQ's field with the webhook's metadata: `{"webhook": {"path",
 /// "timestamp"}}`.
-pub const LEANMQ: &str = "_leanmq";
+pub const LEANMQ: &str = crate::queue::wire::LEANMQ;
 /// The request field naming the path to send the reply to.
 pub const REPLY_TO: &str = "_reply_to";
 /// The request and reply field matching a reply to its request.
@@ -372,9 +372,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The payload as a JSON object, refused if it holds a field the queue or
+/// the webhook writes itself (`_leanmq` would be overwritten).
 fn to_object<T: Serialize + ?Sized>(payload: &T) -> Result<Map<String, Value>> {
     match serde_json::to_value(payload) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => match crate::queue::wire::RESERVED
+            .iter()
+            .find(|k| map.contains_key(**k))
+        {
+            Some(k) => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("webhook payload field `{k}` is reserved (the webhook and its queue write it); rename it"),
+            )),
+            None => Ok(map),
+        },
         Ok(_) => Err(Error::new(
             ErrorKind::NotAnObject,
             "webhook payload must be a JSON object (`{...}`), not an array, string, number, boolean or null",
@@ -479,6 +490,7 @@ impl Webhook {
         data: &Map<String, Value>,
         opts: &SendOptions,
     ) -> Result<Option<EntryId>> {
+        let opts = &opts.clone().own_fields(&[LEANMQ]);
         match self.created(name).await?.send_with(data, opts).await {
             Err(e) if e.kind() == ErrorKind::QueueNotFound => {
                 self.forget(name);
@@ -759,12 +771,13 @@ impl Webhook {
             Err(reason) => data.insert(REPLY_ERROR.to_owned(), Value::String(reason)),
         };
         data.insert(LEANMQ.to_owned(), leanmq_field(&normalize_path(reply_to)));
-        match queue.send(&data).await {
+        let opts = SendOptions::new().own_fields(&[LEANMQ]);
+        match queue.send_with(&data, &opts).await.map(|_| ()) {
             Err(e) if e.kind() == ErrorKind::QueueNotFound => {
                 self.forget(&name);
                 Err(e)
             }
-            other => other.map(|_| ()),
+            other => other,
         }
     }
 }

@@ -72,6 +72,7 @@ impl<V> Log<V> {
         self.slots[i].1.as_mut()
     }
 
+    #[cfg(test)]
     pub(super) fn contains_key(&self, id: &EntryId) -> bool {
         self.get(id).is_some()
     }

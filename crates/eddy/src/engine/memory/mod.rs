@@ -76,9 +76,22 @@ struct Delayed {
     expire_at: Option<f64>,
 }
 
+/// One stream entry: its `data` and any other fields a move carried over.
+#[derive(Debug, Clone)]
+struct Stored {
+    data: Bytes,
+    fields: Vec<(Bytes, Bytes)>,
+}
+
+impl Stored {
+    fn entry(&self, id: EntryId, delivery_count: u64) -> Entry {
+        Entry::new(id, Some(self.data.clone()), delivery_count).with_fields(self.fields.clone())
+    }
+}
+
 #[derive(Debug, Default)]
 struct Stream {
-    entries: Log<Bytes>,
+    entries: Log<Stored>,
     last_id: EntryId,
     groups: HashMap<String, Group>,
 }
@@ -248,7 +261,7 @@ impl MemoryEngine {
     /// Drop the acknowledged history of `keys`'s stream beyond the
     /// engine's window (see [`MemoryEngine::with_history`]); the removed
     /// payloads go to `out`, to be freed after the lock is released.
-    fn settle(&self, st: &mut State, keys: &QueueKeys, out: &mut Vec<Bytes>) {
+    fn settle(&self, st: &mut State, keys: &QueueKeys, out: &mut Vec<Stored>) {
         if let Some(cutoff) = self.history_cutoff() {
             st.trim_acknowledged(&keys.stream, Some(&keys.expiry), cutoff, out);
         }
@@ -291,6 +304,16 @@ impl MemoryEngine {
 
 impl State {
     fn xadd(&mut self, stream: &str, now_ms: u64, data: Bytes) -> EntryId {
+        self.xadd_fields(stream, now_ms, data, Vec::new())
+    }
+
+    fn xadd_fields(
+        &mut self,
+        stream: &str,
+        now_ms: u64,
+        data: Bytes,
+        fields: Vec<(Bytes, Bytes)>,
+    ) -> EntryId {
         let s = match self.streams.get_mut(stream) {
             Some(s) => s,
             None => self.streams.entry(stream.to_owned()).or_default(),
@@ -301,7 +324,7 @@ impl State {
             s.last_id.next()
         };
         s.last_id = id;
-        s.entries.insert(id, data);
+        s.entries.insert(id, Stored { data, fields });
         id
     }
 
@@ -347,7 +370,7 @@ impl State {
         stream: &str,
         expiry: Option<&str>,
         cutoff: EntryId,
-        out: &mut Vec<Bytes>,
+        out: &mut Vec<Stored>,
     ) -> usize {
         let Some(s) = self.streams.get_mut(stream) else {
             return 0;
@@ -379,7 +402,7 @@ impl State {
     /// alone (as `trim_log` trims it) while nobody reads it through its
     /// group; once someone has, like any queue, never an entry that group
     /// has not acknowledged.
-    fn trim_log_window(&mut self, log: &str, cutoff: EntryId, out: &mut Vec<Bytes>) {
+    fn trim_log_window(&mut self, log: &str, cutoff: EntryId, out: &mut Vec<Stored>) {
         let Some(s) = self.streams.get_mut(log) else {
             return;
         };
@@ -706,7 +729,7 @@ impl Engine for MemoryEngine {
                     .range_from(group.last_delivered.next())
                     .take(count)
                 {
-                    delivered.push(Entry::new(id, Some(data.clone()), 1));
+                    delivered.push(data.entry(id, 1));
                     group.pending.insert(
                         id,
                         Pending {
@@ -795,12 +818,16 @@ impl Engine for MemoryEngine {
         }
         let mut out = Vec::with_capacity(moves.len());
         for m in moves {
-            let exists = st
+            let source = st
                 .streams
                 .get(&from.stream)
-                .is_some_and(|s| s.entries.contains_key(&m.id));
-            if exists {
-                let new_id = st.xadd(&to.stream, now, m.data.clone());
+                .and_then(|s| s.entries.get(&m.id))
+                .cloned();
+            if let Some(source) = source {
+                let mut fields = m.apply(Some(&source.data), &source.fields).into_iter();
+                // A memory entry always has `data`, and `apply` puts it first.
+                let data = fields.next().map(|(_, d)| d).unwrap_or_default();
+                let new_id = st.xadd_fields(&to.stream, now, data, fields.collect());
                 st.remove_entry(from, m.id);
                 out.push(Some(new_id));
             } else {
@@ -833,7 +860,7 @@ impl Engine for MemoryEngine {
                 s.entries
                     .range(start, end)
                     .take(count)
-                    .map(|(id, d)| Entry::new(id, Some(d.clone()), 0))
+                    .map(|(id, d)| d.entry(id, 0))
                     .collect()
             })
             .unwrap_or_default())
@@ -951,7 +978,7 @@ impl Engine for MemoryEngine {
                     p.consumer = name.clone();
                     p.delivered_ms = now;
                     p.count += 1;
-                    claimed.push(Entry::new(id, Some(data.clone()), p.count));
+                    claimed.push(data.entry(id, p.count));
                 }
             }
         }

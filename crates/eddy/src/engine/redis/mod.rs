@@ -839,7 +839,15 @@ impl Engine for RedisEngine {
             .key(&to.meta)
             .arg(&from.group);
         for m in moves {
-            inv.arg(m.id.to_string()).arg(m.data.as_ref());
+            inv.arg(m.id.to_string());
+            match &m.data {
+                Some(d) => inv.arg("1").arg(d.as_ref()),
+                None => inv.arg("0").arg(""),
+            };
+            inv.arg(m.fields.len());
+            for (k, v) in &m.fields {
+                inv.arg(k.as_ref()).arg(v.as_ref());
+            }
         }
         let ids: Vec<String> = self.invoke(&inv).await?;
         ids.iter()

@@ -48,17 +48,23 @@ fn entry(v: Value, delivery_count: u64) -> Result<Entry> {
     let fields = parts.pop().unwrap_or(Value::Nil);
     let id = id(&parts[0])?;
     let mut data = None;
+    let mut others = Vec::new();
     if let Value::Array(fields) = fields {
         let mut it = fields.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            if matches!(&k, Value::BulkString(b) if b == b"data") {
-                if let Value::BulkString(b) = v {
-                    data = Some(Bytes::from(b));
-                }
+            let (Value::BulkString(k), Value::BulkString(v)) = (k, v) else {
+                continue;
+            };
+            // The first `data` is the payload (as LeanMQ reads it); anything
+            // else is kept so that a move carries it along.
+            if k == b"data" && data.is_none() {
+                data = Some(Bytes::from(v));
+            } else {
+                others.push((Bytes::from(k), Bytes::from(v)));
             }
         }
     }
-    Ok(Entry::new(id, data, delivery_count))
+    Ok(Entry::new(id, data, delivery_count).with_fields(others))
 }
 
 /// A list of entries (XRANGE, or the entries of one stream of XREADGROUP).
