@@ -58,7 +58,11 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             // Nothing useful can be done if stderr itself is gone.
-            let _ = writeln!(io::stderr(), "error: {}", e.one_line());
+            let _ = writeln!(
+                io::stderr(),
+                "error: {}",
+                output::escape_controls(&e.one_line())
+            );
             ExitCode::FAILURE
         }
     }
