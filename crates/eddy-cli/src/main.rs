@@ -38,7 +38,20 @@ use output::Output;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version, printed as clap prints them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // Plain text, escaped: the message quotes the value given.
+            let _ = write!(
+                io::stderr(),
+                "{}",
+                output::escape_lines(&e.render().to_string())
+            );
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     init_logging();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

@@ -35,11 +35,7 @@ impl Output {
         if self.json {
             self.json_line(&machine)
         } else {
-            // The line breaks of a multi-line result are its layout.
-            for line in human.split('\n') {
-                writeln!(self.out, "{}", escape_controls(line))?;
-            }
-            Ok(())
+            writeln!(self.out, "{}", escape_lines(human))
         }
     }
 
@@ -311,6 +307,13 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`escape_controls`] line by line: the line feeds of a multi-line text
+/// are its layout, and stay.
+pub fn escape_lines(text: &str) -> String {
+    let lines: Vec<Cow<'_, str>> = text.split('\n').map(escape_controls).collect();
+    lines.join("\n")
+}
+
 /// Milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`.
 fn format_ms(ms: u64) -> String {
     match ms {
@@ -391,6 +394,7 @@ mod tests {
         let mut t = Table::new(["A", "B"]);
         t.row(["\x1b".into(), "x".into()]);
         assert_eq!(t.render(), "A     B\n\\x1b  x\n");
+        assert_eq!(escape_lines("a\x1b\nb\tc\n"), "a\\x1b\nb\\tc\n");
     }
 
     #[test]

@@ -714,4 +714,12 @@ fn human_output_escapes_control_characters() {
     let message = run.fails();
     assert!(!message.contains('\x1b'), "{message:?}");
     assert!(message.contains(r"\x1b[2J"), "{message:?}");
+    // So does a usage error quoting the value given (clap drops whole
+    // ESC sequences from it; what is left is escaped).
+    for value in ["\x1b[2J", "7\x1b\x07\u{9b}"] {
+        let run = eddy(url, &["queue", "peek", "q", "--count", value]);
+        assert_eq!(run.code, Some(2), "{run:#?}");
+        assert_eq!(raw(&run.stderr), Vec::<String>::new(), "{run:#?}");
+        assert!(run.stderr.contains("1..="), "{run:#?}");
+    }
 }
