@@ -84,7 +84,8 @@ pub struct GlobalArgs {
 
     /// The largest encoded message accepted (and read without moving it to
     /// the dead-letter queue).
-    #[arg(long, global = true, default_value_t = 1 << 20, value_name = "N")]
+    #[arg(long, global = true, default_value_t = 1 << 20, value_name = "N",
+          value_parser = parse_payload_bytes, allow_negative_numbers = true)]
     pub max_payload_bytes: usize,
 }
 
@@ -171,8 +172,8 @@ pub enum QueueCommand {
     Peek {
         /// The queue name.
         name: String,
-        /// At most this many messages.
-        #[arg(long, default_value_t = 10, value_name = "N")]
+        /// At most this many messages (1 to 1000000).
+        #[arg(long, default_value_t = 10, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
         count: usize,
     },
     /// Show a queue's length, pending, lag, delayed and consumers.
@@ -238,9 +239,9 @@ impl SendArgs {
 pub struct ReceiveArgs {
     /// The queue name.
     pub name: String,
-    /// At most this many messages. With --follow: how many are read and
-    /// handled at once (1 keeps them in order).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// At most this many messages (1 to 1000000). With --follow: how many
+    /// are read and handled at once (1 keeps them in order).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
     pub count: usize,
     /// Wait up to this long for the first message: seconds or 500ms, 2s, 1m.
     #[arg(long, value_parser = parse_duration, allow_negative_numbers = true, value_name = "SECS", conflicts_with = "follow")]
@@ -269,8 +270,8 @@ pub enum DlqCommand {
     List {
         /// The queue name (not `NAME:dlq`).
         name: String,
-        /// At most this many messages.
-        #[arg(long, default_value_t = 10, value_name = "N")]
+        /// At most this many messages (1 to 1000000).
+        #[arg(long, default_value_t = 10, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
         count: usize,
     },
     /// Move messages back to the queue (recorded in `_requeues`).
@@ -293,6 +294,33 @@ pub enum DlqCommand {
         /// The queue name (not `NAME:dlq`).
         name: String,
     },
+}
+
+/// The largest `--count`: far below what Redis parses (a signed 64-bit
+/// count), and as many messages as one command should hold in memory.
+pub const MAX_COUNT: u64 = 1_000_000;
+
+/// The largest `--max-payload-bytes`: Redis stores no bulk string longer
+/// (its default `proto-max-bulk-len`).
+pub const MAX_PAYLOAD_BYTES: u64 = 512 << 20;
+
+/// A `--count`: checked here, so a count Redis would refuse never reaches
+/// it.
+fn parse_count(s: &str) -> Result<usize, String> {
+    parse_in_range(s, MAX_COUNT, "a count")
+}
+
+fn parse_payload_bytes(s: &str) -> Result<usize, String> {
+    parse_in_range(s, MAX_PAYLOAD_BYTES, "a size in bytes")
+}
+
+fn parse_in_range(s: &str, max: u64, what: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("{what} is a whole number in 1..={max}"))
 }
 
 /// Parse every id before anything is sent, so a typo changes nothing.

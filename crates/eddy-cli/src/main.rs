@@ -38,7 +38,20 @@ use output::Output;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version, printed as clap prints them.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // Plain text, escaped: the message quotes the value given.
+            let _ = write!(
+                io::stderr(),
+                "{}",
+                output::escape_lines(&e.render().to_string())
+            );
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     init_logging();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -58,7 +71,11 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             // Nothing useful can be done if stderr itself is gone.
-            let _ = writeln!(io::stderr(), "error: {}", e.one_line());
+            let _ = writeln!(
+                io::stderr(),
+                "error: {}",
+                output::escape_controls(&e.one_line())
+            );
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,13 @@
 //! Everything the CLI prints on stdout: human tables or JSON lines.
+//!
+//! Human output never carries a raw control character from the data: queue
+//! names, message data, failure reasons and error messages can come from
+//! anyone who can write to Redis, and an ESC sequence in them would drive
+//! the reader's terminal. [`escape_controls`] shows each one as an escape
+//! instead; --json output is JSON, escaped by its own rules.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use eddy::{Message, QueueInfo};
@@ -27,7 +35,7 @@ impl Output {
         if self.json {
             self.json_line(&machine)
         } else {
-            writeln!(self.out, "{human}")
+            writeln!(self.out, "{}", escape_lines(human))
         }
     }
 
@@ -61,7 +69,8 @@ impl Output {
         if self.json {
             self.json_line(&m.to_json())?;
         } else {
-            writeln!(self.out, "{}", message_row(m, &m.data).join("  "))?;
+            let row = message_row(m, &m.data).map(|cell| escape_controls(&cell).into_owned());
+            writeln!(self.out, "{}", row.join("  "))?;
         }
         self.out.flush()
     }
@@ -105,7 +114,7 @@ impl Output {
                     self.out,
                     "    failed {}  {}",
                     format_timestamp(Some(f.timestamp)),
-                    f.reason
+                    escape_controls(&f.reason)
                 )?;
             }
         }
@@ -224,8 +233,17 @@ impl Table {
         Self::default()
     }
 
+    /// A row; its cells are escaped here, so the widths are those printed.
     fn row<const N: usize>(&mut self, cells: [String; N]) {
-        self.rows.push(cells.into());
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| match escape_controls(&c) {
+                    Cow::Borrowed(_) => c,
+                    Cow::Owned(escaped) => escaped,
+                })
+                .collect(),
+        );
     }
 
     fn render(&self) -> String {
@@ -257,6 +275,43 @@ impl Table {
         }
         out
     }
+}
+
+/// `text` safe to print on a terminal, on one line: tab, line feed and
+/// carriage return as `\t`, `\n`, `\r`; every other C0 control and DEL as
+/// `\x1b`-style escapes; C1 controls (U+0080 to U+009F, which some
+/// terminals obey like ESC sequences) and the bidirectional overrides and
+/// isolates (which reorder what is shown) as `\u{9b}`-style escapes.
+/// Backslashes are left alone: --json shows the exact text.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`escape_controls`] line by line: the line feeds of a multi-line text
+/// are its layout, and stay.
+pub fn escape_lines(text: &str) -> String {
+    let lines: Vec<Cow<'_, str>> = text.split('\n').map(escape_controls).collect();
+    lines.join("\n")
 }
 
 /// Milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`.
@@ -327,6 +382,19 @@ mod tests {
         assert_eq!(format_ms(12_345), "12.3s");
         assert_eq!(format_ms(245_000), "4m05s");
         assert_eq!(format_ms(7_380_000), "2h03m");
+    }
+
+    #[test]
+    fn escapes_control_characters() {
+        assert!(matches!(escape_controls("plain é ✓"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_controls("a\x1b[2Jb\x07\x00\x7f\t\n\r\u{9b}1m\u{202e}\\x"),
+            r"a\x1b[2Jb\x07\x00\x7f\t\n\r\u{9b}1m\u{202e}\x"
+        );
+        let mut t = Table::new(["A", "B"]);
+        t.row(["\x1b".into(), "x".into()]);
+        assert_eq!(t.render(), "A     B\n\\x1b  x\n");
+        assert_eq!(escape_lines("a\x1b\nb\tc\n"), "a\\x1b\nb\\tc\n");
     }
 
     #[test]

@@ -562,7 +562,6 @@ fn bad_inputs_fail_with_one_line_and_change_nothing() {
         (vec!["queue", "create", "bad name"], None, "invalid name"),
         (vec!["queue", "create", "q:dlq"], None, "invalid name"),
         (vec!["queue", "send", "q", "{}", "--ttl", "0"], None, "TTL"),
-        (vec!["queue", "receive", "q", "--count", "0"], None, "count"),
     ];
     for (args, stdin, want) in cases {
         let err = eddy_with_stdin(url, &args, stdin).fails();
@@ -657,5 +656,122 @@ fn help_documents_the_json_output() {
         "memory://",
     ] {
         assert!(help.contains(needle), "{needle} missing from --help");
+    }
+}
+
+/// `--count` past what Redis takes (it parses a signed 64-bit count), 0 or
+/// negative is a usage error naming the option and the range, before any
+/// connection: the queue is untouched.
+#[test]
+fn counts_out_of_range_are_usage_errors_before_redis() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "q"]).ok();
+    eddy(url, &["queue", "send", "q", r#"{"n": 1}"#]).ok();
+    for command in [
+        &["queue", "peek", "q"][..],
+        &["queue", "receive", "q"],
+        &["queue", "receive", "q", "--follow", "--ack"],
+        &["dlq", "list", "q"],
+    ] {
+        for count in [
+            "9223372036854775808",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "0",
+            "-1",
+        ] {
+            let mut args = command.to_vec();
+            args.extend(["--count", count]);
+            // A URL nobody listens on: the range is checked before any
+            // connection is tried.
+            for url in [url, "redis://127.0.0.1:1/0"] {
+                let run = eddy(url, &args);
+                assert_eq!(run.code, Some(2), "{run:#?}");
+                assert!(run.stderr.starts_with("error: "), "{run:#?}");
+                assert!(run.stderr.contains("--count"), "{run:#?}");
+                assert!(run.stderr.contains("1..="), "{run:#?}");
+                assert!(!run.stderr.contains("ERR"), "{run:#?}");
+            }
+        }
+    }
+    for bytes in ["0", "-5", "18446744073709551616"] {
+        let run = eddy(url, &["--max-payload-bytes", bytes, "queue", "peek", "q"]);
+        assert_eq!(run.code, Some(2), "{run:#?}");
+        assert!(run.stderr.contains("--max-payload-bytes"), "{run:#?}");
+    }
+    assert_eq!(counts(url, "q"), (1, 0, 1));
+    // The largest count is accepted.
+    let max = eddy(url, &["--json", "queue", "peek", "q", "--count", "1000000"]);
+    assert_eq!(max.json_lines().len(), 1);
+}
+
+/// No raw terminal control reaches a terminal from human output: a failure
+/// reason, message data, and an error message that quotes the input all
+/// show their control characters escaped (`\x1b`, `\u{9b}`), each on its
+/// one line. --json output is JSON, escaped by its own rules.
+#[test]
+fn human_output_escapes_control_characters() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "q"]).ok();
+    // ESC, BEL, DEL and the C1 CSI (U+009B), as JSON escapes and raw.
+    let data = "{\"t\": \"a\\u001b[2Jb\\u0007c\u{7f}d\u{9b}31m\"}";
+    eddy(url, &["queue", "send", "q", data]).ok();
+    eddy(url, &["queue", "send", "q", r#"{"n": 2}"#]).ok();
+    let raw = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .map(|c| format!("{:?}", c))
+            .collect::<Vec<_>>()
+    };
+
+    let peeked = eddy(url, &["queue", "peek", "q"]).ok();
+    assert_eq!(raw(&peeked), Vec::<String>::new(), "{peeked}");
+    assert!(peeked.contains(r"\u{9b}31m"), "{peeked}");
+
+    let got = eddy(url, &["--json", "queue", "receive", "q", "--count", "2"]).json_lines();
+    let reason = "bad\x1b[2J\x1b]0;title\x07 tab\there\nnext\u{9b}1m\r";
+    eddy(
+        url,
+        &[
+            "queue",
+            "dead-letter",
+            "q",
+            &ids_of(&got)[0],
+            "--reason",
+            reason,
+        ],
+    )
+    .ok();
+    let listed = eddy(url, &["dlq", "list", "q"]).ok();
+    assert!(!listed.as_bytes().contains(&0x1b), "{listed:?}");
+    assert_eq!(raw(&listed), Vec::<String>::new(), "{listed:?}");
+    let failure = listed
+        .lines()
+        .find(|l| l.trim_start().starts_with("failed "))
+        .unwrap_or_else(|| panic!("no failure line: {listed}"));
+    assert!(
+        failure.ends_with(r"bad\x1b[2J\x1b]0;title\x07 tab\there\nnext\u{9b}1m\r"),
+        "{failure}"
+    );
+    // JSON keeps the reason exactly.
+    let dead = eddy(url, &["--json", "dlq", "list", "q"]).json_lines();
+    assert_eq!(dead[0]["failures"][0]["reason"], reason);
+
+    // An error quoting a bad id escapes it too.
+    let run = eddy(url, &["queue", "ack", "q", "1-0\x1b[2J"]);
+    let message = run.fails();
+    assert!(!message.contains('\x1b'), "{message:?}");
+    assert!(message.contains(r"\x1b[2J"), "{message:?}");
+    // So does a usage error quoting the value given (clap drops whole
+    // ESC sequences from it; what is left is escaped).
+    for value in ["\x1b[2J", "7\x1b\x07\u{9b}"] {
+        let run = eddy(url, &["queue", "peek", "q", "--count", value]);
+        assert_eq!(run.code, Some(2), "{run:#?}");
+        assert_eq!(raw(&run.stderr), Vec::<String>::new(), "{run:#?}");
+        assert!(run.stderr.contains("1..="), "{run:#?}");
     }
 }

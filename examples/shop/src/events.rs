@@ -64,6 +64,37 @@ pub fn order_total(items: &[Item]) -> f64 {
     (total * 100.0).round() / 100.0 + 0.0
 }
 
+/// The total of `items` if it is an amount of money: every price finite
+/// and not negative, and the total (rounded to cents) finite. The error
+/// says, for a person, which of these fails.
+///
+/// ```
+/// use eddy_shop::{checked_total, Item};
+/// assert_eq!(checked_total(&[Item::new("a", "A", 2.5, 2)]), Ok(5.0));
+/// assert!(checked_total(&[Item::new("a", "A", 1e308, 2)]).is_err());
+/// ```
+pub fn checked_total(items: &[Item]) -> Result<f64, String> {
+    for (i, item) in items.iter().enumerate() {
+        if !item.price.is_finite() || item.price < 0.0 {
+            return Err(format!(
+                "`items[{i}].price` must be a finite number, 0 or more (got {})",
+                item.price
+            ));
+        }
+    }
+    let total = order_total(items);
+    if total.is_finite() {
+        Ok(total)
+    } else {
+        // Published as JSON it would be null, which no payment can charge.
+        Err(format!(
+            "the order total is out of range: price × quantity summed over the items \
+             must stay below {:e}",
+            f64::MAX / 100.0
+        ))
+    }
+}
+
 /// An order was placed (published by order-service).
 ///
 /// ```

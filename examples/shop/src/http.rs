@@ -8,11 +8,20 @@
 //! | `GET /orders` (optionally `?status=shipped`) | 200 `{"count", "by_status", "orders"}` |
 //!
 //! `POST /orders` may carry its own `"order_id"` (1 to 200 characters, no
-//! whitespace); without one the order gets a UUID. Bad input is answered
-//! 400, an `order_id` that exists 409, an order whose `OrderCreatedEvent`
+//! whitespace); without one the order gets a UUID. Prices are finite
+//! numbers, 0 or more; quantities whole numbers, 1 or more; the total
+//! (price × quantity summed, rounded to cents) must be finite too. Bad
+//! input is answered 400 and nothing is published, an `order_id` that
+//! exists 409, a body over 2 MB 413, an order whose `OrderCreatedEvent`
 //! could not be published 503 (the order is then not kept). Every error is
 //! `{"error": "..."}`; other paths answer 404, other methods 405, the same
 //! way. Unknown fields are ignored.
+//!
+//! Slow clients are not waited for forever ([`HttpConfig`], given to
+//! [`serve_with`]): a connection that has not sent a request's whole
+//! headers 10 s after it opened, or after its previous answer, is closed
+//! without an answer; a `POST /orders` whose body is not complete 30 s
+//! after its headers is answered 408 and its connection closed.
 //!
 //! In `GET /orders`, `count` is the number of orders listed and `by_status`
 //! counts every order in the store by status (all four statuses, zeros
@@ -44,15 +53,17 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use eddy::ErrorKind;
 use serde_json::{json, Map, Value};
+use tokio::sync::watch;
 
 use crate::orders::{Order, OrderStatus};
 use crate::{Item, Shop};
@@ -131,6 +142,7 @@ impl NewOrder {
             .enumerate()
             .map(|(i, item)| parse_item(i, item))
             .collect::<Result<Vec<_>, _>>()?;
+        crate::checked_total(&items)?;
         Ok(Self {
             order_id,
             user_id,
@@ -233,19 +245,126 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What the handlers share.
+#[derive(Debug, Clone)]
+struct Api {
+    shop: Arc<Shop>,
+    body_read_timeout: Duration,
+}
+
 /// The API's routes, on `shop` (which must run order-service for the
-/// orders to move on).
+/// orders to move on), with the default [`HttpConfig`].
 pub fn router(shop: Arc<Shop>) -> Router {
+    router_with(shop, HttpConfig::default())
+}
+
+/// The API's routes with `config`'s body read timeout (the header read
+/// timeout is the server's: [`serve_with`]).
+pub fn router_with(shop: Arc<Shop>, config: HttpConfig) -> Router {
     Router::new()
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(shop)
+        .with_state(Api {
+            shop,
+            body_read_timeout: config.body_read_timeout,
+        })
+}
+
+/// How long the server waits for a client (see [`serve_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// From the start of a connection (or the end of its previous answer)
+    /// to the end of a request's headers.
+    pub header_read_timeout: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
+}
+
+/// [`HttpConfig::header_read_timeout`] by default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`HttpConfig::body_read_timeout`] by default.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl HttpConfig {
+    /// The defaults: 10 s for the headers, 30 s for the body.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set the header read timeout.
+    pub fn header_read_timeout(mut self, d: Duration) -> Self {
+        self.header_read_timeout = d;
+        self
+    }
+
+    /// Set the body read timeout.
+    pub fn body_read_timeout(mut self, d: Duration) -> Self {
+        self.body_read_timeout = d;
+        self
+    }
+}
+
+/// [`serve`] with the given timeouts: a connection that has not sent a
+/// request's whole headers [`HttpConfig::header_read_timeout`] after it
+/// opened (or after its previous answer) is closed; a `POST /orders` whose
+/// body has not arrived [`HttpConfig::body_read_timeout`] after its
+/// headers is answered 408 and its connection closed.
+pub async fn serve_with<F>(
+    listener: tokio::net::TcpListener,
+    shop: Arc<Shop>,
+    config: HttpConfig,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let app = router_with(shop, config);
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection gone before
+                    // it was accepted: the listener itself still works.
+                    tracing::warn!(error = %e, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_connection(
+            stream,
+            app.clone(),
+            config,
+            stopping.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Serve the API on `listener` until `shutdown` completes, then stop
-/// accepting, let the requests in progress finish, and return.
+/// accepting, let the requests in progress finish, and return. The
+/// timeouts are [`HttpConfig`]'s defaults.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     shop: Arc<Shop>,
@@ -254,12 +373,66 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(shop))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, shop, HttpConfig::default(), shutdown).await
 }
 
-async fn create_order(State(shop): State<Arc<Shop>>, body: Bytes) -> Response {
+/// One connection, until the client or the header timeout closes it, or
+/// (after `stopping`) its request in progress is answered.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    config: HttpConfig,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    let conn = builder.serve_connection(
+        hyper_util::rt::TokioIo::new(stream),
+        hyper_util::service::TowerToHyperService::new(app),
+    );
+    let mut conn = std::pin::pin!(conn);
+    let mut told = false;
+    loop {
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "HTTP connection ended");
+                }
+                return;
+            }
+            _ = stopping.wait_for(|s| *s), if !told => {
+                told = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+async fn create_order(State(api): State<Api>, req: Request) -> Response {
+    let shop = api.shop;
+    // The whole body within the deadline: a client that trickles it in
+    // holds the connection no longer than a stalled one.
+    let body = match tokio::time::timeout(api.body_read_timeout, Bytes::from_request(req, &()))
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejected)) => {
+            return ApiError(rejected.status(), rejected.body_text()).into_response();
+        }
+        Err(_) => {
+            let e = ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s; send it whole, right after the headers",
+                    api.body_read_timeout.as_secs_f64()
+                ),
+            );
+            // The rest of the body may still come: this connection is done.
+            return ([(header::CONNECTION, "close")], e).into_response();
+        }
+    };
     let new = match NewOrder::from_json(&body) {
         Ok(new) => new,
         Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
@@ -299,8 +472,8 @@ async fn create_order(State(shop): State<Arc<Shop>>, body: Bytes) -> Response {
     }
 }
 
-async fn get_order(State(shop): State<Arc<Shop>>, Path(id): Path<String>) -> Response {
-    match shop.orders().get(&id) {
+async fn get_order(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.shop.orders().get(&id) {
         Some(order) => Json(order).into_response(),
         None => ApiError(
             StatusCode::NOT_FOUND,
@@ -311,9 +484,10 @@ async fn get_order(State(shop): State<Arc<Shop>>, Path(id): Path<String>) -> Res
 }
 
 async fn list_orders(
-    State(shop): State<Arc<Shop>>,
+    State(api): State<Api>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let shop = api.shop;
     let filter = match query.get("status").map(String::as_str) {
         None | Some("") => None,
         Some(s) => match OrderStatus::ALL.into_iter().find(|st| st.as_str() == s) {
@@ -436,6 +610,10 @@ mod tests {
             ),
             "`items[0].quantity` must be at least 1"
         );
+        assert!(err(
+            r#"{"user_id": "u", "items": [{"product_id": "p", "name": "Pen", "price": 1e308, "quantity": 2}]}"#
+        )
+        .starts_with("the order total is out of range"));
         assert_eq!(
             err(&format!(
                 r#"{{"user_id": "u", "order_id": "a b", "items": [{item}]}}"#

@@ -56,8 +56,8 @@ mod shop;
 
 pub use demo::{demo_orders, run_demo, DemoOptions, DemoSummary, OrderState, CATALOGUE};
 pub use events::{
-    order_total, Item, OrderCreatedEvent, OrderShippedEvent, PaymentProcessedEvent, PAYMENT_FAILED,
-    PAYMENT_SUCCEEDED,
+    checked_total, order_total, Item, OrderCreatedEvent, OrderShippedEvent, PaymentProcessedEvent,
+    PAYMENT_FAILED, PAYMENT_SUCCEEDED,
 };
 pub use notification_service::{Notification, Notifications};
 pub use orders::{Applied, Order, OrderCounts, OrderStatus, OrderStore, UnknownOrder};

@@ -348,13 +348,18 @@ impl Shop {
     }
 
     /// Place an order with the caller's id ([`ErrorKind::InvalidArgument`]
-    /// if this shop has it already).
+    /// if this shop has it already, or if its total is not an amount of
+    /// money: see [`checked_total`](crate::checked_total)). Nothing is
+    /// recorded or published on an error.
     pub async fn create_order_with_id(
         &self,
         order_id: &str,
         user_id: &str,
         items: Vec<Item>,
     ) -> Result<()> {
+        crate::checked_total(&items).map_err(|e| {
+            eddy::Error::new(ErrorKind::InvalidArgument, format!("order {order_id}: {e}"))
+        })?;
         let event = OrderCreatedEvent::new(order_id, user_id, items.clone());
         let mut env = Envelope::new(&event)?;
         env.source = Some(order_service::NAME.to_owned());
