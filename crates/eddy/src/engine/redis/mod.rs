@@ -97,18 +97,6 @@ impl std::fmt::Debug for RedisEngine {
     }
 }
 
-/// A URL with any password replaced by `***`, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 pub(crate) fn map_err(e: redis::RedisError) -> Error {
     let code = e.code().unwrap_or_default();
     let kind = match code {
@@ -150,7 +138,7 @@ impl RedisEngine {
     /// Connect, retrying a few times with backoff, and check the server is
     /// Redis 7.0 or newer.
     pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self> {
-        let shown = redact(url);
+        let shown = super::redact_url(url);
         let client = Client::open(url).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidUrl,
@@ -989,17 +977,5 @@ impl Engine for RedisEngine {
             inv.arg(id.to_string());
         }
         self.invoke(&inv).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(redact("redis://:secret@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
     }
 }
