@@ -677,6 +677,7 @@ impl Queue {
         // The general decode decides: it moves what is not a JSON object to
         // the DLQ; what is one but not a `T` goes there with serde's reason.
         let mut moves = Vec::new();
+        let mut reasons = Vec::new();
         for m in self.decode_delivered::<Message>(rest).await? {
             match m.payload::<T>() {
                 Ok(payload) => out.push(TypedMessage {
@@ -689,7 +690,7 @@ impl Queue {
                 }),
                 Err(e) => {
                     let reason = format!("not a {}: {e}", std::any::type_name::<T>());
-                    tracing::warn!(queue = %self.keys.name, id = %m.id, %reason, "message moved to the dead-letter queue");
+                    reasons.push((m.id, reason.clone()));
                     moves.push(Transfer::new(
                         m.id,
                         m.reencode(wire::FAILURES, failure_record(&reason))?,
@@ -698,12 +699,26 @@ impl Queue {
             }
         }
         if !moves.is_empty() {
-            self.engine()
-                .transfer(&self.keys, &self.dlq, &moves)
-                .await?;
+            let moved = self.engine().transfer(&self.keys, &self.dlq, &moves).await;
+            self.log_dead_lettered("message", &reasons, &moved);
+            moved?;
         }
         out.sort_by_key(|m| m.id);
         Ok(out)
+    }
+
+    /// Log a move to the DLQ as done only if it was.
+    fn log_dead_lettered<T>(&self, what: &str, moves: &[(EntryId, String)], moved: &Result<T>) {
+        for (id, reason) in moves {
+            match moved {
+                Ok(_) => {
+                    tracing::warn!(queue = %self.keys.name, %id, %reason, "{what} moved to the dead-letter queue")
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.keys.name, %id, %reason, error = %e, "{what} not dead-lettered; it stays pending")
+                }
+            }
+        }
     }
 
     /// Decode delivered entries; move undecodable ones to the DLQ.
@@ -727,14 +742,17 @@ impl Queue {
             let moves = bad
                 .iter()
                 .map(|u| {
-                    tracing::warn!(queue = %self.keys.name, id = %u.id, reason = %u.reason, "undecodable entry moved to the dead-letter queue");
                     let m = wire::undecodable_message(u, 0);
-                    Ok(Transfer::new(u.id, m.reencode(wire::FAILURES, failure_record(&u.reason))?))
+                    Ok(Transfer::new(
+                        u.id,
+                        m.reencode(wire::FAILURES, failure_record(&u.reason))?,
+                    ))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            self.engine()
-                .transfer(&self.keys, &self.dlq, &moves)
-                .await?;
+            let moved = self.engine().transfer(&self.keys, &self.dlq, &moves).await;
+            let reasons: Vec<_> = bad.iter().map(|u| (u.id, u.reason.clone())).collect();
+            self.log_dead_lettered("undecodable entry", &reasons, &moved);
+            moved?;
         }
         Ok(out)
     }

@@ -1,7 +1,8 @@
-//! The `eddy` binary's connection messages against real redis-servers of the
-//! tests' own: a password in the URL never appears in any output (errors,
-//! `eddy demo`, the shop services' startup line, `--json`, debug logs), and
-//! a connection that cannot work fails at once with a message that says why.
+//! What the `eddy` binary shows, against real redis-servers of the tests'
+//! own: a password in the URL never appears in any output (errors, `eddy
+//! demo`, the shop services' startup line, `--json`, debug logs); a
+//! connection that cannot work fails at once with a message that says why;
+//! server errors carry no script internals; logs claim only what happened.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -35,10 +36,15 @@ impl Run {
         );
     }
 
-    /// Assert a failure; return stderr.
+    /// Assert a failure; return its `error: ...` line (stderr also holds
+    /// debug logs).
     fn fails(&self) -> &str {
         assert_eq!(self.code, Some(1), "{self:#?}");
-        &self.stderr
+        self.stderr
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or_else(|| panic!("no `error: ` line: {self:#?}"))
     }
 }
 
@@ -196,4 +202,99 @@ fn tcp_user_info_without_a_colon_is_hidden() {
     let run = eddy(&unknown, &["queue", "list"]);
     run.fails();
     run.assert_no_secret();
+}
+
+/// A plain TCP server.
+fn tcp_server() -> RedisServer {
+    RedisServer::start().expect("start redis-server")
+}
+
+#[test]
+fn rediss_to_a_plaintext_server_fails_fast_and_says_so() {
+    let server = tcp_server();
+    let url = format!("rediss://127.0.0.1:{}/0", server.port());
+    for args in [&["queue", "list"][..], &["queue", "info", "q"]] {
+        let run = eddy(&url, args);
+        let err = run.fails();
+        assert!(
+            run.elapsed < Duration::from_secs(5),
+            "took {:?}: {err}",
+            run.elapsed
+        );
+        assert!(err.contains("TLS handshake failed"), "{err}");
+        assert!(err.contains("use redis://"), "{err}");
+        assert!(!err.contains("outcome is unknown"), "{err}");
+    }
+}
+
+#[test]
+fn a_db_index_out_of_range_fails_at_once() {
+    let server = tcp_server();
+    let url = format!("redis://127.0.0.1:{}/99", server.port());
+    let run = eddy(&url, &["--json", "queue", "list"]);
+    let err = run.fails();
+    assert!(
+        run.elapsed < Duration::from_secs(2),
+        "took {:?}: {err}",
+        run.elapsed
+    );
+    assert!(err.contains("out of range"), "{err}");
+    assert!(err.contains("databases"), "{err}");
+    assert!(!err.contains("is redis-server running"), "{err}");
+    assert!(!err.contains("attempt"), "{err}");
+    let socket = RedisServer::builder()
+        .unix_socket(true)
+        .start()
+        .expect("start redis-server");
+    let run = eddy(&socket_url(&socket, "db=99"), &["queue", "list"]);
+    let err = run.fails();
+    assert!(err.contains("out of range"), "{err}");
+}
+
+/// A queue whose DLQ key was overwritten by a string, with one entry that
+/// is not JSON, so that reading it tries (and fails) to dead-letter it.
+fn queue_with_a_broken_dlq(server: &RedisServer) -> String {
+    let url = format!("redis://127.0.0.1:{}/0", server.port());
+    assert_eq!(eddy(&url, &["queue", "create", "q"]).code, Some(0));
+    server
+        .redis_cli(["XADD", "mq:q", "*", "data", "not json"])
+        .expect("XADD");
+    server.redis_cli(["DEL", "mq:q:dlq"]).expect("DEL");
+    server.redis_cli(["SET", "mq:q:dlq", "x"]).expect("SET");
+    url
+}
+
+#[test]
+fn wrong_type_errors_name_the_key_not_the_script() {
+    let server = tcp_server();
+    let url = queue_with_a_broken_dlq(&server);
+    let run = eddy(&url, &["queue", "receive", "q"]);
+    let err = run.fails();
+    let line = err;
+    assert!(
+        line.contains("mq:q:dlq") && line.contains("string"),
+        "{line}"
+    );
+    assert!(!line.contains("user_script"), "{line}");
+    assert!(!line.contains("script:"), "{line}");
+    let hex_run = line
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(hex_run < 40, "a script SHA in {line}");
+}
+
+#[test]
+fn a_failed_dead_letter_move_is_not_logged_as_done() {
+    let server = tcp_server();
+    let url = queue_with_a_broken_dlq(&server);
+    let run = eddy(&url, &["queue", "receive", "q"]);
+    run.fails();
+    assert!(
+        !run.stderr.contains("moved to the dead-letter queue"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("not dead-lettered"), "{run:#?}");
+    assert_eq!(server.redis_cli(["XLEN", "mq:q"]).expect("XLEN"), "1");
 }
