@@ -23,7 +23,9 @@ pub enum ErrorKind {
     QueueNotFound,
     /// The queue is at its configured maximum length; retry later.
     QueueFull,
-    /// The engine URL could not be parsed or names an unknown scheme.
+    /// The engine URL could not be parsed, names an unknown scheme, or does
+    /// not fit the server (a database index it does not have, `rediss://`
+    /// to a plaintext server).
     InvalidUrl,
     /// Any other invalid argument (a zero count, a negative TTL, ...).
     InvalidArgument,

@@ -352,7 +352,7 @@ pub async fn run(url: &str, args: BenchArgs, out: &mut Output) -> CliResult {
     header.insert("scenario".into(), json!(args.scenario.name()));
     header.insert("engine".into(), json!(engine));
     header.insert("eddy_version".into(), json!(env!("CARGO_PKG_VERSION")));
-    header.insert("url".into(), json!(redact(&url)));
+    header.insert("url".into(), json!(eddy::engine::redact_url(&url)));
     if let Some(v) = &redis_version {
         header.insert("redis_version".into(), json!(v));
     }
@@ -415,14 +415,6 @@ fn resolve(args: &BenchArgs, redis: bool) -> Spec {
         duration: args.duration,
         services: args.services,
         concurrency: args.concurrency,
-    }
-}
-
-/// A URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
     }
 }
 
@@ -679,6 +671,5 @@ mod tests {
         assert_eq!(thousands(999.0), "999");
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(redact("redis://u:pw@h:1/0"), "redis://***@h:1/0");
     }
 }

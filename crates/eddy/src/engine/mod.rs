@@ -13,6 +13,7 @@ mod id;
 pub(crate) mod keys;
 pub mod memory;
 pub mod redis;
+mod url;
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 
 pub use id::EntryId;
 pub use keys::{validate_name, KeyLayout, QueueKeys};
+pub use url::redact_url;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -465,7 +467,8 @@ pub async fn open_with(url: &str, options: &redis::RedisOptions) -> Result<Share
         _ => Err(Error::new(
             ErrorKind::InvalidUrl,
             format!(
-                "unknown engine URL `{url}`: use memory://, redis://host:port/db, rediss://host:port/db or redis+unix:///path"
+                "unknown engine URL `{}`: use memory://, redis://host:port/db, rediss://host:port/db or redis+unix:///path",
+                redact_url(url)
             ),
         )),
     }

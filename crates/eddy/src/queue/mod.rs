@@ -687,6 +687,7 @@ impl Queue {
         // The general decode decides: it moves what is not a JSON object to
         // the DLQ; what is one but not a `T` goes there with serde's reason.
         let mut moves = Vec::new();
+        let mut reasons = Vec::new();
         for m in self.decode_delivered::<Message>(rest).await? {
             match m.payload::<T>() {
                 Ok(payload) => out.push(TypedMessage {
@@ -699,18 +700,41 @@ impl Queue {
                 }),
                 Err(e) => {
                     let reason = format!("not a {}: {e}", std::any::type_name::<T>());
-                    tracing::warn!(queue = %self.keys.name, id = %m.id, %reason, "message moved to the dead-letter queue");
+                    reasons.push((m.id, reason.clone()));
                     moves.push(m.transfer(wire::FAILURES, &failure_record(&reason)));
                 }
             }
         }
         if !moves.is_empty() {
-            self.engine()
-                .transfer(&self.keys, &self.dlq, &moves)
-                .await?;
+            let moved = self.engine().transfer(&self.keys, &self.dlq, &moves).await;
+            self.log_dead_lettered("message", &reasons, &moved);
+            moved?;
         }
         out.sort_by_key(|m| m.id);
         Ok(out)
+    }
+
+    /// Log a move to the DLQ as done only if it was (an entry already gone
+    /// from the queue moved nowhere).
+    fn log_dead_lettered(
+        &self,
+        what: &str,
+        moves: &[(EntryId, String)],
+        moved: &Result<Vec<Option<EntryId>>>,
+    ) {
+        for (i, (id, reason)) in moves.iter().enumerate() {
+            match moved {
+                Ok(to) if to.get(i).is_some_and(Option::is_some) => {
+                    tracing::warn!(queue = %self.keys.name, %id, %reason, "{what} moved to the dead-letter queue")
+                }
+                Ok(_) => {
+                    tracing::debug!(queue = %self.keys.name, %id, "{what} was no longer in the queue; nothing moved")
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.keys.name, %id, %reason, error = %e, "{what} not dead-lettered; it stays pending")
+                }
+            }
+        }
     }
 
     /// Decode delivered entries; move undecodable ones to the DLQ.
@@ -738,15 +762,10 @@ impl Queue {
                 .iter()
                 .map(|u| u.transfer(&failure_record(&u.reason)))
                 .collect();
-            let moved = self
-                .engine()
-                .transfer(&self.keys, &self.dlq, &moves)
-                .await?;
-            for (u, to) in bad.iter().zip(moved) {
-                if to.is_some() {
-                    tracing::warn!(queue = %self.keys.name, id = %u.id, reason = %u.reason, "undecodable entry moved to the dead-letter queue");
-                }
-            }
+            let moved = self.engine().transfer(&self.keys, &self.dlq, &moves).await;
+            let reasons: Vec<_> = bad.iter().map(|u| (u.id, u.reason.clone())).collect();
+            self.log_dead_lettered("undecodable entry", &reasons, &moved);
+            moved?;
         }
         Ok(out)
     }

@@ -217,7 +217,8 @@ impl MemoryEngine {
             Error::new(
                 ErrorKind::InvalidUrl,
                 format!(
-                    "invalid embedded engine URL `{url}`: {why}; use memory:// or memory://?history=30s"
+                    "invalid embedded engine URL `{}`: {why}; use memory:// or memory://?history=30s",
+                    super::redact_url(url)
                 ),
             )
         };
@@ -239,7 +240,11 @@ impl MemoryEngine {
                         .map_err(|e| bad(&format!("history `{value}` is not a duration ({e})")))?;
                     history = Some(keep);
                 }
-                _ => return Err(bad(&format!("unknown option `{pair}`"))),
+                // The key only: the value could be a password meant for Redis.
+                _ => {
+                    let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+                    return Err(bad(&format!("unknown option `{key}`")));
+                }
             }
         }
         Ok(match history {

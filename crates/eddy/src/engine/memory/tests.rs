@@ -67,9 +67,13 @@ fn urls_name_the_history_window() {
         "memory://?history=soon",
         "memory://?history=",
         "memory://?keep=1s",
+        "memory://?pass=SECRET",
+        "memory://?auth=SECRET&history=1s",
+        "memory://u:SECRET@",
         "memory:/",
     ] {
         let err = MemoryEngine::from_url(url).map(|e| e.describe());
+        assert!(!format!("{err:?}").contains("SECRET"), "{err:?}");
         assert_eq!(
             err.as_ref().err().map(|e| e.kind()),
             Some(ErrorKind::InvalidUrl),

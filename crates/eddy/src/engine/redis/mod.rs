@@ -97,19 +97,17 @@ impl std::fmt::Debug for RedisEngine {
     }
 }
 
-/// A URL with any password replaced by `***`, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
+pub(crate) fn map_err(e: redis::RedisError) -> Error {
+    map_err_as(e, false)
 }
 
-pub(crate) fn map_err(e: redis::RedisError) -> Error {
+/// [`map_err`] for a command that writes: a timeout leaves its outcome
+/// unknown, and the message says so.
+pub(crate) fn map_write_err(e: redis::RedisError) -> Error {
+    map_err_as(e, true)
+}
+
+fn map_err_as(e: redis::RedisError, write: bool) -> Error {
     let code = e.code().unwrap_or_default();
     let kind = match code {
         "EDDY_NOQUEUE" => ErrorKind::QueueNotFound,
@@ -126,6 +124,7 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
         }
         _ => ErrorKind::Backend,
     };
+    let text = error_text(&e);
     let message = match kind {
         ErrorKind::QueueNotFound => format!(
             "queue `{}` does not exist: create it first",
@@ -135,66 +134,133 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
             "queue `{}`; nothing was sent: retry later or raise its max length",
             e.detail().unwrap_or_default()
         ),
-        ErrorKind::OutOfMemory => format!("Redis is out of memory; nothing was written: {e}"),
-        ErrorKind::ReadOnly => format!("Redis is a read-only replica; connect to the primary: {e}"),
-        ErrorKind::Timeout => {
-            format!("Redis did not answer in time (a write's outcome is unknown): {e}")
+        ErrorKind::OutOfMemory => format!("Redis is out of memory; nothing was written: {text}"),
+        ErrorKind::ReadOnly => {
+            format!("Redis is a read-only replica; connect to the primary: {text}")
         }
-        ErrorKind::Unavailable => format!("Redis is unavailable: {e}"),
-        _ => format!("Redis error: {e}"),
+        ErrorKind::WrongType => format!(
+            "{text}: something else wrote this key under eddy's prefix; nothing was written: \
+             inspect the key (TYPE) and remove it, or use another prefix"
+        ),
+        ErrorKind::Timeout if write => format!(
+            "Redis did not answer in time, so the write's outcome is unknown (check before sending it again): {text}"
+        ),
+        ErrorKind::Timeout => {
+            format!("Redis did not answer in time: {text}; retry, or raise the response timeout")
+        }
+        ErrorKind::Unavailable => format!("Redis is unavailable: {text}"),
+        _ => format!("Redis error: {text}"),
     };
     Error::new(kind, message)
+}
+
+/// A Redis error as text for people: a server error as `CODE detail`
+/// without what Redis appends for a script (its SHA, `@user_script` line
+/// numbers), which says nothing to the caller.
+fn error_text(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {}", strip_script_location(detail)),
+        _ => strip_script_location(&e.to_string()),
+    }
+}
+
+/// `text` without Redis's script locations: ` script: SHA, on
+/// @user_script:N.` and `user_script:N: ` (with or without `@`).
+fn strip_script_location(text: &str) -> String {
+    let mut out = text.to_owned();
+    while let Some(at) = out.find("script: ") {
+        let sha_start = at + "script: ".len();
+        let sha_len = out[sha_start..]
+            .bytes()
+            .take_while(u8::is_ascii_hexdigit)
+            .count();
+        if sha_len != 40 {
+            break;
+        }
+        let mut end = sha_start + sha_len;
+        if let Some(rest) = out[end..].strip_prefix(", on @user_script:") {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            end += ", on @user_script:".len() + digits;
+            if out[end..].starts_with('.') {
+                end += 1;
+            }
+        }
+        out.replace_range(at..end, "");
+    }
+    while let Some(at) = out.find("user_script:") {
+        let rest = &out[at + "user_script:".len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || !rest[digits..].starts_with(": ") {
+            break;
+        }
+        let start = if out[..at].ends_with('@') { at - 1 } else { at };
+        out.replace_range(start..at + "user_script:".len() + digits + 2, "");
+    }
+    out.trim_end().to_owned()
 }
 
 impl RedisEngine {
     /// Connect, retrying a few times with backoff, and check the server is
     /// Redis 7.0 or newer.
     pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self> {
-        let shown = redact(url);
+        let shown = super::redact_url(url);
         let client = Client::open(url).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidUrl,
                 format!("invalid Redis URL `{shown}`: {e}"),
             )
         })?;
+        // One connection per attempt, so that a failure that retrying
+        // cannot fix (credentials, DB index, TLS) ends the wait at once. It
+        // becomes the first pooled connection for blocking reads.
+        let mut delay = options.connect_backoff;
+        let mut attempt = 0;
+        let first = loop {
+            attempt += 1;
+            let e = match client
+                .get_multiplexed_async_connection_with_config(&blocking_config(options))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => e,
+            };
+            if let Some(fatal) = fatal_connect_error(&client, &shown, &e, options).await {
+                return Err(fatal);
+            }
+            if attempt >= options.connect_attempts {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "cannot reach Redis at {shown} after {attempt} attempt(s): {}; is redis-server running there?",
+                        map_err(e).message()
+                    ),
+                ));
+            }
+            tracing::debug!(url = %shown, attempt, error = %error_text(&e), "Redis not reachable yet; retrying");
+            tokio::time::sleep(delay).await;
+            delay = delay.saturating_mul(2).min(Duration::from_secs(2));
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let mut delay = options.connect_backoff;
-        let mut attempt = 0;
-        let conn = loop {
-            attempt += 1;
-            match client
-                .get_connection_manager_with_config(config.clone())
-                .await
-            {
-                Ok(c) => break c,
-                Err(e) if attempt < options.connect_attempts && !is_fatal_connect(&e) => {
-                    tracing::debug!(url = %shown, attempt, error = %e, "Redis not reachable yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2).min(Duration::from_secs(2));
-                }
-                Err(e) => {
-                    let mut err = map_err(e);
-                    if !matches!(err.kind(), ErrorKind::PermissionDenied) {
-                        err = Error::new(
-                            ErrorKind::Unavailable,
-                            format!(
-                                "cannot reach Redis at {shown} after {attempt} attempt(s): {}; is redis-server running there?",
-                                err.message()
-                            ),
-                        );
-                    }
-                    return Err(err);
-                }
-            }
-        };
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "Redis at {shown} dropped the connection while eddy connected: {}; retry",
+                        map_err(e).message()
+                    ),
+                )
+            })?;
         let engine = Self {
             client,
             conn,
-            blocking: Mutex::new(Vec::new()),
+            blocking: Mutex::new(vec![first]),
             scripts: Scripts::new(),
             url: shown,
             options: options.clone(),
@@ -258,13 +324,8 @@ impl RedisEngine {
         if let Some(c) = pooled {
             return Ok(c);
         }
-        // No response timeout here: the read itself is bounded by BLOCK, and
-        // we bound the wait ourselves in `blocking_read`.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.options.connect_timeout))
-            .set_response_timeout(None);
         self.client
-            .get_multiplexed_async_connection_with_config(&config)
+            .get_multiplexed_async_connection_with_config(&blocking_config(&self.options))
             .await
             .map_err(map_err)
     }
@@ -356,7 +417,7 @@ impl RedisEngine {
             let mut replies = match replied {
                 Ok(replies) => replies,
                 Err(e) => {
-                    let err = map_transaction_err(e);
+                    let err = map_transaction_err(e, map_err);
                     if err.kind() != ErrorKind::OutOfMemory {
                         return Err(err);
                     }
@@ -422,7 +483,7 @@ impl RedisEngine {
             .arg(&queue.group)
             .arg(consumer)
             .arg(count);
-        let reply: Value = self.invoke(&inv).await?;
+        let reply: Value = self.invoke_read(&inv).await?;
         values::read_script_reply(reply)
     }
 
@@ -433,7 +494,7 @@ impl RedisEngine {
         for e in &entries {
             inv.arg(e.id.to_string());
         }
-        let dropped: Vec<String> = self.invoke(&inv).await?;
+        let dropped: Vec<String> = self.invoke_read(&inv).await?;
         if !dropped.is_empty() {
             entries.retain(|e| !dropped.iter().any(|d| *d == e.id.to_string()));
         }
@@ -476,7 +537,7 @@ impl RedisEngine {
         let mut replies: Vec<Value> = pipe
             .query_async(&mut self.conn())
             .await
-            .map_err(map_transaction_err)?;
+            .map_err(|e| map_transaction_err(e, map_write_err))?;
         let checked = replies.pop();
         if replies.len() != appends.len() {
             return Err(Error::new(
@@ -486,7 +547,7 @@ impl RedisEngine {
         }
         match checked {
             Some(Value::Int(1)) => {}
-            Some(Value::ServerError(e)) => return Err(map_err(e.into())),
+            Some(Value::ServerError(e)) => return Err(map_write_err(e.into())),
             other => {
                 return Err(values::unexpected(
                     "append_check.lua",
@@ -501,7 +562,7 @@ impl RedisEngine {
                     .map_err(|_| values::unexpected("XADD", &Value::BulkString(id.clone())))?
                     .parse()
                     .map(Appended::Entry),
-                Value::ServerError(e) => Err(map_err(e.into())),
+                Value::ServerError(e) => Err(map_write_err(e.into())),
                 other => Err(values::unexpected("XADD", &other)),
             })
             .collect()
@@ -517,14 +578,24 @@ impl RedisEngine {
         let mut conn = self.conn();
         match cmd.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                script.load_async(&mut conn).await.map_err(map_err)?;
-                cmd.query_async(&mut conn).await.map_err(map_err)
+                script.load_async(&mut conn).await.map_err(map_write_err)?;
+                cmd.query_async(&mut conn).await.map_err(map_write_err)
             }
-            other => other.map_err(map_err),
+            other => other.map_err(map_write_err),
         }
     }
 
     async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        inv.invoke_async(&mut self.conn())
+            .await
+            .map_err(map_write_err)
+    }
+
+    /// [`Self::invoke`] for a script the caller sees as a read.
+    async fn invoke_read<T: redis::FromRedisValue>(
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T> {
@@ -546,20 +617,99 @@ static APPEND_CHECK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// A failed MULTI/EXEC as the error of its first failing command (e.g.
 /// NOGROUP from the XREADGROUP of a deleted queue, OOM from any of them).
-fn map_transaction_err(e: redis::RedisError) -> Error {
+fn map_transaction_err(e: redis::RedisError, map: fn(redis::RedisError) -> Error) -> Error {
     let first = e
         .clone()
         .into_server_errors()
         .and_then(|errs| errs.first().map(|(_, se)| se.clone()));
     match first {
-        Some(first) => map_err(redis::RedisError::from(first)),
-        None => map_err(e),
+        Some(first) => map(redis::RedisError::from(first)),
+        None => map(e),
     }
 }
 
-fn is_fatal_connect(e: &redis::RedisError) -> bool {
-    matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
-        || e.kind() == redis::ErrorKind::InvalidClientConfig
+/// A connection for blocking reads. No response timeout: the read itself is
+/// bounded by BLOCK, and `blocking_read` bounds the wait.
+fn blocking_config(options: &RedisOptions) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(None)
+}
+
+/// The error to return at once for a failed first connection that
+/// retrying cannot fix, or `None` to retry.
+async fn fatal_connect_error(
+    client: &Client,
+    shown: &str,
+    e: &redis::RedisError,
+    options: &RedisOptions,
+) -> Option<Error> {
+    if matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM")) {
+        return Some(map_err(e.clone()));
+    }
+    if e.kind() == redis::ErrorKind::InvalidClientConfig {
+        return Some(Error::new(
+            ErrorKind::InvalidUrl,
+            format!("invalid Redis URL `{shown}`: {}", error_text(e)),
+        ));
+    }
+    // The redis crate reports a refused SELECT with the server's reason.
+    if e.to_string().contains("refused to switch database") {
+        let why = e.detail().unwrap_or_default();
+        return Some(if why.contains("out of range") {
+            Error::new(
+                ErrorKind::InvalidUrl,
+                format!(
+                    "the database index in {shown} is out of range for this server \
+                     (its `databases` setting, 16 by default): use a smaller index"
+                ),
+            )
+        } else {
+            Error::new(
+                ErrorKind::PermissionDenied,
+                format!("Redis at {shown} refused to switch to the URL's database: {why}"),
+            )
+        });
+    }
+    let redis::ConnectionAddr::TcpTls { host, port, .. } =
+        client.get_connection_info().addr().clone()
+    else {
+        return None;
+    };
+    // A plaintext server never answers a TLS hello (it waits for the end of
+    // a command line) or answers it with a RESP error: ask it in plaintext.
+    let tls_failed = e.kind() == redis::ErrorKind::Client;
+    if (tls_failed || e.is_timeout())
+        && answers_plaintext(&host, port, options.connect_timeout).await
+    {
+        return Some(Error::new(
+            ErrorKind::InvalidUrl,
+            format!(
+                "TLS handshake failed: is the server plaintext? use redis:// instead of rediss:// \
+                 ({shown} answers without TLS)"
+            ),
+        ));
+    }
+    // A certificate or protocol error does not go away by itself.
+    tls_failed.then(|| {
+        Error::new(
+            ErrorKind::Backend,
+            format!("TLS handshake with {shown} failed: {}", error_text(e)),
+        )
+    })
+}
+
+/// Whether `host:port` answers a plaintext `PING` with a RESP reply.
+async fn answers_plaintext(host: &str, port: u16, wait: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first).await.ok()?;
+        Some(matches!(first[0], b'+' | b'-'))
+    };
+    matches!(tokio::time::timeout(wait, probe).await, Ok(Some(true)))
 }
 
 fn ms_arg(d: Option<Duration>) -> String {
@@ -633,7 +783,7 @@ impl Engine for RedisEngine {
             .arg(members)
             .query_async(&mut self.conn())
             .await
-            .map_err(map_err)
+            .map_err(map_write_err)
     }
 
     async fn set_remove(&self, key: &str, members: &[String]) -> Result<u64> {
@@ -645,7 +795,7 @@ impl Engine for RedisEngine {
             .arg(members)
             .query_async(&mut self.conn())
             .await
-            .map_err(map_err)
+            .map_err(map_write_err)
     }
 
     async fn publish(&self, p: &Publish) -> Result<Vec<String>> {
@@ -808,7 +958,9 @@ impl Engine for RedisEngine {
         for id in ids {
             cmd.arg(id.to_string());
         }
-        cmd.query_async(&mut self.conn()).await.map_err(map_err)
+        cmd.query_async(&mut self.conn())
+            .await
+            .map_err(map_write_err)
     }
 
     async fn delete(&self, queue: &QueueKeys, ids: &[EntryId]) -> Result<u64> {
@@ -946,7 +1098,7 @@ impl Engine for RedisEngine {
             .arg(format!("{before_ms}-0"))
             .query_async(&mut self.conn())
             .await
-            .map_err(map_err)
+            .map_err(map_write_err)
     }
 
     async fn set_metadata(
@@ -1002,12 +1154,28 @@ impl Engine for RedisEngine {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::strip_script_location;
 
     #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(redact("redis://:secret@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    fn script_locations_are_stripped() {
+        let sha = "d73be94ef1e057b16fcd1d8c9ef5aa8e717ff16e";
+        assert_eq!(
+            strip_script_location(&format!(
+                "key mq:q:dlq holds a string, eddy expects a stream script: {sha}, on @user_script:19."
+            )),
+            "key mq:q:dlq holds a string, eddy expects a stream"
+        );
+        assert_eq!(
+            strip_script_location(&format!(
+                "user_script:1: Script attempted to access nonexistent global variable 'x' script: {sha}, on @user_script:1."
+            )),
+            "Script attempted to access nonexistent global variable 'x'"
+        );
+        assert_eq!(
+            strip_script_location("Operation against a key holding the wrong kind of value"),
+            "Operation against a key holding the wrong kind of value"
+        );
+        // Not a SHA: left alone.
+        assert_eq!(strip_script_location("no script: here"), "no script: here");
     }
 }
