@@ -256,10 +256,33 @@ mod tests {
     /// and `mq:a:` + `b`, is one queue: every key keeps its role.)
     #[test]
     fn no_key_plays_two_roles() {
-        let prefixes = ["", "mq:", "mq:base:", "mq:base:dlq:", "base:", "x:", "mq:a:"];
+        let prefixes = [
+            "",
+            "mq:",
+            "mq:base:",
+            "mq:base:dlq:",
+            "base:",
+            "x:",
+            "mq:a:",
+        ];
         let names = [
-            "base", "dlq", "a", "a:b", "b", "x", "registry", "x:registry", "base:dlq",
-            "dlq:metadata", "metadata", "expiry", "delayed", "q", "mq", "dlq:x", "a:",
+            "base",
+            "dlq",
+            "a",
+            "a:b",
+            "b",
+            "x",
+            "registry",
+            "x:registry",
+            "base:dlq",
+            "dlq:metadata",
+            "metadata",
+            "expiry",
+            "delayed",
+            "q",
+            "mq",
+            "dlq:x",
+            "a:",
         ];
         let mut roles: std::collections::HashMap<String, (&str, String)> = Default::default();
         for p in prefixes {

@@ -113,6 +113,7 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
     let code = e.code().unwrap_or_default();
     let kind = match code {
         "EDDY_NOQUEUE" => ErrorKind::QueueNotFound,
+        "EDDY_NOSTREAM" => ErrorKind::StreamMissing,
         "EDDY_QUEUE_FULL" => ErrorKind::QueueFull,
         "NOGROUP" => ErrorKind::NoGroup,
         "OOM" => ErrorKind::OutOfMemory,
@@ -131,6 +132,9 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
             "queue `{}` does not exist: create it first",
             e.detail().unwrap_or_default()
         ),
+        ErrorKind::StreamMissing => {
+            return super::stream_missing(e.detail().unwrap_or_default());
+        }
         ErrorKind::QueueFull => format!(
             "queue `{}`; nothing was sent: retry later or raise its max length",
             e.detail().unwrap_or_default()
@@ -454,11 +458,11 @@ impl RedisEngine {
                 Some((_, n)) => *n += 1,
                 None => queues.push((&a.keys, 1)),
             }
-            // Without NOMKSTREAM, as append.lua: a queue whose stream was
-            // deleted under it (metadata still there) takes the message, which
-            // waits for the group to be recreated.
+            // NOMKSTREAM: a stream deleted under its queue is not recreated
+            // without its group; the check reports it.
             pipe.cmd("XADD")
                 .arg(&a.keys.stream)
+                .arg("NOMKSTREAM")
                 .arg("*")
                 .arg("data")
                 .arg(a.data.as_ref());
@@ -466,9 +470,13 @@ impl RedisEngine {
         let check = pipe
             .cmd("EVAL")
             .arg(APPEND_CHECK.as_str())
-            .arg(queues.len() * 2);
+            .arg(queues.len() * 4);
         for (q, _) in &queues {
-            check.arg(&q.meta).arg(&q.stream);
+            check
+                .arg(&q.meta)
+                .arg(&q.stream)
+                .arg(&q.expiry)
+                .arg(&q.delayed);
         }
         for (_, n) in &queues {
             check.arg(*n);
