@@ -361,3 +361,49 @@ async fn a_due_delayed_message_waits_while_its_stream_is_deleted() -> TestResult
     assert_eq!(got[0].data["n"], "due");
     Ok(())
 }
+
+/// One broken queue (its stream a string; another's stream deleted) does
+/// not break `list_queues`: each is a row with its error, the rest are
+/// listed as usual.
+#[tokio::test]
+async fn list_queues_reports_broken_queues_and_lists_the_rest() -> TestResult {
+    let env = env().await?;
+    env.busy_queue("good").await?;
+    env.mq.create_queue_pair("bad").await?;
+    env.mq.create_queue_pair("gone").await?;
+    env.clobber("mq:bad").await?;
+    env.cmd(&["DEL", "mq:gone"]).await?;
+    let list = env.mq.list_queues().await?;
+    let rows: Vec<(&str, bool)> = list
+        .iter()
+        .map(|i| (i.name.as_str(), i.error.is_some()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("bad", true),
+            ("bad:dlq", false),
+            ("gone", true),
+            ("gone:dlq", false),
+            ("good", false),
+            ("good:dlq", false)
+        ]
+    );
+    let bad = &list[0];
+    assert_eq!(bad.stream, "mq:bad");
+    assert!(
+        bad.error.as_deref().is_some_and(|e| !e.is_empty()),
+        "{bad:?}"
+    );
+    assert_eq!((bad.length, bad.created_at), (0, None));
+    let gone = &list[2];
+    assert!(
+        gone.error
+            .as_deref()
+            .is_some_and(|e| e.contains("eddy queue create")),
+        "{gone:?}"
+    );
+    let good = &list[4];
+    assert_eq!((good.length, good.pending, good.delayed), (3, 1, 1));
+    Ok(())
+}
