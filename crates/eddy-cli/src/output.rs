@@ -167,7 +167,10 @@ impl Output {
         write!(self.out, "{}", consumers.render())
     }
 
-    /// Every queue under the prefix.
+    /// Every queue under the prefix. A broken queue (one that could not be
+    /// read) is a row with `-` for its counts and its error in a last
+    /// `ERROR` column, shown only when some row has one; in JSON each row
+    /// has `error` (null when healthy).
     pub fn queues(&mut self, queues: &[QueueInfo]) -> io::Result<()> {
         if self.json {
             for q in queues {
@@ -178,7 +181,7 @@ impl Output {
         if queues.is_empty() {
             return writeln!(self.out, "no queues");
         }
-        let mut table = Table::new([
+        let header = [
             "NAME",
             "LENGTH",
             "PENDING",
@@ -186,17 +189,35 @@ impl Output {
             "DELAYED",
             "CONSUMERS",
             "CREATED",
-        ]);
+        ];
+        let broken = queues.iter().any(|q| q.error.is_some());
+        let mut table = Table::default();
+        let mut head: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+        if broken {
+            head.push("ERROR".to_owned());
+        }
+        table.rows.push(head);
         for q in queues {
-            table.row([
-                q.name.clone(),
-                q.length.to_string(),
-                q.pending.to_string(),
-                q.lag.to_string(),
-                q.delayed.to_string(),
-                q.consumers.len().to_string(),
-                format_timestamp(q.created_at),
-            ]);
+            let mut row = match &q.error {
+                Some(_) => {
+                    let mut row = vec![q.name.clone()];
+                    row.extend(std::iter::repeat_n("-".to_owned(), header.len() - 1));
+                    row
+                }
+                None => vec![
+                    q.name.clone(),
+                    q.length.to_string(),
+                    q.pending.to_string(),
+                    q.lag.to_string(),
+                    q.delayed.to_string(),
+                    q.consumers.len().to_string(),
+                    format_timestamp(q.created_at),
+                ],
+            };
+            if broken {
+                row.push(q.error.clone().unwrap_or_default());
+            }
+            table.rows.push(row);
         }
         write!(self.out, "{}", table.render())
     }

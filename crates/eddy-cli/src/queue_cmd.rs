@@ -82,6 +82,22 @@ pub async fn run(mq: &Eddy, command: QueueCommand, out: &mut Output) -> CliResul
         QueueCommand::List => {
             let queues = mq.list_queues().await?;
             out.queues(&queues)?;
+            // Like `ls`: everything readable is listed, and the exit status
+            // says that something was not.
+            let broken: Vec<&str> = queues
+                .iter()
+                .filter(|q| q.error.is_some())
+                .map(|q| q.name.as_str())
+                .collect();
+            if !broken.is_empty() {
+                out.flush()?;
+                return Err(CliError::new(format!(
+                    "{} queue{} could not be read ({}); see the ERROR column or the `error` field",
+                    broken.len(),
+                    plural(broken.len() as u64),
+                    broken.join(", ")
+                )));
+            }
         }
         QueueCommand::Purge { name } => {
             let n = mq.queue(&name).await?.purge().await?;

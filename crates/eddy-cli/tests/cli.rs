@@ -775,3 +775,61 @@ fn human_output_escapes_control_characters() {
         assert!(run.stderr.contains("1..="), "{run:#?}");
     }
 }
+
+/// `queue list` with one broken queue (its stream a string key) lists every
+/// queue, the broken one as a row with its error, and exits 1 naming it.
+#[test]
+fn queue_list_shows_a_broken_queue_and_the_rest() {
+    let server = redis();
+    let url = &server.url();
+    for name in ["good", "bad"] {
+        eddy(url, &["queue", "create", name]).ok();
+    }
+    eddy(url, &["queue", "send", "good", r#"{"n":1}"#]).ok();
+    server.redis_cli(["DEL", "mq:bad"]).expect("DEL");
+    server.redis_cli(["SET", "mq:bad", "x"]).expect("SET");
+
+    let human = eddy(url, &["queue", "list"]);
+    assert_eq!(human.code, Some(1), "{human:#?}");
+    assert!(
+        human
+            .stderr
+            .starts_with("error: 1 queue could not be read (bad)"),
+        "{human:#?}"
+    );
+    let lines: Vec<&str> = human.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{human:#?}");
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].ends_with("ERROR"),
+        "{human:#?}"
+    );
+    assert!(
+        lines[1].starts_with("bad ") && lines[1].contains(" - "),
+        "{human:#?}"
+    );
+    assert!(
+        lines[1].split_whitespace().count() > 8,
+        "the error is shown: {human:#?}"
+    );
+    assert!(lines[3].starts_with("good "), "{human:#?}");
+    assert!(
+        lines[3].split_whitespace().nth(1) == Some("1"),
+        "{human:#?}"
+    );
+
+    let json = eddy(url, &["--json", "queue", "list"]);
+    assert_eq!(json.code, Some(1), "{json:#?}");
+    let rows: Vec<Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["bad", "bad:dlq", "good", "good:dlq"]);
+    assert!(
+        rows[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{rows:?}"
+    );
+    assert!(rows[2]["error"].is_null(), "{rows:?}");
+    assert_eq!(rows[2]["length"], 1);
+}

@@ -2467,9 +2467,15 @@ async fn row19_stream_or_group_deleted_under_consumers() -> TestResult {
         // A typed error for anyone reading now.
         let r = q.receive(&Receive::new().consumer("probe")).await;
         assert_eq!(kinds(&r), Some(ErrorKind::NoGroup), "{name}: {r:?}");
-        // A send still succeeds (the queue's metadata is there); the message
-        // waits until the group is recreated.
-        q.send(&json!({"n": n})).await?;
+        if name == "DEL" {
+            // A send fails rather than recreate the stream without its
+            // group; it succeeds once the queue is recreated, below.
+            let r = q.send(&json!({"n": n})).await;
+            assert_eq!(kinds(&r), Some(ErrorKind::StreamMissing), "{name}: {r:?}");
+        } else {
+            // The stream is there: the message waits for the group.
+            q.send(&json!({"n": n})).await?;
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let errors = lp.errors() - errors_before;
         let server_errors = nogroup() - nogroup_before;
@@ -2492,6 +2498,9 @@ async fn row19_stream_or_group_deleted_under_consumers() -> TestResult {
         );
         // Recreating is explicit; then the loop resumes.
         mq.create_queue_pair("row19").await?;
+        if name == "DEL" {
+            q.send(&json!({"n": n})).await?;
+        }
         wait_until(
             Duration::from_secs(8),
             &format!("the loop resumes after {name}"),

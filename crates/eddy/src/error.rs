@@ -39,6 +39,12 @@ pub enum ErrorKind {
     ReadOnly,
     /// A consumer group vanished under a running consumer (`NOGROUP`).
     NoGroup,
+    /// The queue's stream was deleted (by hand, `DEL`) while its metadata
+    /// stayed: nothing was written, since recreating the stream without its
+    /// consumer group would leave the message where no reader gets it.
+    /// Recreate the queue (`eddy queue create NAME`,
+    /// `Eddy::create_queue_pair`), then send again. Not retryable as is.
+    StreamMissing,
     /// A key holds a value of the wrong type: something else wrote under
     /// eddy's prefix. Nothing was written.
     WrongType,

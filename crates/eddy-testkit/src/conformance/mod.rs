@@ -25,6 +25,7 @@
 //! that applies is ever skipped silently.
 
 pub mod dead_letter;
+pub mod integrity;
 pub mod leases;
 pub mod messages;
 pub mod queues;
@@ -244,6 +245,7 @@ macro_rules! __conformance_cases {
     (($($target:tt)+) $($args:tt)*) => {
         $($target)+ ! { $($args)* [
             queues::create_queue_pair_returns_queue_and_dlq,
+            integrity::publish_to_a_route_without_a_queue_writes_nothing,
             queues::create_queue_pair_is_idempotent,
             queues::unknown_queue_is_not_found,
             queues::invalid_names_are_rejected,

@@ -29,6 +29,25 @@ pub struct QueueKeys {
 
 /// Spells key names for a prefix.
 ///
+/// No two (prefix, name) pairs spell one key in two roles (a queue's stream
+/// as another queue's DLQ, metadata, TTL index, delayed set or registry),
+/// whatever the prefixes, nested ones included (`mq:` and `mq:base:`). The
+/// rule that guarantees it:
+///
+/// - a prefix is empty or ends with `:`;
+/// - a name's last `:`-separated segment is none of `dlq`, `metadata`,
+///   `expiry`, `delayed`, `registry` (so `dlq`, `x:dlq` and `x:registry` are
+///   refused; `dlq:x`, `my-dlq` and `user-registry` are fine).
+///
+/// Then the last segment of any key tells its role: `registry` a registry,
+/// `dlq` a DLQ's stream, `metadata`/`expiry`/`delayed` those keys of the
+/// stream before them, anything else a queue's stream. So `dlq` under
+/// `mq:base:` is refused: it would be `mq:base:dlq`, the DLQ of `base` under
+/// `mq:`. One stream key can still be spelled two ways (`mq:` + `a:b` and
+/// `mq:a:` + `b`); that is one queue, every key in the same role, but its
+/// group is named after the name (`a:b-group`, `b-group`): address a queue
+/// by one spelling.
+///
 /// ```
 /// let layout = eddy::engine::KeyLayout::new("mq:")?;
 /// let keys = layout.queue("orders")?;
@@ -51,10 +70,14 @@ impl KeyLayout {
         if prefix.len() > MAX_NAME_LEN
             || prefix.contains(['{', '}'])
             || prefix.chars().any(char::is_whitespace)
+            || !(prefix.is_empty() || prefix.ends_with(':'))
         {
             return Err(Error::new(
                 ErrorKind::InvalidName,
-                format!("invalid prefix `{prefix}`: at most {MAX_NAME_LEN} characters, no whitespace or braces"),
+                format!(
+                    "invalid prefix `{}`: end it with `:` (as in `mq:`), at most {MAX_NAME_LEN} characters, no whitespace or braces",
+                    prefix.escape_debug()
+                ),
             ));
         }
         Ok(Self {
@@ -116,21 +139,25 @@ impl KeyLayout {
     }
 }
 
+/// The segments a name may not end with: each names a key role (see
+/// [`KeyLayout`]).
+const RESERVED_SEGMENTS: [&str; 5] = ["dlq", "metadata", "expiry", "delayed", "registry"];
+
 /// Check a queue, service or path name: 1 to 200 characters from
-/// `[A-Za-z0-9_.:-]`, not ending in `:dlq`, `:metadata`, `:expiry` or
-/// `:delayed` (those would collide with another queue's keys).
+/// `[A-Za-z0-9_.:-]`, whose last `:`-separated segment is not `dlq`,
+/// `metadata`, `expiry`, `delayed` or `registry` (it would spell another
+/// queue's keys; see [`KeyLayout`]).
 pub fn validate_name(name: &str) -> Result<()> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-    let reserved = [":dlq", ":metadata", ":expiry", ":delayed"]
-        .iter()
-        .any(|s| name.ends_with(s));
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars || reserved || name == "registry" {
+    let last = name.rsplit(':').next().unwrap_or(name);
+    let reserved = RESERVED_SEGMENTS.contains(&last);
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars || reserved {
         return Err(Error::new(
             ErrorKind::InvalidName,
             format!(
-                "invalid name `{}`: use 1 to {MAX_NAME_LEN} characters from A-Z a-z 0-9 _ - . : (not ending in :dlq, :metadata, :expiry or :delayed)",
+                "invalid name `{}`: use 1 to {MAX_NAME_LEN} characters from A-Z a-z 0-9 _ - . :, not ending in a segment dlq, metadata, expiry, delayed or registry (`x:dlq` spells the keys of queue `x`)",
                 name.escape_debug()
             ),
         ));
@@ -150,4 +177,131 @@ pub fn validate_consumer(name: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key a (prefix, name) pair spells, with its role.
+    fn keys_of(prefix: &str, name: &str) -> Vec<(String, &'static str)> {
+        let layout = KeyLayout::new(prefix).expect("valid prefix");
+        let q = layout.queue(name).expect("valid name");
+        let d = layout.dlq(name).expect("valid name");
+        vec![
+            (q.stream, "stream"),
+            (q.meta, "metadata"),
+            (q.expiry, "expiry"),
+            (q.delayed, "delayed"),
+            (d.stream, "dlq stream"),
+            (d.meta, "dlq metadata"),
+            (d.expiry, "dlq expiry"),
+            (d.delayed, "dlq delayed"),
+            (layout.registry(), "registry"),
+        ]
+    }
+
+    fn accepted(prefix: &str, name: &str) -> bool {
+        KeyLayout::new(prefix).is_ok_and(|l| l.queue(name).is_ok() && l.dlq(name).is_ok())
+    }
+
+    #[test]
+    fn a_nested_prefix_cannot_adopt_another_queues_dlq() {
+        // `mq:base:dlq` is the DLQ of `base` under `mq:`.
+        assert!(accepted("mq:", "base"));
+        let err = KeyLayout::new("mq:base:")
+            .and_then(|l| l.queue("dlq"))
+            .expect_err("`dlq` under `mq:base:` spells base's DLQ");
+        assert_eq!(err.kind(), ErrorKind::InvalidName);
+        for reserved in ["dlq", "metadata", "expiry", "delayed", "registry"] {
+            assert!(!accepted("mq:base:", reserved), "{reserved}");
+            assert!(!accepted("mq:", &format!("x:{reserved}")), "x:{reserved}");
+            assert!(!accepted("", reserved), "{reserved} under the empty prefix");
+        }
+        // `x:registry` under `` is the registry of prefix `x:`.
+        assert!(!accepted("", "x:registry"));
+    }
+
+    #[test]
+    fn a_prefix_is_empty_or_ends_with_a_colon() {
+        // `mq:del` + `ayed` = `mq:delayed`, the delayed set of queue `q` under `m`.
+        assert!(KeyLayout::new("mq:del").is_err());
+        assert!(KeyLayout::new("mq").is_err());
+        for ok in ["", "mq:", "mq:base:", "webhook:", "a.b-c_d:"] {
+            assert!(KeyLayout::new(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn normal_names_still_work() {
+        for name in [
+            "orders",
+            "a.b-c_d",
+            "x:y",
+            "dlq:x",
+            "dlqs",
+            "my-dlq",
+            "user-registry",
+            "metadata2",
+            "a:",
+        ] {
+            assert!(accepted("mq:", name), "{name}");
+            assert!(accepted("mq:base:", name), "{name}");
+        }
+    }
+
+    /// No key plays two different roles for two accepted pairs, over every
+    /// pair built from a set of prefixes and names chosen to straddle the
+    /// boundary. (The same stream key under two spellings, `mq:` + `a:b`
+    /// and `mq:a:` + `b`, is one queue: every key keeps its role.)
+    #[test]
+    fn no_key_plays_two_roles() {
+        let prefixes = [
+            "",
+            "mq:",
+            "mq:base:",
+            "mq:base:dlq:",
+            "base:",
+            "x:",
+            "mq:a:",
+        ];
+        let names = [
+            "base",
+            "dlq",
+            "a",
+            "a:b",
+            "b",
+            "x",
+            "registry",
+            "x:registry",
+            "base:dlq",
+            "dlq:metadata",
+            "metadata",
+            "expiry",
+            "delayed",
+            "q",
+            "mq",
+            "dlq:x",
+            "a:",
+        ];
+        let mut roles: std::collections::HashMap<String, (&str, String)> = Default::default();
+        for p in prefixes {
+            for n in names {
+                if !accepted(p, n) {
+                    continue;
+                }
+                for (key, role) in keys_of(p, n) {
+                    let by = format!("({p:?}, {n:?})");
+                    if let Some((other_role, other)) = roles.get(&key) {
+                        assert_eq!(
+                            *other_role, role,
+                            "`{key}` is {role} of {by} and {other_role} of {other}"
+                        );
+                    } else {
+                        roles.insert(key, (role, by));
+                    }
+                }
+            }
+        }
+    }
 }

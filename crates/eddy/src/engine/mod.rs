@@ -282,7 +282,9 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
 
     /// Fan out: atomically append `data` to the stream
     /// `target_prefix + member` for every member of every `routes` set (each
-    /// once), and to `log` if given. Returns the members, sorted.
+    /// once), and to `log` if given. Returns the members, sorted. Fails
+    /// with [`ErrorKind::StreamMissing`], writing nothing, if a target or
+    /// the log does not exist.
     async fn publish(&self, publish: &Publish) -> Result<Vec<String>>;
 
     /// Several fan-outs as one atomic step, in order: every key is checked
@@ -295,7 +297,9 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool>;
 
     /// Append entries, all or none. Fails with [`ErrorKind::QueueNotFound`]
-    /// (writing nothing) if a queue's metadata hash is missing.
+    /// (writing nothing) if a queue's metadata hash is missing, and with
+    /// [`ErrorKind::StreamMissing`] if its stream is (never recreated
+    /// without its group).
     async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>>;
 
     /// Read up to `count` new entries for `consumer` in the queue's group,
@@ -434,6 +438,17 @@ pub struct Claimed {
     /// Pending ids whose entries no longer exist (now dropped from the
     /// pending list).
     pub deleted: Vec<EntryId>,
+}
+
+/// [`ErrorKind::StreamMissing`] for stream key `stream`: a write found the
+/// stream of a queue (or route target) gone.
+pub(crate) fn stream_missing(stream: &str) -> Error {
+    Error::new(
+        ErrorKind::StreamMissing,
+        format!(
+            "the stream `{stream}` was deleted while its queue's metadata or routes stayed; nothing was written: recreate the queue (`eddy queue create NAME`, or `Eddy::create_queue_pair`; it keeps the queue's DLQ and delayed messages) or remove the route"
+        ),
+    )
 }
 
 /// A shared engine.

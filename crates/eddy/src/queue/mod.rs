@@ -127,6 +127,12 @@ impl EddyBuilder {
 }
 
 /// A queue as [`Eddy::list_queues`] and [`Queue::info`] describe it.
+///
+/// A queue [`Eddy::list_queues`] could not read (a key of the wrong type,
+/// its stream deleted by hand) is a row with [`QueueInfo::error`] set: its
+/// name, stream, DLQ flag and group are right, its counts are zero and its
+/// consumers empty because they are unknown. Check `error` before adding
+/// counts up.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct QueueInfo {
@@ -157,6 +163,10 @@ pub struct QueueInfo {
     pub oldest_pending_age_ms: Option<u64>,
     /// When the queue was created (float epoch seconds).
     pub created_at: Option<f64>,
+    /// Why the queue could not be read, and what to do about it; `None`
+    /// for a healthy queue (always, from [`Queue::info`], which returns the
+    /// error instead).
+    pub error: Option<String>,
 }
 
 /// A consumer of a queue's group.
@@ -354,6 +364,13 @@ impl Eddy {
     }
 
     /// Every queue and DLQ under this prefix, with its state, sorted by name.
+    ///
+    /// A queue that cannot be read (a key of the wrong type, its stream
+    /// deleted by hand) does not fail the list: it is a row with
+    /// [`QueueInfo::error`] set, and the rest are listed as usual. A
+    /// registry member whose metadata is gone (deleted by hand) or that eddy
+    /// cannot name is skipped, as LeanMQ does. Only a failure to read the
+    /// registry itself fails the call.
     pub async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
         let layout = &self.inner.layout;
         let mut out = Vec::new();
@@ -369,12 +386,37 @@ impl Eddy {
             } else {
                 self.handle(keys, dlq)
             };
-            match q.info().await {
-                Ok(info) => out.push(info),
-                // Registered but deleted by hand: LeanMQ skips these too.
-                Err(e) if e.kind() == ErrorKind::QueueNotFound => {}
-                Err(e) => return Err(e),
-            }
+            let error = match self.inner.engine.metadata(&q.keys.meta).await {
+                Ok(None) => continue,
+                Ok(Some(_)) => match q.info().await {
+                    Ok(info) => {
+                        out.push(info);
+                        continue;
+                    }
+                    // The metadata is there, so the stream is what is gone.
+                    Err(e) if e.kind() == ErrorKind::QueueNotFound => {
+                        engine::stream_missing(&q.keys.stream)
+                    }
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            out.push(QueueInfo {
+                name: q.keys.name.clone(),
+                stream: q.keys.stream.clone(),
+                is_dlq: q.keys.is_dlq,
+                consumer_group: q.keys.group.clone(),
+                length: 0,
+                pending: 0,
+                lag: 0,
+                delayed: 0,
+                max_length: None,
+                consumers: Vec::new(),
+                oldest_pending_idle_ms: None,
+                oldest_pending_age_ms: None,
+                created_at: None,
+                error: Some(error.to_string()),
+            });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -938,6 +980,7 @@ impl Queue {
             oldest_pending_idle_ms: info.oldest_pending_idle_ms,
             oldest_pending_age_ms: info.oldest_pending_age_ms,
             created_at,
+            error: None,
         })
     }
 

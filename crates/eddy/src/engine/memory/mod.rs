@@ -334,7 +334,12 @@ impl State {
     }
 
     /// Move due delayed entries into the stream. Returns the next due time.
+    /// A stream that is gone is not recreated: its delayed entries wait
+    /// until the queue is.
     fn promote(&mut self, keys: &QueueKeys, now_ms: u64) -> Option<u64> {
+        if !self.streams.contains_key(&keys.stream) {
+            return None;
+        }
         let due: Vec<Delayed> = match self.delayed.get_mut(&keys.delayed) {
             Some(set) => {
                 let later = set.split_off(&(now_ms + 1, 0));
@@ -556,6 +561,24 @@ impl Engine for MemoryEngine {
         let now = self.clock_ms();
         let cutoff = self.history_cutoff();
         let mut st = self.lock();
+        // Every target and log must exist before the first write: a route
+        // whose queue was deleted fails the whole batch.
+        let mut stream = String::new();
+        for p in batch {
+            for r in &p.routes {
+                for m in st.sets.get(r).into_iter().flatten() {
+                    stream.clear();
+                    stream.push_str(&p.target_prefix);
+                    stream.push_str(m);
+                    if !st.streams.contains_key(&stream) {
+                        return Err(super::stream_missing(&stream));
+                    }
+                }
+            }
+            if let Some(log) = p.log.as_ref().filter(|l| !st.streams.contains_key(*l)) {
+                return Err(super::stream_missing(log));
+            }
+        }
         let mut out = Vec::with_capacity(batch.len());
         let mut woken: Vec<String> = Vec::new();
         let mut trimmed = Vec::new();
@@ -637,10 +660,10 @@ impl Engine for MemoryEngine {
                             .iter()
                             .find(|(k, _)| k == "max_length")
                             .and_then(|(_, v)| v.parse::<u64>().ok());
-                        let len = st
-                            .streams
-                            .get(&a.keys.stream)
-                            .map_or(0, |s| s.entries.len() as u64);
+                        let Some(stream) = st.streams.get(&a.keys.stream) else {
+                            return Err(super::stream_missing(&a.keys.stream));
+                        };
+                        let len = stream.entries.len() as u64;
                         queues.push(Target {
                             keys: &a.keys,
                             len,

@@ -198,9 +198,23 @@ async fn a_window_keeps_recent_history() {
 
 #[tokio::test]
 async fn the_event_log_keeps_the_window_as_it_grows() {
+    // The bus creates its log before publishing; a publish to a missing log fails.
+    async fn create(engine: &MemoryEngine) {
+        let layout = crate::engine::KeyLayout::new("events:").unwrap_or_else(|e| panic!("{e}"));
+        let log = layout.queue("all").unwrap_or_else(|e| panic!("{e}"));
+        let dlq = layout.dlq("all").unwrap_or_else(|e| panic!("{e}"));
+        engine
+            .create_queue(&log, &dlq, &layout.registry())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The bus creates its log before publishing; a publish to a missing log fails.
     let engine = MemoryEngine::with_history(Duration::ZERO);
     let mut publish = Publish::new(Vec::new(), "t:", Bytes::from_static(b"{}"));
     publish.log = Some("events:all".to_owned());
+    let missing = engine.publish(&publish).await.map_err(|e| e.kind());
+    assert_eq!(missing.err(), Some(ErrorKind::StreamMissing));
+    create(&engine).await;
     for _ in 0..100 {
         engine
             .publish(&publish)
@@ -215,6 +229,7 @@ async fn the_event_log_keeps_the_window_as_it_grows() {
     assert_eq!(kept, Some(0), "a zero window keeps no history at all");
 
     let unbounded = MemoryEngine::new();
+    create(&unbounded).await;
     for _ in 0..100 {
         unbounded
             .publish(&publish)

@@ -111,6 +111,7 @@ fn map_err_as(e: redis::RedisError, write: bool) -> Error {
     let code = e.code().unwrap_or_default();
     let kind = match code {
         "EDDY_NOQUEUE" => ErrorKind::QueueNotFound,
+        "EDDY_NOSTREAM" => ErrorKind::StreamMissing,
         "EDDY_QUEUE_FULL" => ErrorKind::QueueFull,
         "NOGROUP" => ErrorKind::NoGroup,
         "OOM" => ErrorKind::OutOfMemory,
@@ -130,6 +131,9 @@ fn map_err_as(e: redis::RedisError, write: bool) -> Error {
             "queue `{}` does not exist: create it first",
             e.detail().unwrap_or_default()
         ),
+        ErrorKind::StreamMissing => {
+            return super::stream_missing(e.detail().unwrap_or_default());
+        }
         ErrorKind::QueueFull => format!(
             "queue `{}`; nothing was sent: retry later or raise its max length",
             e.detail().unwrap_or_default()
@@ -515,11 +519,11 @@ impl RedisEngine {
                 Some((_, n)) => *n += 1,
                 None => queues.push((&a.keys, 1)),
             }
-            // Without NOMKSTREAM, as append.lua: a queue whose stream was
-            // deleted under it (metadata still there) takes the message, which
-            // waits for the group to be recreated.
+            // NOMKSTREAM: a stream deleted under its queue is not recreated
+            // without its group; the check reports it.
             pipe.cmd("XADD")
                 .arg(&a.keys.stream)
+                .arg("NOMKSTREAM")
                 .arg("*")
                 .arg("data")
                 .arg(a.data.as_ref());
@@ -527,9 +531,13 @@ impl RedisEngine {
         let check = pipe
             .cmd("EVAL")
             .arg(APPEND_CHECK.as_str())
-            .arg(queues.len() * 2);
+            .arg(queues.len() * 4);
         for (q, _) in &queues {
-            check.arg(&q.meta).arg(&q.stream);
+            check
+                .arg(&q.meta)
+                .arg(&q.stream)
+                .arg(&q.expiry)
+                .arg(&q.delayed);
         }
         for (_, n) in &queues {
             check.arg(*n);

@@ -1,5 +1,6 @@
 -- Append entries to one or more queues, all or none. Every check (queue
--- exists, key types, maximum length) runs once per queue before the first
+-- exists, its stream exists, key types, maximum length) runs once per queue
+-- before the first
 -- write; Redis itself refuses a script's first write when it is out of
 -- memory, so an OOM leaves nothing half-written either.
 -- Returns per entry the new stream id, or '' if it went to the delayed set.
@@ -11,9 +12,13 @@ for i = 0, q - 1 do
   if redis.call('EXISTS', KEYS[i * 4 + 1]) == 0 then
     return redis.error_reply('EDDY_NOQUEUE ' .. KEYS[i * 4 + 2])
   end
+  check_type(KEYS[i * 4 + 1], 'hash')
   check_type(KEYS[i * 4 + 2], 'stream')
   check_type(KEYS[i * 4 + 3], 'zset')
   check_type(KEYS[i * 4 + 4], 'zset')
+  if redis.call('EXISTS', KEYS[i * 4 + 2]) == 0 then
+    return redis.error_reply(no_stream(KEYS[i * 4 + 2]))
+  end
 end
 local full = ARGV[1] == '1'
 local step = full and 5 or 2

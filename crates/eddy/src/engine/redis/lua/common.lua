@@ -27,11 +27,20 @@ local function remove_entry(stream, group, expiry, id)
   return redis.call('XDEL', stream, id)
 end
 
+-- A queue's stream is gone but its metadata is there (someone DEL'd it):
+-- writing to it would create a stream without the group, which no reader
+-- can read. Sends fail; the queue must be recreated.
+local function no_stream(stream)
+  return 'EDDY_NOSTREAM ' .. stream
+end
+
 -- Move due delayed entries into the stream. A member is
 -- "<16-char nonce>|<expire-at seconds or empty>|<data>".
+-- A stream deleted by hand is not recreated: its delayed entries wait
+-- until the queue is.
 -- Returns the next due time in ms, or -1.
 local function promote(stream, expiry, delayed, now)
-  if redis.call('EXISTS', delayed) == 0 then
+  if redis.call('EXISTS', delayed) == 0 or redis.call('EXISTS', stream) == 0 then
     return -1
   end
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)

@@ -1,11 +1,13 @@
 -- Fan out a batch of events (one or more) in one step: every key
--- is checked before the first write, so the batch is all or nothing.
+-- is checked before the first write, so the batch is all or nothing. Every
+-- target stream (and the log) must exist: a route whose queue was deleted
+-- fails the batch instead of recreating the stream without its group.
 -- KEYS: the route sets and logs of the batch, each once
 -- ARGV: per event: target stream prefix, data, index of its log in KEYS
 --       (0: none), number of route sets, then their indexes in KEYS
 -- Returns per event the services (route members) it was appended for,
 -- sorted.
-local members_of, checked = {}, {}
+local members_of, checked, missing = {}, {}, nil
 local function members(k)
   local m = members_of[k]
   if not m then
@@ -18,6 +20,9 @@ end
 local function stream(key)
   if not checked[key] then
     check_type(key, 'stream')
+    if not missing and redis.call('EXISTS', key) == 0 then
+      missing = key
+    end
     checked[key] = true
   end
 end
@@ -45,6 +50,10 @@ while i <= #ARGV do
     stream(KEYS[log])
   end
   events[#events + 1] = {prefix, data, log, targets}
+end
+
+if missing then
+  return redis.error_reply(no_stream(missing))
 end
 
 local out = {}
