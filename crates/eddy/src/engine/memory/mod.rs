@@ -923,6 +923,7 @@ impl Engine for MemoryEngine {
         consumer: &str,
         min_idle: Duration,
         count: usize,
+        alone_from: u64,
     ) -> Result<Claimed> {
         let now = self.clock_ms();
         let min_idle = min_idle.as_millis() as u64;
@@ -948,10 +949,17 @@ impl Engine for MemoryEngine {
             match stream.entries.get(&id) {
                 None => out.deleted.push(id),
                 Some(data) => {
+                    let alone = p.count.saturating_add(1) >= alone_from;
+                    if alone && !claimed.is_empty() {
+                        break;
+                    }
                     p.consumer = name.clone();
                     p.delivered_ms = now;
                     p.count += 1;
                     claimed.push(Entry::new(id, Some(data.clone()), p.count));
+                    if alone {
+                        break;
+                    }
                 }
             }
         }
