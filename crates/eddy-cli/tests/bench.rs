@@ -73,6 +73,17 @@ fn every_scenario_runs_on_the_embedded_engine() {
     let l = bench(&["latency", "--rate", "500", "--duration", "200ms"]);
     has_figures(&l, "msgs_per_s");
     assert!(number(&l, "p999_ms") >= number(&l, "p50_ms"), "{l}");
+
+    recovery_figures(&bench(&["recovery", "--messages", "2000", "--batch", "50"]));
+}
+
+/// The recovery rate beside the normal rate of the same run, and the ratio.
+fn recovery_figures(v: &Value) {
+    assert_eq!(v["scenario"], "recovery", "{v}");
+    let (recovery, normal) = (number(v, "msgs_per_s"), number(v, "loop_msgs_per_s"));
+    assert!(recovery > 0.0 && normal > 0.0, "{v}");
+    let ratio = number(v, "vs_normal");
+    assert!((ratio - recovery / normal).abs() < 0.01, "{v}");
 }
 
 #[test]
@@ -129,6 +140,16 @@ fn redis_scenarios_run_next_to_the_raw_baseline() {
         "4",
     ]);
     assert!(number(&r, "raw_msgs_per_s") > 0.0, "{r}");
+
+    recovery_figures(&bench(&[
+        "recovery",
+        "--url",
+        &url,
+        "--messages",
+        "2000",
+        "--batch",
+        "50",
+    ]));
 
     // Nothing is left behind under the bench prefix.
     let keys = server.redis_cli(["KEYS", "bench-*"]).expect("redis-cli");

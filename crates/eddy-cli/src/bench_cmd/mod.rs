@@ -6,6 +6,7 @@ mod bus;
 mod measure;
 mod queue;
 mod raw;
+mod recovery;
 mod redis_server;
 mod rpc;
 
@@ -34,8 +35,13 @@ Scenarios:
   rpc      Webhook::request round trips with --concurrency callers in flight.
   latency  the queue at a fixed --rate for --duration: p50, p99, p99.9, max,
            with receive + ack and with the consumer loop.
+  recovery a consumer takes --messages (default 200000) and crashes without
+           acknowledging; the consumer loop (concurrency --batch, visibility
+           timeout 500 ms) reclaims them all: msg/s from its start to the
+           last ack, beside the same loop on as many fresh messages in the
+           same run (loop_msgs_per_s) and the ratio (vs_normal).
 
-On Redis every scenario also runs a raw baseline in the same process: the
+On Redis every scenario but recovery also runs a raw baseline in the same process: the
 minimal loop with the same client library (the redis crate) — pipelined
 XADD (--batch per pipeline), XREADGROUP COUNT --batch, one XACK per batch,
 producers and consumers on their own connections and threads, the same
@@ -77,6 +83,8 @@ pub enum Scenario {
     Rpc,
     /// Queue latency at a fixed rate.
     Latency,
+    /// Reclaiming a crashed consumer's messages, beside fresh ones.
+    Recovery,
 }
 
 impl Scenario {
@@ -86,6 +94,7 @@ impl Scenario {
             Scenario::Bus => "bus",
             Scenario::Rpc => "rpc",
             Scenario::Latency => "latency",
+            Scenario::Recovery => "recovery",
         }
     }
 }
@@ -99,7 +108,7 @@ pub struct BenchArgs {
 
     /// Messages (events for bus, requests for rpc) per phase [default:
     /// queue 200000 on Redis, 1000000 embedded; bus 50000 / 200000; rpc
-    /// 20000 / 100000; latency: --rate x --duration].
+    /// 20000 / 100000; latency: --rate x --duration; recovery 200000].
     #[arg(long, value_name = "N")]
     pub messages: Option<u64>,
 
@@ -343,6 +352,7 @@ pub async fn run(url: &str, args: BenchArgs, out: &mut Output) -> CliResult {
             Scenario::Latency => queue::latency(&env, &spec, raw).await?,
             Scenario::Bus => bus::fan_out(&env, &spec, raw).await?,
             Scenario::Rpc => rpc::round_trips(&env, &spec, raw).await?,
+            Scenario::Recovery => recovery::reclaim(&env, &spec).await?,
         };
         runs.push(result);
     }
@@ -368,6 +378,7 @@ pub async fn run(url: &str, args: BenchArgs, out: &mut Output) -> CliResult {
         Scenario::Rpc => {
             header.insert("concurrency".into(), json!(spec.concurrency));
         }
+        Scenario::Recovery => {}
     }
     header.insert("batch".into(), json!(spec.batch));
     if matches!(args.scenario, Scenario::Queue | Scenario::Bus) {
@@ -403,6 +414,7 @@ fn resolve(args: &BenchArgs, redis: bool) -> Spec {
         (Scenario::Rpc, true) => 20_000,
         (Scenario::Rpc, false) => 100_000,
         (Scenario::Latency, _) => (args.rate * args.duration.as_secs_f64()).ceil() as u64,
+        (Scenario::Recovery, _) => 200_000,
     });
     Spec {
         messages: messages.max(1),
@@ -422,7 +434,7 @@ fn rate_key(s: Scenario) -> (&'static str, &'static str) {
     match s {
         Scenario::Bus => ("events_per_s", "events/s"),
         Scenario::Rpc => ("requests_per_s", "req/s"),
-        Scenario::Queue | Scenario::Latency => ("msgs_per_s", "msg/s"),
+        Scenario::Queue | Scenario::Latency | Scenario::Recovery => ("msgs_per_s", "msg/s"),
     }
 }
 
@@ -566,7 +578,9 @@ fn report(
                     .collect(),
             )
         };
-        machine.insert((*key).to_owned(), round(v, 1));
+        // A ratio needs more digits than a size in MB.
+        let digits = if key.starts_with("vs_") { 3 } else { 1 };
+        machine.insert((*key).to_owned(), round(v, digits));
     }
     let mut human = format!(
         "eddy bench {} on {} ({})\n",

@@ -164,6 +164,61 @@ pub async fn claim_stale_with_zero_count_claims_nothing(h: &Harness) -> CaseResu
     Ok(Outcome::Passed)
 }
 
+/// A claimer can ask for entries redelivered before to come alone
+/// (`alone_from`, the consumer loop's guard against a message that kills
+/// its process): first in line such an entry is the whole batch, later in
+/// line the batch stops before it; the others come in batches.
+pub async fn claim_takes_redelivered_entries_alone(h: &Harness) -> CaseResult {
+    let vt = visibility(h);
+    let step = vt * 5 / 8;
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("alone").await?;
+    let engine = h.engine().clone();
+    send_numbered(&q, 0..4).await?;
+    let got = q.receive(&take(4, "crashed")).await?;
+    h.advance(step).await;
+    q.extend("crashed", &[got[0].id]).await?;
+    h.advance(step).await;
+    // n = 1, 2, 3 are stale; n = 0's lease was extended. Reclaim n = 1 once.
+    let once = engine.claim(q.keys(), "a", vt, 1, 3).await?;
+    let counts = |c: &eddy::engine::Claimed| -> Vec<(EntryId, u64)> {
+        c.entries.iter().map(|e| (e.id, e.delivery_count)).collect()
+    };
+    assert_eq!(counts(&once), [(got[1].id, 2)]);
+
+    h.advance(vt + vt / 4).await;
+    // In line: n = 0 (count 1), n = 1 (count 2), n = 2 and 3 (count 1).
+    let batch = engine.claim(q.keys(), "b", vt, 10, 3).await?;
+    assert_eq!(
+        counts(&batch),
+        [(got[0].id, 2)],
+        "the batch stops before the entry redelivered before"
+    );
+    let alone = engine.claim(q.keys(), "b", vt, 10, 3).await?;
+    assert_eq!(counts(&alone), [(got[1].id, 3)], "claimed alone");
+    let rest = engine.claim(q.keys(), "b", vt, 10, 3).await?;
+    assert_eq!(counts(&rest), [(got[2].id, 2), (got[3].id, 2)]);
+    assert!(engine
+        .claim(q.keys(), "b", vt, 10, 3)
+        .await?
+        .entries
+        .is_empty());
+
+    // Without the limit, a plain batch.
+    h.advance(vt + vt / 4).await;
+    let plain = engine.claim(q.keys(), "c", vt, 10, u64::MAX).await?;
+    assert_eq!(
+        counts(&plain),
+        [
+            (got[0].id, 3),
+            (got[1].id, 4),
+            (got[2].id, 3),
+            (got[3].id, 3)
+        ]
+    );
+    Ok(Outcome::Passed)
+}
+
 /// `extend` keeps a consumer's lease: its message is not stale until a full
 /// timeout after the extension. Only the owner can extend.
 pub async fn extend_keeps_the_lease(h: &Harness) -> CaseResult {

@@ -319,6 +319,7 @@ macro_rules! __conformance_cases {
             leases::claim_stale_drops_expired_messages,
             leases::claim_stale_moves_undecodable_to_dlq,
             leases::claim_stale_with_zero_count_claims_nothing,
+            leases::claim_takes_redelivered_entries_alone,
             leases::extend_keeps_the_lease,
             leases::release_makes_message_claimable_later,
             leases::lease_calls_without_ids_count_zero,

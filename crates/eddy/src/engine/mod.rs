@@ -370,12 +370,19 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// claimed entry's delivery count goes up by one and is returned with
     /// it. Entries whose TTL passed are removed instead; pending ids whose
     /// entries were deleted are dropped from the pending list and reported.
+    ///
+    /// An entry whose delivery count, once claimed, reaches `alone_from` was
+    /// redelivered before (its handler may be one that kills its process)
+    /// and is claimed on its own: first in line it is the only one claimed,
+    /// later in line the claim stops before it, so that no other entry's
+    /// delivery count rises with it. `u64::MAX` claims plain batches.
     async fn claim(
         &self,
         queue: &QueueKeys,
         consumer: &str,
         min_idle: Duration,
         count: usize,
+        alone_from: u64,
     ) -> Result<Claimed>;
 
     /// Reset the idle time of entries `consumer` still owns, so nobody

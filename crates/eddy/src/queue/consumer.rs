@@ -308,6 +308,23 @@ struct Settle {
 /// (see the loop).
 const BATCH_WAIT: Duration = Duration::from_millis(1);
 
+/// While reclaiming, and reads find nothing new, claim this many batches per
+/// read: reclaiming goes at nearly the speed of reading, and a message sent
+/// meanwhile waits a few batches at most. A read that finds messages makes
+/// the loop alternate, one claim per read.
+const RECLAIMS_PER_IDLE_READ: u32 = 8;
+
+/// The delivery count from which a reclaimed message is claimed and run
+/// alone. A message that kills its process takes the others in flight with
+/// it, and each such crash raises their delivery counts: by one when it
+/// crashes on a read's batch, by one more when its first reclaim (in a
+/// batch) crashes again. From the next reclaim on it runs alone, so a
+/// bystander ends at delivery count 3 at most; with `max_deliveries` below
+/// 3, at the count that is its last chance.
+fn isolate_from(max_deliveries: u64) -> u64 {
+    max_deliveries.clamp(2, 3)
+}
+
 /// A handler's first poll, run inline in the loop, taking longer than this
 /// is CPU-bound work. When [`SLOW_POLLS`] of the last 16 inline polls were
 /// that slow (or one took [`INLINE_STOP`]), the loop spawns every handler
@@ -586,6 +603,8 @@ where
     let extender = tokio::spawn(extend_leases(settle.clone()));
     let permits = Arc::new(Semaphore::new(opts.concurrency));
     let mut next_claim = Instant::now();
+    let alone_from = isolate_from(opts.max_deliveries);
+    let (mut claims_since_read, mut claims_per_read) = (0u32, 1u32);
     let mut error_pause = Duration::from_millis(50);
     // Handlers run inline on their first poll from this instant on (see
     // the fast path below); the last 16 inline polls, a bit set per slow one.
@@ -617,26 +636,40 @@ where
         let free = permits.available_permits() + 1;
         let fetched = async {
             let mut msgs = Vec::new();
-            if Instant::now() >= next_claim {
-                // One at a time: a reclaimed message may be one that kills
-                // its process, and must not drag others' delivery counts up
-                // with it. Keep claiming while there is something to claim.
+            // Reclaim a batch at a time while there is something to claim,
+            // with a read between batches (see RECLAIMS_PER_IDLE_READ) so
+            // that new messages keep flowing during a long reclaim.
+            if Instant::now() >= next_claim && claims_since_read < claims_per_read {
                 msgs = queue
-                    .claim_stale_decoded::<T>(&opts.name, opts.visibility_timeout, 1)
+                    .claim_stale_decoded::<T>(&opts.name, opts.visibility_timeout, free, alone_from)
                     .await?;
                 if msgs.is_empty() {
                     next_claim = Instant::now() + opts.claim_interval;
+                } else {
+                    claims_since_read += 1;
                 }
             }
             if msgs.is_empty() {
-                let wait = opts
-                    .poll
-                    .min(next_claim.saturating_duration_since(Instant::now()));
-                let recv = Receive::new()
-                    .count(free)
-                    .consumer(opts.name.clone())
-                    .block(wait.max(Duration::from_millis(1)));
+                let reclaiming = Instant::now() >= next_claim;
+                let recv = Receive::new().count(free).consumer(opts.name.clone());
+                // Mid-reclaim the read must not wait: the next batch is ready.
+                let recv = if reclaiming {
+                    recv
+                } else {
+                    let wait = opts
+                        .poll
+                        .min(next_claim.saturating_duration_since(Instant::now()));
+                    recv.block(wait.max(Duration::from_millis(1)))
+                };
                 msgs = queue.receive_decoded::<T>(&recv).await?;
+                if reclaiming {
+                    claims_per_read = if msgs.is_empty() {
+                        RECLAIMS_PER_IDLE_READ
+                    } else {
+                        1
+                    };
+                }
+                claims_since_read = 0;
             }
             Ok::<_, crate::Error>(msgs)
         };
@@ -707,11 +740,15 @@ where
             if delivery_count > 1 {
                 ConsumerStats::bump(&stats.redelivered);
             }
-            // A redelivery this process did not ask for (no recorded error):
-            // its last handler may have crashed the process. Run it alone,
+            // Redelivered more than once, and not by this process's own
+            // retries (no recorded error): its handler may be what crashed
+            // the processes before. It was claimed alone; run it alone too,
             // after every other handler has finished and been acknowledged,
             // so that if it crashes again it takes nothing else down with it.
-            let suspect = delivery_count > 1 && !Settle::lock(&settle.last_error).contains_key(&id);
+            // A first redelivery runs in its batch: if one of the batch kills
+            // the process, the others come back once more, then alone.
+            let suspect =
+                delivery_count >= alone_from && !Settle::lock(&settle.last_error).contains_key(&id);
             let isolation = if suspect {
                 settle.ack_inline(&mut acked_inline);
                 let others = permits

@@ -1023,22 +1023,26 @@ impl Queue {
         min_idle: Duration,
         count: usize,
     ) -> Result<Vec<Message>> {
-        self.claim_stale_decoded(consumer, min_idle, count).await
+        self.claim_stale_decoded(consumer, min_idle, count, u64::MAX)
+            .await
     }
 
-    /// [`Queue::claim_stale`], each entry decoded as `T`.
+    /// [`Queue::claim_stale`], each entry decoded as `T`; an entry whose
+    /// delivery count reaches `alone_from` is claimed alone (see
+    /// [`Engine::claim`](crate::engine::Engine::claim)).
     pub(crate) async fn claim_stale_decoded<T: Delivered>(
         &self,
         consumer: &str,
         min_idle: Duration,
         count: usize,
+        alone_from: u64,
     ) -> Result<Vec<T>> {
         if count == 0 {
             return Err(Error::invalid_argument("count must be at least 1"));
         }
         let claimed = self
             .engine()
-            .claim(&self.keys, consumer, min_idle, count)
+            .claim(&self.keys, consumer, min_idle, count, alone_from)
             .await?;
         if !claimed.deleted.is_empty() {
             tracing::debug!(queue = %self.keys.name, n = claimed.deleted.len(), "dropped pending ids of deleted entries");

@@ -978,6 +978,7 @@ impl Engine for MemoryEngine {
         consumer: &str,
         min_idle: Duration,
         count: usize,
+        alone_from: u64,
     ) -> Result<Claimed> {
         let now = self.clock_ms();
         let min_idle = min_idle.as_millis() as u64;
@@ -1003,10 +1004,17 @@ impl Engine for MemoryEngine {
             match stream.entries.get(&id) {
                 None => out.deleted.push(id),
                 Some(data) => {
+                    let alone = p.count.saturating_add(1) >= alone_from;
+                    if alone && !claimed.is_empty() {
+                        break;
+                    }
                     p.consumer = name.clone();
                     p.delivered_ms = now;
                     p.count += 1;
                     claimed.push(data.entry(id, p.count));
+                    if alone {
+                        break;
+                    }
                 }
             }
         }

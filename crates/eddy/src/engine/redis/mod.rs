@@ -1079,6 +1079,7 @@ impl Engine for RedisEngine {
         consumer: &str,
         min_idle: Duration,
         count: usize,
+        alone_from: u64,
     ) -> Result<Claimed> {
         let mut inv = self.scripts.claim.prepare_invoke();
         inv.key(&queue.stream)
@@ -1086,7 +1087,9 @@ impl Engine for RedisEngine {
             .arg(&queue.group)
             .arg(consumer)
             .arg(min_idle.as_millis() as u64)
-            .arg(count);
+            .arg(count)
+            // Lua numbers are doubles: any count past 2^53 is "never".
+            .arg(alone_from.min(1 << 53));
         let reply: Value = self.invoke(&inv).await?;
         values::claim_reply(reply)
     }
