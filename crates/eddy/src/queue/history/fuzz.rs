@@ -531,6 +531,7 @@ proptest! {
             // Out of range (`1e400`) or too deep: not a payload to send.
             return Ok(());
         };
+        let text = text.clone();
         payload.retain(|k, _| !RESERVED.contains(&k.as_str()));
         let bytes = encode(&payload, &id, timestamp, ttl, usize::MAX, &[]).map_err(fail)?;
         let m = decode(Entry::new(EntryId::new(1, 0), Some(bytes.clone()), 1), bytes.len())
@@ -551,6 +552,29 @@ proptest! {
         let mut without = d.data.clone();
         without.remove(FAILURES);
         prop_assert_eq!(&without, &payload);
+
+        // Sent as written (a `RawValue`): stored byte for byte, then the
+        // metadata.
+        let trimmed = text.trim();
+        let has_reserved = members(trimmed.as_bytes())
+            .is_some_and(|m| m.iter().any(|(k, _)| RESERVED.contains(&k.as_str())));
+        let raw = RawValue::from_string(trimmed.to_owned()).map_err(fail)?;
+        match encode(&raw, &id, timestamp, ttl, usize::MAX, &[]) {
+            Ok(bytes) => {
+                prop_assert!(!has_reserved, "sent a reserved field: {trimmed:?}");
+                prop_assert_eq!(&bytes[..trimmed.len() - 1], &trimmed.as_bytes()[..trimmed.len() - 1]);
+                let m = decode(Entry::new(EntryId::new(1, 0), Some(bytes.clone()), 1), usize::MAX)
+                    .map_err(|u| fail(format!("{} in {:?}", u.reason, lossy(&bytes))))?;
+                let mut want = serde_json::from_str::<Map<String, Value>>(trimmed).map_err(fail)?;
+                want.remove(METADATA);
+                prop_assert_eq!(&m.data, &want);
+                prop_assert_eq!((m.message_id.as_str(), m.timestamp, m.ttl), (id.as_str(), timestamp, ttl));
+            }
+            Err(e) => {
+                prop_assert!(has_reserved, "refused {trimmed:?}: {e}");
+                prop_assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            }
+        }
 
         // A reserved field is refused, whatever else the payload holds.
         for field in RESERVED {
@@ -612,4 +636,22 @@ fn corpus() {
     // An entry without `data` (a foreign writer's).
     check_decode(None, &[(b"other".to_vec(), b"\x00\xff".to_vec())], 1 << 20).unwrap();
     check_decode(None, &[], 1 << 20).unwrap();
+}
+
+/// Found by `encode_then_decode_round_trips`: an empty object written with
+/// whitespace inside (a `RawValue` payload) was stored as
+/// `{ ,"_metadata":…}`, which no reader could decode.
+#[test]
+fn an_empty_object_with_whitespace_inside_encodes_as_json() {
+    for text in ["{ }", "{\n\t}", "{\r\n }"] {
+        let raw = RawValue::from_string(text.to_owned()).unwrap();
+        let bytes = encode(&raw, "m", 1.5, None, usize::MAX, &[]).unwrap();
+        let m = decode(
+            Entry::new(EntryId::new(1, 0), Some(bytes.clone()), 1),
+            usize::MAX,
+        )
+        .unwrap_or_else(|u| panic!("{text:?} stored as {:?}: {}", lossy(&bytes), u.reason));
+        assert!(m.data.is_empty());
+        assert_eq!(m.message_id, "m");
+    }
 }
