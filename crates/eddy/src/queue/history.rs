@@ -200,6 +200,9 @@ pub(crate) fn top_level_keys(raw: &[u8]) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -72,7 +72,9 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     }
     check_reserved(&buf, own_fields)?;
     buf.pop(); // the closing brace
-    if buf.len() > 1 {
+               // A payload written as it is (a `RawValue`) may be `{ }`: a comma only
+               // after a member.
+    if buf.iter().skip(1).any(|b| !b.is_ascii_whitespace()) {
         buf.push(b',');
     }
     // `{"id": …, "timestamp": …, "ttl": …}`, written without building a Value.
