@@ -71,9 +71,9 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         ));
     }
     check_reserved(&buf, own_fields)?;
-    buf.pop(); // the closing brace
-               // A payload written as it is (a `RawValue`) may be `{ }`: a comma only
-               // after a member.
+    // Off with the closing brace; then a comma only after a member (a
+    // payload written as it is, a `RawValue`, may be `{ }`).
+    buf.pop();
     if buf.iter().skip(1).any(|b| !b.is_ascii_whitespace()) {
         buf.push(b',');
     }
