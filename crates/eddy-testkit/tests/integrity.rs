@@ -145,3 +145,37 @@ async fn five_megabyte_foreign_entry_is_dead_lettered_whole() -> TestResult {
     assert_eq!(shown[0].data["n"], json!(1));
     Ok(())
 }
+
+/// A foreign entry that has a history field twice keeps the first copy as
+/// it was; the last copy, the one readers take, gets the new record.
+#[tokio::test]
+async fn a_repeated_history_field_keeps_its_other_copy() -> TestResult {
+    let server = server();
+    let mq = EddyBuilder::new(server.url()).open().await?;
+    let (q, _dlq) = mq.create_queue_pair("twice").await?;
+    let mut conn = redis::Client::open(server.url())?.get_connection()?;
+    let _: String = redis::cmd("XADD")
+        .arg("mq:twice")
+        .arg("*")
+        .arg("data")
+        .arg("not json")
+        .arg("_failures")
+        .arg(r#"[{"timestamp":1.0,"reason":"first copy"}]"#)
+        .arg("_failures")
+        .arg(r#"[{"timestamp":2.0,"reason":"second copy"}]"#)
+        .query(&mut conn)?;
+    assert!(q.receive(&Receive::new().count(10)).await?.is_empty());
+    let dead = entries(&mut conn, "mq:twice:dlq");
+    let copies: Vec<&[u8]> = dead[0]
+        .1
+        .iter()
+        .filter(|(k, _)| k == b"_failures")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    assert_eq!(copies.len(), 2);
+    assert_eq!(reasons(copies[0]), ["first copy"]);
+    let last = reasons(copies[1]);
+    assert_eq!(last[0], "second copy");
+    assert!(last[1].contains("not valid JSON"), "{last:?}");
+    Ok(())
+}

@@ -585,3 +585,14 @@ pub async fn receive_as_decodes_typed_and_dead_letters_the_rest(h: &Harness) -> 
     );
     Ok(Outcome::Passed)
 }
+
+/// A count past what Redis parses (a signed 64-bit integer) means "all",
+/// on every engine, for peek and receive.
+pub async fn counts_past_i64_mean_all(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, _dlq) = mq.create_queue_pair("bigcount").await?;
+    send_numbered(&q, 0..3).await?;
+    assert_eq!(ns(&q.peek(usize::MAX).await?), vec![0, 1, 2]);
+    assert_eq!(ns(&q.receive(&take(usize::MAX, "c")).await?), vec![0, 1, 2]);
+    Ok(Outcome::Passed)
+}

@@ -310,6 +310,7 @@ macro_rules! __conformance_cases {
             dead_letter::moves_keep_the_payload_bytes,
             dead_letter::reserved_fields_are_refused,
             dead_letter::malformed_failure_records_are_shown,
+            dead_letter::counts_past_i64_mean_all,
             dead_letter::undecodable_entry_in_dlq_is_handed_over_raw,
             dead_letter::peek_shows_undecodable_entries_raw,
             dead_letter::receive_as_decodes_typed_and_dead_letters_the_rest,

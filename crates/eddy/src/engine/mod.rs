@@ -211,11 +211,14 @@ impl Transfer {
         if let Some(d) = self.data.as_ref().or(data) {
             out.push((Bytes::from_static(b"data"), d.clone()));
         }
-        for (k, v) in fields {
+        for (i, (k, v)) in fields.iter().enumerate() {
             if k.as_ref() == b"data" {
                 continue;
             }
-            let set = self.fields.iter().rev().find(|(n, _)| n == k);
+            // Only the last copy of a repeated field, the one readers take,
+            // is set; the others stay as they were.
+            let is_last = !fields[i + 1..].iter().any(|(n, _)| n == k);
+            let set = self.fields.iter().rev().find(|(n, _)| n == k).filter(|_| is_last);
             out.push((k.clone(), set.map_or_else(|| v.clone(), |(_, v)| v.clone())));
         }
         for (k, v) in &self.fields {

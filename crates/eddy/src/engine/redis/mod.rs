@@ -99,6 +99,12 @@ impl std::fmt::Debug for RedisEngine {
     }
 }
 
+/// A count as Redis reads one (a signed 64-bit integer): anything larger
+/// means "all", which `i64::MAX` says too.
+fn redis_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 pub(crate) fn map_err(e: redis::RedisError) -> Error {
     map_err_as(e, false)
 }
@@ -313,7 +319,7 @@ impl RedisEngine {
             .arg(&queue.group)
             .arg(consumer)
             .arg("COUNT")
-            .arg(count)
+            .arg(redis_count(count))
             .arg("BLOCK")
             .arg(ms)
             .arg("STREAMS")
@@ -370,7 +376,7 @@ impl RedisEngine {
                 .arg(&queue.group)
                 .arg(consumer)
                 .arg("COUNT")
-                .arg(count)
+                .arg(redis_count(count))
                 .arg("STREAMS")
                 .arg(&queue.stream)
                 .arg(">");
@@ -443,7 +449,7 @@ impl RedisEngine {
             .key(&queue.delayed)
             .arg(&queue.group)
             .arg(consumer)
-            .arg(count);
+            .arg(redis_count(count));
         let reply: Value = self.invoke_read(&inv).await?;
         values::read_script_reply(reply)
     }
@@ -917,7 +923,7 @@ impl Engine for RedisEngine {
             .arg(start.to_string())
             .arg(end.to_string())
             .arg("COUNT")
-            .arg(count)
+            .arg(redis_count(count))
             .query_async(&mut self.conn())
             .await
             .map_err(map_err)?;
@@ -968,7 +974,7 @@ impl Engine for RedisEngine {
             .arg(&queue.group)
             .arg(consumer)
             .arg(min_idle.as_millis() as u64)
-            .arg(count)
+            .arg(redis_count(count))
             // Lua numbers are doubles: any count past 2^53 is "never".
             .arg(alone_from.min(1 << 53));
         let reply: Value = self.invoke(&inv).await?;

@@ -31,7 +31,12 @@ while i <= #ARGV do
   i = i + 4 + 2 * n
   local src = redis.call('XRANGE', fstream, id, id)
   if #src == 1 then
-    local fields, args, done = src[1][2], {}, {}
+    local fields, args, done, last = src[1][2], {}, {}, {}
+    -- A field given twice keeps its other copies: only the last, the one a
+    -- reader takes, is set.
+    for f = 1, #fields, 2 do
+      last[fields[f]] = f
+    end
     local has_data = false
     for f = 1, #fields, 2 do
       local k, v = fields[f], fields[f + 1]
@@ -40,7 +45,7 @@ while i <= #ARGV do
         if replace then
           v = data
         end
-      elseif set[k] ~= nil then
+      elseif set[k] ~= nil and last[k] == f then
         v = set[k]
         done[k] = true
       end
