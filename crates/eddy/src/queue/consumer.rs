@@ -3,7 +3,14 @@
 //! — so that none is lost or wedged.
 //!
 //! - A message held by a consumer that died or hung is reclaimed after the
-//!   visibility timeout and redelivered, delivery count +1.
+//!   visibility timeout and redelivered, delivery count +1. Reclaiming
+//!   takes a batch per claim (up to the free concurrency), with a read
+//!   between batches, so that new messages keep flowing while a big backlog
+//!   comes back. A reclaimed message that was already redelivered before
+//!   (delivery count 3, or `max_deliveries` if lower) and not by this
+//!   process's own retries may be one that kills its process: it is claimed
+//!   alone and runs alone, so that it takes no bystander's delivery count
+//!   up with it, and no bystander to the DLQ.
 //! - While a handler works, its lease is extended, so a slow-but-alive
 //!   handler is not run twice; a handler past its timeout is abandoned and
 //!   retried.
