@@ -218,7 +218,12 @@ impl Transfer {
             // Only the last copy of a repeated field, the one readers take,
             // is set; the others stay as they were.
             let is_last = !fields[i + 1..].iter().any(|(n, _)| n == k);
-            let set = self.fields.iter().rev().find(|(n, _)| n == k).filter(|_| is_last);
+            let set = self
+                .fields
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .filter(|_| is_last);
             out.push((k.clone(), set.map_or_else(|| v.clone(), |(_, v)| v.clone())));
         }
         for (k, v) in &self.fields {
