@@ -433,7 +433,8 @@ pub(crate) fn check_decode(
 
 /// A moved entry's fields keep the source's: `data` spliced if it is an
 /// object, else as it was with the history in the field `list` beside it;
-/// every other field as it was.
+/// every other field as it was (a repeated history field: its last copy,
+/// the one readers take, holds the history, the others stay as they were).
 fn check_moved(
     entry: &Entry,
     moved: &[(Bytes, Bytes)],
@@ -443,6 +444,7 @@ fn check_moved(
     let get = |k: &str| {
         moved
             .iter()
+            .rev()
             .find(|(n, _)| n.as_ref() == k.as_bytes())
             .map(|(_, v)| v)
     };
@@ -464,8 +466,12 @@ fn check_moved(
             return Err(TestCaseError::fail(format!("data {d:?} became {n:?}")));
         }
     }
-    for (k, v) in &entry.fields {
-        if k.as_ref() == list.as_bytes() || k.as_ref() == b"data" {
+    let last_list = entry
+        .fields
+        .iter()
+        .rposition(|(k, _)| k.as_ref() == list.as_bytes());
+    for (i, (k, v)) in entry.fields.iter().enumerate() {
+        if Some(i) == last_list || k.as_ref() == b"data" {
             continue;
         }
         let kept = moved.iter().any(|(n, w)| n == k && w == v);
