@@ -1409,7 +1409,13 @@ async fn row08_handler_panics(env: Env) -> TestResult {
     let log = Log::default();
     let lp = {
         let log = log.clone();
-        Loop::spawn(q.clone(), fast().max_deliveries(3), move |m| {
+        // A long visibility timeout: this row is about panics, and a
+        // machine stalled past a short one (CI on two cores) would
+        // rightly redeliver the others, which the counts below rule out.
+        let opts = fast()
+            .max_deliveries(3)
+            .visibility_timeout(Duration::from_secs(5));
+        Loop::spawn(q.clone(), opts, move |m| {
             log.record(&m);
             let explode = m.data.contains_key("explode");
             async move {
