@@ -450,8 +450,9 @@ impl Publish {
 pub struct Claimed {
     /// The claimed entries, with their new delivery counts.
     pub entries: Vec<Entry>,
-    /// Pending ids whose entries no longer exist (now dropped from the
-    /// pending list).
+    /// Pending ids the claim picked but did not take: their entries no
+    /// longer exist (now dropped from the pending list) or, on Redis,
+    /// another consumer took them between the pick and the claim.
     pub deleted: Vec<EntryId>,
 }
 

@@ -1045,7 +1045,7 @@ impl Queue {
             .claim(&self.keys, consumer, min_idle, count, alone_from)
             .await?;
         if !claimed.deleted.is_empty() {
-            tracing::debug!(queue = %self.keys.name, n = claimed.deleted.len(), "dropped pending ids of deleted entries");
+            tracing::debug!(queue = %self.keys.name, n = claimed.deleted.len(), "pending ids not claimed: entries deleted, or taken by another consumer first");
         }
         self.decode_delivered(claimed.entries).await
     }

@@ -468,6 +468,68 @@ impl RedisEngine {
         Ok(entries)
     }
 
+    /// The first round trip of a claim: claim.lua (types checked, the
+    /// claimer registered, whether a TTL index exists) pipelined with
+    /// `XPENDING ... IDLE`, which returns the oldest pending ids idle for at
+    /// least `min_idle_ms`, in id order, with their delivery counts.
+    async fn claim_candidates(
+        &self,
+        queue: &QueueKeys,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+    ) -> Result<(bool, Vec<(EntryId, u64)>)> {
+        let mut reloaded = false;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors()
+                .cmd("EVALSHA")
+                .arg(self.scripts.claim.get_hash())
+                .arg(2)
+                .arg(&queue.stream)
+                .arg(&queue.expiry)
+                .arg(&queue.group)
+                .arg(consumer)
+                .cmd("XPENDING")
+                .arg(&queue.stream)
+                .arg(&queue.group)
+                .arg("IDLE")
+                .arg(min_idle_ms)
+                .arg("-")
+                .arg("+")
+                .arg(redis_count(count));
+            let mut replies: Vec<Value> =
+                pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
+            let (Some(pending), Some(prepared)) = (replies.pop(), replies.pop()) else {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    "Redis answered a claim's pipeline with too few replies",
+                ));
+            };
+            let has_expiry = match prepared {
+                Value::Int(n) => n == 1,
+                Value::ServerError(e)
+                    if e.kind() == Some(redis::ServerErrorKind::NoScript) && !reloaded =>
+                {
+                    self.scripts
+                        .claim
+                        .load_async(&mut self.conn())
+                        .await
+                        .map_err(map_err)?;
+                    reloaded = true;
+                    continue;
+                }
+                Value::ServerError(e) => return Err(map_err(e.into())),
+                other => return Err(values::unexpected("claim.lua", &other)),
+            };
+            let idle = match pending {
+                Value::ServerError(e) => return Err(map_err(e.into())),
+                v => values::pending_counts(v)?,
+            };
+            return Ok((has_expiry, idle));
+        }
+    }
+
     /// Append entries without TTL or delay: one `XADD` per entry and
     /// append_check.lua in one MULTI/EXEC. Same checks and the same
     /// all-or-none outcome as append.lua, but Redis runs each XADD directly
@@ -585,6 +647,27 @@ static APPEND_CHECK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .collect::<Vec<_>>()
         .join("\n")
 });
+
+/// What one claim takes of the idle pending entries (oldest first, with
+/// their delivery counts): up to `count`, each with its count once claimed.
+/// An entry whose count then reaches `alone_from` was redelivered before
+/// and may be one that kills its process: it is taken alone, as the whole
+/// batch when it is first in line, else the batch stops before it.
+fn pick_claims(idle: &[(EntryId, u64)], count: usize, alone_from: u64) -> Vec<(EntryId, u64)> {
+    let mut picked = Vec::new();
+    for &(id, deliveries) in idle {
+        let after = deliveries.saturating_add(1);
+        let alone = after >= alone_from;
+        if alone && !picked.is_empty() {
+            break;
+        }
+        picked.push((id, after));
+        if alone || picked.len() >= count {
+            break;
+        }
+    }
+    picked
+}
 
 /// A failed MULTI/EXEC as the error of its first failing command (e.g.
 /// NOGROUP from the XREADGROUP of a deleted queue, OOM from any of them).
@@ -968,17 +1051,35 @@ impl Engine for RedisEngine {
         count: usize,
         alone_from: u64,
     ) -> Result<Claimed> {
-        let mut inv = self.scripts.claim.prepare_invoke();
-        inv.key(&queue.stream)
-            .key(&queue.expiry)
+        let min_idle_ms = min_idle.as_millis() as u64;
+        let (has_expiry, idle) = self
+            .claim_candidates(queue, consumer, min_idle_ms, count)
+            .await?;
+        let picked = pick_claims(&idle, count, alone_from);
+        if picked.is_empty() {
+            return Ok(Claimed::default());
+        }
+        // XCLAIM re-checks the idle time of each id: one another consumer
+        // took (or its owner touched) since XPENDING is left alone, so the
+        // two round trips claim nothing twice. It also drops the pending ids
+        // of deleted entries and returns the rest with their fields.
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&queue.stream)
             .arg(&queue.group)
             .arg(consumer)
-            .arg(min_idle.as_millis() as u64)
-            .arg(redis_count(count))
-            // Lua numbers are doubles: any count past 2^53 is "never".
-            .arg(alone_from.min(1 << 53));
-        let reply: Value = self.invoke(&inv).await?;
-        values::claim_reply(reply)
+            .arg(min_idle_ms);
+        for (id, _) in &picked {
+            cmd.arg(id.to_string());
+        }
+        let reply: Value = cmd
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_write_err)?;
+        let mut out = values::claim_reply(reply, &picked)?;
+        if has_expiry && !out.entries.is_empty() {
+            out.entries = self.drop_expired(queue, out.entries).await?;
+        }
+        Ok(out)
     }
 
     async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64> {
@@ -1047,5 +1148,42 @@ impl Engine for RedisEngine {
             inv.arg(id.to_string());
         }
         self.invoke(&inv).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(counts: &[u64]) -> Vec<(EntryId, u64)> {
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("{}-0", i + 1).parse().unwrap(), *c))
+            .collect()
+    }
+
+    fn counts(picked: &[(EntryId, u64)]) -> Vec<u64> {
+        picked.iter().map(|(_, c)| *c).collect()
+    }
+
+    #[test]
+    fn a_batch_stops_before_a_redelivered_entry() {
+        // alone_from 3: an entry delivered twice before is claimed alone.
+        assert_eq!(
+            counts(&pick_claims(&idle(&[1, 1, 2, 1]), 10, 3)),
+            vec![2, 2]
+        );
+        assert_eq!(counts(&pick_claims(&idle(&[2, 1, 1]), 10, 3)), vec![3]);
+        assert_eq!(
+            counts(&pick_claims(&idle(&[1, 1, 1, 1]), 3, 3)),
+            vec![2, 2, 2]
+        );
+        assert!(pick_claims(&idle(&[]), 3, 3).is_empty());
+        // "never alone" stays never, even at the top of the count range.
+        assert_eq!(
+            counts(&pick_claims(&idle(&[u64::MAX]), 3, 1 << 53)),
+            vec![u64::MAX]
+        );
     }
 }

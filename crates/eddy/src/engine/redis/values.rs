@@ -114,6 +114,23 @@ pub(super) fn read_script_reply(v: Value) -> Result<(Vec<Entry>, Option<u64>, bo
     Ok((es, next_due, has_expiry))
 }
 
+/// The reply of `XPENDING key group IDLE ms - + count`:
+/// `[[id, consumer, idle ms, deliveries], ...]` as (id, deliveries).
+pub(super) fn pending_counts(v: Value) -> Result<Vec<(EntryId, u64)>> {
+    let Value::Array(rows) = v else {
+        return Err(unexpected("XPENDING", &v));
+    };
+    rows.iter()
+        .map(|row| match row {
+            Value::Array(cols) if cols.len() == 4 => {
+                let deliveries = int(cols.get(3)).ok_or_else(|| unexpected("XPENDING", row))?;
+                Ok((id(&cols[0])?, deliveries))
+            }
+            other => Err(unexpected("XPENDING", other)),
+        })
+        .collect()
+}
+
 /// `[k1, v1, k2, v2, ...]` (RESP2) or a map (RESP3) as a lookup table.
 fn fields(v: Value) -> HashMap<String, Value> {
     match v {
@@ -286,26 +303,96 @@ async fn count_after(conn: &mut ConnectionManager, stream: &str, after: EntryId)
 }
 
 /// The reply of claim.lua: `{{id, fields, count}...}, {deleted ids...}`.
-pub(super) fn claim_reply(v: Value) -> Result<Claimed> {
-    let Value::Array(parts) = v else {
-        return Err(unexpected("claim.lua", &v));
+pub(super) fn claim_reply(v: Value, picked: &[(EntryId, u64)]) -> Result<Claimed> {
+    let Value::Array(rows) = v else {
+        return Err(unexpected("XCLAIM", &v));
     };
-    let mut it = parts.into_iter();
     let mut out = Claimed::default();
-    if let Some(Value::Array(rows)) = it.next() {
-        for row in rows {
-            let Value::Array(mut cols) = row else {
-                return Err(unexpected("a claimed entry", &row));
-            };
-            let count = int(cols.get(2)).unwrap_or(1);
-            cols.truncate(2);
-            out.entries.push(entry(Value::Array(cols), count)?);
+    let mut rest = picked.iter();
+    for row in rows {
+        // Redis before 7.0 answers nil for an id whose entry was deleted.
+        if row == Value::Nil {
+            continue;
         }
-    }
-    if let Some(Value::Array(ids)) = it.next() {
-        for v in &ids {
-            out.deleted.push(id(v)?);
+        let mut e = entry(row, 1)?;
+        // XCLAIM answers in the order it was asked: every picked id before
+        // this one was not claimed.
+        let mut found = None;
+        for &(id, after) in rest.by_ref() {
+            if id == e.id {
+                found = Some(after);
+                break;
+            }
+            out.deleted.push(id);
         }
+        let Some(after) = found else {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "Redis answered XCLAIM with entry {} that was not asked for, or out of order",
+                    e.id
+                ),
+            ));
+        };
+        e.delivery_count = after;
+        out.entries.push(e);
     }
+    out.deleted.extend(rest.map(|(id, _)| *id));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eid(ms: u64) -> EntryId {
+        format!("{ms}-0").parse().unwrap()
+    }
+
+    fn xclaimed(ms: u64) -> Value {
+        Value::Array(vec![
+            Value::BulkString(format!("{ms}-0").into_bytes()),
+            Value::Array(vec![
+                Value::BulkString(b"data".to_vec()),
+                Value::BulkString(b"{}".to_vec()),
+            ]),
+        ])
+    }
+
+    #[test]
+    fn claim_reply_keeps_counts_and_reports_what_was_not_claimed() {
+        let picked = [(eid(1), 2), (eid(2), 3), (eid(3), 2), (eid(4), 5)];
+        // 2 was deleted (XCLAIM dropped it), 4 was taken by another consumer.
+        let reply = Value::Array(vec![xclaimed(1), Value::Nil, xclaimed(3)]);
+        let got = claim_reply(reply, &picked).unwrap();
+        let claimed: Vec<_> = got
+            .entries
+            .iter()
+            .map(|e| (e.id, e.delivery_count))
+            .collect();
+        assert_eq!(claimed, vec![(eid(1), 2), (eid(3), 2)]);
+        assert_eq!(got.deleted, vec![eid(2), eid(4)]);
+    }
+
+    #[test]
+    fn claim_reply_refuses_an_id_it_did_not_ask_for() {
+        let picked = [(eid(1), 2)];
+        let err = claim_reply(Value::Array(vec![xclaimed(9)]), &picked).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Backend);
+    }
+
+    #[test]
+    fn pending_counts_reads_xpending_rows() {
+        let row = Value::Array(vec![
+            Value::BulkString(b"7-0".to_vec()),
+            Value::BulkString(b"crashed".to_vec()),
+            Value::Int(900),
+            Value::Int(4),
+        ]);
+        assert_eq!(
+            pending_counts(Value::Array(vec![row])).unwrap(),
+            vec![(eid(7), 4)]
+        );
+        assert!(pending_counts(Value::Int(1)).is_err());
+    }
 }
