@@ -1,6 +1,7 @@
 //! One error type for the whole library, with a kind a caller can act on.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, in terms a caller can act on.
 ///
@@ -61,13 +62,27 @@ pub enum ErrorKind {
     Rejected,
     /// Any other server or I/O error.
     Backend,
+    /// This build of eddy leaves out what the call needs: a Redis URL
+    /// without the `redis` feature, `rediss://` without `tls-rustls` or
+    /// `tls-native-tls`. The message names the Cargo feature to enable.
+    FeatureDisabled,
 }
 
 /// The error type of every fallible eddy operation.
+///
+/// Its [`Display`](fmt::Display) is the whole message for people; the error
+/// it comes from (the Redis client's, serde_json's, an I/O error), when
+/// there is one, is its [`source`](std::error::Error::source).
+///
+/// Written by hand rather than with `thiserror`: one struct whose `Display`
+/// is a field and whose `source` is another needs no derive, and the library
+/// keeps one proc-macro dependency fewer.
 #[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// Shared, so that the error stays `Clone`.
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 /// Shorthand for `Result<T, eddy::Error>`.
@@ -79,7 +94,16 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// The same error, caused by `source` (returned by
+    /// [`std::error::Error::source`]). The message should already say what
+    /// matters of it: callers print the message, not always the chain.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     /// What went wrong.
@@ -115,10 +139,45 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::new(ErrorKind::Decode, format!("invalid JSON: {e}"))
+        Error::new(ErrorKind::Decode, format!("invalid JSON: {e}")).with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn the_cause_is_the_source_and_survives_a_clone() {
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let shown = json.to_string();
+        let err = Error::from(json).clone();
+        assert_eq!(err.kind(), ErrorKind::Decode);
+        let source = err.source().expect("a serde_json error as the source");
+        assert_eq!(source.to_string(), shown);
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let err = Error::new(ErrorKind::Unavailable, "lost the connection").with_source(io);
+        let source = err.source().expect("an io error as the source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("std::io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(err.to_string(), "lost the connection");
+
+        assert!(Error::invalid_argument("zero count").source().is_none());
     }
 }

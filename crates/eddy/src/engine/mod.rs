@@ -492,9 +492,7 @@ pub async fn open_with(url: &str, options: &redis::RedisOptions) -> Result<Share
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
         "memory" => Ok(Arc::new(memory::MemoryEngine::from_url(url)?)),
-        "redis" | "rediss" | "redis+unix" | "unix" => {
-            Ok(Arc::new(redis::RedisEngine::connect(url, options).await?))
-        }
+        "redis" | "rediss" | "redis+unix" | "unix" => open_redis(url, scheme, options).await,
         _ => Err(Error::new(
             ErrorKind::InvalidUrl,
             format!(
@@ -502,5 +500,64 @@ pub async fn open_with(url: &str, options: &redis::RedisOptions) -> Result<Share
                 redact_url(url)
             ),
         )),
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(
+    url: &str,
+    scheme: &str,
+    options: &redis::RedisOptions,
+) -> Result<SharedEngine> {
+    if scheme == "rediss" && !cfg!(any(feature = "tls-rustls", feature = "tls-native-tls")) {
+        return Err(feature_disabled(
+            url,
+            "`rediss://` (Redis over TLS) needs eddy's `tls-rustls` or `tls-native-tls` feature",
+        ));
+    }
+    Ok(Arc::new(redis::RedisEngine::connect(url, options).await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(url: &str, _: &str, _: &redis::RedisOptions) -> Result<SharedEngine> {
+    Err(feature_disabled(
+        url,
+        "the Redis engine needs eddy's `redis` feature (on by default; this build has \
+         `default-features = false`): enable it, e.g. `eddy = { version = \"...\", features = [\"redis\"] }`",
+    ))
+}
+
+/// [`ErrorKind::FeatureDisabled`]: this build cannot open `url`.
+fn feature_disabled(url: &str, what: &str) -> Error {
+    Error::new(
+        ErrorKind::FeatureDisabled,
+        format!("cannot open `{}`: {what}", redact_url(url)),
+    )
+}
+
+#[cfg(all(test, not(feature = "redis")))]
+mod without_redis {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redis_url_names_the_feature_to_enable() {
+        for url in [
+            "redis://u:SECRET@127.0.0.1:6379/0",
+            "rediss://127.0.0.1:6380/0",
+            "redis+unix:///tmp/redis.sock?db=0",
+        ] {
+            let err = open(url).await.expect_err("no Redis engine in this build");
+            assert_eq!(err.kind(), ErrorKind::FeatureDisabled, "{url}: {err}");
+            assert!(err.message().contains("`redis` feature"), "{err}");
+            assert!(!err.message().contains("SECRET"), "{err}");
+        }
+        assert_eq!(
+            open("memory://")
+                .await
+                .map(|e| e.describe())
+                .ok()
+                .as_deref(),
+            Some("memory://")
+        );
     }
 }

@@ -65,28 +65,34 @@ pub(super) async fn fatal_connect_error(
         return Some(map_err(e.clone()));
     }
     if e.kind() == redis::ErrorKind::InvalidClientConfig {
-        return Some(Error::new(
-            ErrorKind::InvalidUrl,
-            format!("invalid Redis URL `{shown}`: {}", error_text(e)),
-        ));
+        return Some(
+            Error::new(
+                ErrorKind::InvalidUrl,
+                format!("invalid Redis URL `{shown}`: {}", error_text(e)),
+            )
+            .with_source(e.clone()),
+        );
     }
     // The redis crate reports a refused SELECT with the server's reason.
     if e.to_string().contains("refused to switch database") {
         let why = e.detail().unwrap_or_default();
-        return Some(if why.contains("out of range") {
-            Error::new(
-                ErrorKind::InvalidUrl,
-                format!(
-                    "the database index in {shown} is out of range for this server \
+        return Some(
+            if why.contains("out of range") {
+                Error::new(
+                    ErrorKind::InvalidUrl,
+                    format!(
+                        "the database index in {shown} is out of range for this server \
                      (its `databases` setting, 16 by default): use a smaller index"
-                ),
-            )
-        } else {
-            Error::new(
-                ErrorKind::PermissionDenied,
-                format!("Redis at {shown} refused to switch to the URL's database: {why}"),
-            )
-        });
+                    ),
+                )
+            } else {
+                Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!("Redis at {shown} refused to switch to the URL's database: {why}"),
+                )
+            }
+            .with_source(e.clone()),
+        );
     }
     let redis::ConnectionAddr::TcpTls { host, port, .. } =
         client.get_connection_info().addr().clone()
@@ -99,13 +105,16 @@ pub(super) async fn fatal_connect_error(
     if (tls_failed || e.is_timeout())
         && answers_plaintext(&host, port, options.connect_timeout).await
     {
-        return Some(Error::new(
-            ErrorKind::InvalidUrl,
-            format!(
+        return Some(
+            Error::new(
+                ErrorKind::InvalidUrl,
+                format!(
                 "TLS handshake failed: is the server plaintext? use redis:// instead of rediss:// \
                  ({shown} answers without TLS)"
             ),
-        ));
+            )
+            .with_source(e.clone()),
+        );
     }
     // A certificate or protocol error does not go away by itself.
     tls_failed.then(|| {
@@ -113,6 +122,7 @@ pub(super) async fn fatal_connect_error(
             ErrorKind::Backend,
             format!("TLS handshake with {shown} failed: {}", error_text(e)),
         )
+        .with_source(e.clone())
     })
 }
 

@@ -4,83 +4,48 @@
 //! Blocking reads run on their own connections so they never stall other
 //! commands.
 
+//!
+//! Built with the `redis` feature (on by default); without it only
+//! [`RedisOptions`] is here, and opening a Redis URL fails with
+//! [`ErrorKind::FeatureDisabled`](crate::ErrorKind::FeatureDisabled).
+
+mod options;
+
+pub use options::RedisOptions;
+
+#[cfg(feature = "redis")]
 mod errors;
+#[cfg(feature = "redis")]
 mod scripts;
+#[cfg(feature = "redis")]
 mod values;
 
+#[cfg(feature = "redis")]
 use std::sync::Mutex;
+#[cfg(feature = "redis")]
 use std::time::Duration;
 
+#[cfg(feature = "redis")]
 use async_trait::async_trait;
+#[cfg(feature = "redis")]
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+#[cfg(feature = "redis")]
 use redis::{AsyncConnectionConfig, Client, Value};
 
+#[cfg(feature = "redis")]
 use super::{
     Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, Publish, QueueKeys,
     StreamInfo, Transfer,
 };
+#[cfg(feature = "redis")]
 use crate::error::{Error, ErrorKind, Result};
+#[cfg(feature = "redis")]
 use errors::{error_text, fatal_connect_error};
+#[cfg(feature = "redis")]
 use scripts::Scripts;
 
-/// Connection settings for the Redis engine.
-///
-/// ```
-/// use std::time::Duration;
-/// let opts = eddy::engine::redis::RedisOptions::default()
-///     .connect_attempts(5)
-///     .response_timeout(Duration::from_secs(2));
-/// # let _ = opts;
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RedisOptions {
-    /// How many times to try the first connection before giving up.
-    pub connect_attempts: u32,
-    /// Delay before the second attempt; doubles each time.
-    pub connect_backoff: Duration,
-    /// Time allowed for one connection attempt.
-    pub connect_timeout: Duration,
-    /// Time allowed for one command's reply. A write that times out has an
-    /// unknown outcome ([`ErrorKind::Timeout`]).
-    pub response_timeout: Duration,
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        Self {
-            connect_attempts: 4,
-            connect_backoff: Duration::from_millis(200),
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RedisOptions {
-    /// Set [`RedisOptions::connect_attempts`] (at least 1).
-    pub fn connect_attempts(mut self, n: u32) -> Self {
-        self.connect_attempts = n.max(1);
-        self
-    }
-    /// Set [`RedisOptions::connect_backoff`].
-    pub fn connect_backoff(mut self, d: Duration) -> Self {
-        self.connect_backoff = d;
-        self
-    }
-    /// Set [`RedisOptions::connect_timeout`].
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-    /// Set [`RedisOptions::response_timeout`].
-    pub fn response_timeout(mut self, d: Duration) -> Self {
-        self.response_timeout = d;
-        self
-    }
-}
-
 /// The Redis engine, selected by `redis://`, `rediss://` or `redis+unix://`.
+#[cfg(feature = "redis")]
 pub struct RedisEngine {
     client: Client,
     conn: ConnectionManager,
@@ -91,6 +56,7 @@ pub struct RedisEngine {
     options: RedisOptions,
 }
 
+#[cfg(feature = "redis")]
 impl std::fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEngine")
@@ -101,20 +67,24 @@ impl std::fmt::Debug for RedisEngine {
 
 /// A count as Redis reads one (a signed 64-bit integer): anything larger
 /// means "all", which `i64::MAX` says too.
+#[cfg(feature = "redis")]
 fn redis_count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+#[cfg(feature = "redis")]
 pub(crate) fn map_err(e: redis::RedisError) -> Error {
     map_err_as(e, false)
 }
 
 /// [`map_err`] for a command that writes: a timeout leaves its outcome
 /// unknown, and the message says so.
+#[cfg(feature = "redis")]
 pub(crate) fn map_write_err(e: redis::RedisError) -> Error {
     map_err_as(e, true)
 }
 
+#[cfg(feature = "redis")]
 fn map_err_as(e: redis::RedisError, write: bool) -> Error {
     let code = e.code().unwrap_or_default();
     let kind = match code {
@@ -140,7 +110,7 @@ fn map_err_as(e: redis::RedisError, write: bool) -> Error {
             e.detail().unwrap_or_default()
         ),
         ErrorKind::StreamMissing => {
-            return super::stream_missing(e.detail().unwrap_or_default());
+            return super::stream_missing(e.detail().unwrap_or_default()).with_source(e);
         }
         ErrorKind::QueueFull => format!(
             "queue `{}`; nothing was sent: retry later or raise its max length",
@@ -163,19 +133,25 @@ fn map_err_as(e: redis::RedisError, write: bool) -> Error {
         ErrorKind::Unavailable => format!("Redis is unavailable: {text}"),
         _ => format!("Redis error: {text}"),
     };
-    Error::new(kind, message)
+    Error::new(kind, message).with_source(e)
 }
 
+#[cfg(feature = "redis")]
 impl RedisEngine {
     /// Connect, retrying a few times with backoff, and check the server is
     /// Redis 7.0 or newer.
     pub async fn connect(url: &str, options: &RedisOptions) -> Result<Self> {
         let shown = super::redact_url(url);
+        #[cfg(feature = "tls-rustls")]
+        if url.starts_with("rediss:") {
+            ensure_rustls_provider();
+        }
         let client = Client::open(url).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidUrl,
                 format!("invalid Redis URL `{shown}`: {e}"),
             )
+            .with_source(e)
         })?;
         // One connection per attempt, so that a failure that retrying
         // cannot fix (credentials, DB index, TLS) ends the wait at once. It
@@ -199,9 +175,10 @@ impl RedisEngine {
                     ErrorKind::Unavailable,
                     format!(
                         "cannot reach Redis at {shown} after {attempt} attempt(s): {}; is redis-server running there?",
-                        map_err(e).message()
+                        map_err(e.clone()).message()
                     ),
-                ));
+                )
+                .with_source(e));
             }
             tracing::debug!(url = %shown, attempt, error = %error_text(&e), "Redis not reachable yet; retrying");
             tokio::time::sleep(delay).await;
@@ -220,9 +197,10 @@ impl RedisEngine {
                     ErrorKind::Unavailable,
                     format!(
                         "Redis at {shown} dropped the connection while eddy connected: {}; retry",
-                        map_err(e).message()
+                        map_err(e.clone()).message()
                     ),
                 )
+                .with_source(e)
             })?;
         let engine = Self {
             client,
@@ -639,6 +617,7 @@ impl RedisEngine {
 /// The check that ends a plain append's transaction (see the script), as
 /// sent: without comments or indentation, since EVAL makes Redis hash the
 /// whole text on every call.
+#[cfg(feature = "redis")]
 static APPEND_CHECK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     include_str!("lua/append_check.lua")
         .lines()
@@ -653,6 +632,7 @@ static APPEND_CHECK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// An entry whose count then reaches `alone_from` was redelivered before
 /// and may be one that kills its process: it is taken alone, as the whole
 /// batch when it is first in line, else the batch stops before it.
+#[cfg(feature = "redis")]
 fn pick_claims(idle: &[(EntryId, u64)], count: usize, alone_from: u64) -> Vec<(EntryId, u64)> {
     let mut picked = Vec::new();
     for &(id, deliveries) in idle {
@@ -671,6 +651,7 @@ fn pick_claims(idle: &[(EntryId, u64)], count: usize, alone_from: u64) -> Vec<(E
 
 /// A failed MULTI/EXEC as the error of its first failing command (e.g.
 /// NOGROUP from the XREADGROUP of a deleted queue, OOM from any of them).
+#[cfg(feature = "redis")]
 fn map_transaction_err(e: redis::RedisError, map: fn(redis::RedisError) -> Error) -> Error {
     let first = e
         .clone()
@@ -684,16 +665,32 @@ fn map_transaction_err(e: redis::RedisError, map: fn(redis::RedisError) -> Error
 
 /// A connection for blocking reads. No response timeout: the read itself is
 /// bounded by BLOCK, and `blocking_read` bounds the wait.
+#[cfg(feature = "redis")]
 fn blocking_config(options: &RedisOptions) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(None)
 }
 
+/// The redis crate builds its rustls configuration on the process's
+/// default crypto provider, which rustls only picks by itself when exactly
+/// one provider is compiled in: install ring's (the one `tls-rustls` brings)
+/// unless the application installed one, so that another dependency turning
+/// on aws-lc-rs too cannot make the first `rediss://` connection panic.
+#[cfg(feature = "tls-rustls")]
+fn ensure_rustls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // An error means another thread installed one meanwhile: also fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+#[cfg(feature = "redis")]
 fn ms_arg(d: Option<Duration>) -> String {
     d.map(|d| d.as_millis().to_string()).unwrap_or_default()
 }
 
+#[cfg(feature = "redis")]
 #[async_trait]
 impl Engine for RedisEngine {
     fn describe(&self) -> String {
@@ -1151,7 +1148,7 @@ impl Engine for RedisEngine {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "redis"))]
 mod tests {
     use super::*;
 
