@@ -53,5 +53,5 @@ pub use queue::{
 
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;
