@@ -32,8 +32,8 @@ use error::CliResult;
 use output::Output;
 
 // mimalloc rather than glibc malloc: the hot path allocates per message
-// (payload bytes, ids, decoded JSON), and glibc's malloc/free were ~12% of
-// the client's CPU in `eddy bench queue` (perf, 2026-11-27).
+// (payload bytes, ids, decoded JSON), and glibc's malloc/free showed up
+// high in the client's profiles (BENCHMARKS.md, "What each change bought").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

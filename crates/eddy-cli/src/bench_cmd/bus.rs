@@ -173,8 +173,8 @@ async fn run_phase(
                 // In a task of its own, as a service publishes: a future
                 // polled by this function's caller (the CLI's `block_on`,
                 // on the main thread) is woken through a futex and a context
-                // switch per completed publish, ~8% of the bench's CPU
-                // (perf) that is not eddy's.
+                // switch per completed publish, a cost of the harness rather
+                // than eddy's (BENCHMARKS.md has the profile).
                 let (bus, pad, slowest) = (bus.clone(), pad.to_owned(), slowest.clone());
                 let (window, batch) = (spec.window, spec.batch);
                 let mut task = AbortOnDrop(tokio::spawn(async move {

@@ -186,12 +186,10 @@ impl BenchArgs {
     ///
     /// Why fewer on Redis: the client and a local redis-server share the
     /// cores, and a tokio worker per core makes the client's tasks wake each
-    /// other across threads while Redis wants a core of its own. On this
-    /// 2-core machine one worker gave 10-20% more messages per second than
-    /// two in `eddy bench queue --spawn-redis` (consumer loop 135k vs
-    /// 100-115k msg/s, 2026-11-27), and a little more fan-out in `bench
-    /// bus`; the embedded engine, which does all the work in-process, is
-    /// faster on both cores (receive + ack 685k vs 620k, bus 98k vs 73k).
+    /// other across threads while Redis wants a core of its own; the
+    /// embedded engine, which does all the work in-process, gets more from
+    /// every core. BENCHMARKS.md ("Method") has the measurements behind
+    /// both choices.
     pub fn workers(&self, url: &str) -> usize {
         let cores = measure::nproc();
         match self.workers {

@@ -137,11 +137,11 @@ impl Tally {
     /// more messages than its batch. On the embedded engine that is a
     /// quarter of the window: otherwise every acknowledged batch wakes it,
     /// and that wakeup (through the runtime's driver when the producer's
-    /// thread is parked) was ~6% of the consumer's CPU (perf), the
-    /// harness's cost rather than eddy's. On Redis it is 0: there the
-    /// bursts it makes cost receive + ack 0.83x -> 0.68x of the raw loop
-    /// (interleaved runs), while the wakeups hide behind round trips. The
-    /// raw baseline polls instead and pays nothing on the consumer's side.
+    /// thread is parked) is the harness's cost, not eddy's. On Redis it is
+    /// 0: there the bursts a larger slack makes slow receive + ack down
+    /// more than the wakeups, which hide behind round trips (BENCHMARKS.md
+    /// has both measurements). The raw baseline polls instead and pays
+    /// nothing on the consumer's side.
     async fn reserve(&self, more: u64) {
         if self.window > 0 {
             let limit = self.window.max(more);
@@ -251,12 +251,11 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
     // separate process would). On the consumers' runtime, a producer and a
     // consumer loop that wake each other stay on one worker thread (tokio
     // runs the task a worker wakes next on that worker, and the other,
-    // parked, is not asked to steal): the consumer loop phase ran on one
-    // core of two (perf; 0.72M -> 0.79M msg/s on a thread of its own). On
-    // Redis, where a producer's wakeups come from its connection, that
-    // does not happen, and a third busy thread beside redis-server cost
-    // the consumer loop 0.99x -> 0.85x of the raw loop: producers stay on
-    // the shared runtime there.
+    // parked, is not asked to steal), so the consumer loop phase would run
+    // on one core. On Redis, where a producer's wakeups come from its
+    // connection, that does not happen, and a third busy thread beside
+    // redis-server slows the consumer loop down: producers stay on the
+    // shared runtime there (BENCHMARKS.md has the figures).
     for (i, q) in producers.into_iter().enumerate() {
         let spec = spec.clone();
         tasks.spawn(produce(q, i, spec, rate, started, tally.clone()));

@@ -510,9 +510,9 @@ impl RedisEngine {
 
     /// Append entries without TTL or delay: one `XADD` per entry and
     /// append_check.lua in one MULTI/EXEC. Same checks and the same
-    /// all-or-none outcome as append.lua, but Redis runs each XADD directly
-    /// instead of through a Lua call, which took ~70% of an append's server
-    /// time (`INFO commandstats` under `eddy bench queue`).
+    /// all-or-none outcome as append.lua, but Redis runs each XADD directly:
+    /// through a Lua call, the call itself was most of an append's server
+    /// time (BENCHMARKS.md, "What each change bought").
     async fn append_plain(&self, appends: &[Append]) -> Result<Vec<Appended>> {
         let mut queues: Vec<(&QueueKeys, usize)> = Vec::new();
         let mut pipe = redis::pipe();
