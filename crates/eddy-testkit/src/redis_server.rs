@@ -46,6 +46,12 @@ const LOG_FILE: &str = "redis.log";
 /// Receives the child's stdout and stderr: errors reported before the log
 /// file is opened (e.g. a bad command-line option) only appear here.
 const OUTPUT_FILE: &str = "redis-server.out";
+
+/// What a test says when `redis-server` is not on the PATH: the tests that
+/// need Redis fail rather than skip, so this says how to get it.
+pub const REDIS_SERVER_MISSING: &str = "redis-server is not on PATH: the Redis-backed tests \
+    start their own redis-server (7.0 or newer); install it (Debian/Ubuntu: \
+    `sudo apt-get install redis-server`, macOS: `brew install redis`) and run the tests again";
 const SOCKET_FILE: &str = "redis.sock";
 
 /// Configures and starts a [`RedisServer`].
@@ -518,10 +524,12 @@ impl RedisServer {
             .stdout(output.try_clone()?)
             .stderr(output);
         let child = command.spawn().map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("cannot run redis-server (is it installed and on PATH?): {err}"),
-            )
+            let why = if err.kind() == io::ErrorKind::NotFound {
+                format!("{REDIS_SERVER_MISSING} ({err})")
+            } else {
+                format!("cannot run redis-server: {err}")
+            };
+            io::Error::new(err.kind(), why)
         })?;
         self.pid = child.id();
         self.child = Some(child);
