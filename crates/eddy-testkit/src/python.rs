@@ -89,7 +89,8 @@ fn make_venv(dir: &Path) -> Result<PathBuf, String> {
     let python = dir.join("bin/python");
     let lock_path = dir.with_extension("lock");
     if let Some(parent) = lock_path.parent() {
-        fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     let lock = File::create(&lock_path)
         .map_err(|e| format!("cannot create the lock {}: {e}", lock_path.display()))?;
