@@ -3,11 +3,10 @@
 //! plain appends, one MULTI/EXEC whose stream commands run outside Lua.
 //! Blocking reads run on their own connections so they never stall other
 //! commands.
-
 //!
 //! Built with the `redis` feature (on by default); without it only
 //! [`RedisOptions`] is here, and opening a Redis URL fails with
-//! [`ErrorKind::FeatureDisabled`](crate::ErrorKind::FeatureDisabled).
+//! [`ErrorKind::FeatureDisabled`].
 
 mod options;
 
