@@ -6,7 +6,7 @@
 //!
 //! Built with the `redis` feature (on by default); without it only
 //! [`RedisOptions`] is here, and opening a Redis URL fails with
-//! [`ErrorKind::FeatureDisabled`].
+//! [`crate::ErrorKind::FeatureDisabled`].
 
 mod options;
 
