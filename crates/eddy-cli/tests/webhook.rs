@@ -3,8 +3,8 @@
 
 use std::process::Stdio;
 
-use eddy::service::HandlerError;
 use eddy::webhook::{Delivery, Webhook};
+use eddy::Fail;
 use eddy_testkit::RedisServer;
 use serde_json::{json, Value};
 
@@ -130,12 +130,12 @@ async fn request_gets_the_reply() {
     let service = Webhook::open(&url).await.unwrap();
     service
         .on("/order/status", |d: Delivery| async move {
-            Ok::<_, HandlerError>(json!({"order_id": d.data()["order_id"], "status": "paid"}))
+            Ok(json!({"order_id": d.data()["order_id"], "status": "paid"}))
         })
         .unwrap();
     service
         .on("/order/create", |_d: Delivery| async {
-            Err::<(), _>(HandlerError::reject("no items"))
+            Err::<(), _>(Fail::reject("no items"))
         })
         .unwrap();
     let running = service.start().await.unwrap();

@@ -24,8 +24,9 @@ use bytes::Bytes;
 use eddy::bus::{Bus, Envelope, Subscription};
 use eddy::engine::redis::RedisOptions;
 use eddy::engine::Append;
-use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, Outcome};
-use eddy::service::{Context, HandlerError, RunningService, Service};
+use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats};
+use eddy::service::{Context, RunningService, Service};
+use eddy::Fail;
 use eddy::{Eddy, EddyBuilder, EntryId, ErrorKind, Message, Queue, Receive, SendOptions};
 use eddy_testkit::proxy::Proxy;
 use eddy_testkit::RedisServer;
@@ -196,7 +197,7 @@ impl Loop {
     fn spawn<H, Fut>(q: Queue, opts: ConsumerOptions, handler: H) -> Self
     where
         H: Fn(Message) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Outcome> + Send + 'static,
+        Fut: Future<Output = Result<(), Fail>> + Send + 'static,
     {
         let (stop, mut rx) = tokio::sync::watch::channel(false);
         let stats = Arc::new(ConsumerStats::default());
@@ -218,7 +219,7 @@ impl Loop {
         let log = log.clone();
         Self::spawn(q, opts, move |m| {
             log.record(&m);
-            async { Outcome::Ack }
+            async { Ok(()) }
         })
     }
 
@@ -1422,7 +1423,7 @@ async fn row08_handler_panics(env: Env) -> TestResult {
                 if explode {
                     panic!("boom on delivery {}", m.delivery_count);
                 }
-                Outcome::Ack
+                Ok(())
             }
         })
     };
@@ -1505,7 +1506,7 @@ async fn row09_handler_slower_than_visibility_timeout(env: Env) -> TestResult {
                         "hang" if ctx.delivery_count() == 1 => std::future::pending::<()>().await,
                         _ => {}
                     }
-                    Ok::<_, HandlerError>(())
+                    Ok(())
                 }
             })
     };
@@ -1567,7 +1568,7 @@ async fn row10_poison_message(env: Env) -> TestResult {
         .max_deliveries(3)
         .on(|ctx: Context, e: OrderCreatedEvent| async move {
             if e.order_id == "poison" {
-                return Err(HandlerError::retry(format!(
+                return Err(Fail::retry(format!(
                     "cannot parse order (attempt {})",
                     ctx.delivery_count()
                 )));
@@ -1819,7 +1820,7 @@ async fn row12_undecodable_entries(env: Env) -> TestResult {
     let svc = fast_service("row12-svc", &bus)
         .on(move |_ctx: Context, _e: OrderCreatedEvent| {
             c.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, HandlerError>(()) }
+            async { Ok(()) }
         })
         .start()
         .await?;
@@ -2043,7 +2044,7 @@ async fn row15_unknown_event_type(env: Env) -> TestResult {
     let mq = env.mq().await?;
     let bus = bus_on(&mq).await?;
     let svc = fast_service("row15-svc", &bus)
-        .on(|_ctx: Context, _e: OrderCreatedEvent| async { Ok::<_, HandlerError>(()) })
+        .on(|_ctx: Context, _e: OrderCreatedEvent| async { Ok(()) })
         .start()
         .await?;
     // An old subscription routes types the service no longer handles.
@@ -2162,7 +2163,7 @@ async fn row16_publish_retried_after_lost_reply() -> TestResult {
         .consumer_options(fast())
         .on(move |_ctx: Context, _e: OrderCreatedEvent| {
             c.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, HandlerError>(()) }
+            async { Ok(()) }
         })
         .start()
         .await?;

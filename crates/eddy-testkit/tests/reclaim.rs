@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, Outcome};
+use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats};
 use eddy::{Eddy, EddyBuilder, Message, Queue, Receive};
 use eddy_testkit::RedisServer;
 use serde_json::{json, Value};
@@ -143,7 +143,7 @@ impl Loop {
                 seen.order.lock().unwrap().push((n, m.delivery_count));
                 seen.running.fetch_sub(1, Ordering::SeqCst);
                 seen.handled.fetch_add(1, Ordering::SeqCst);
-                Outcome::Ack
+                Ok(())
             }
         };
         let stats = Arc::new(ConsumerStats::default());

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eddy::bus::{Bus, Envelope, Subscription};
-use eddy::queue::consumer::{self, Backoff, ConsumerOptions, Outcome};
-use eddy::service::{Context, HandlerError, Service};
+use eddy::queue::consumer::{self, Backoff, ConsumerOptions};
+use eddy::service::{Context, Service};
+use eddy::Fail;
 use eddy::{Eddy, EddyBuilder, Receive};
 use eddy_testkit::RedisServer;
 use serde_json::json;
@@ -128,10 +129,13 @@ async fn poison_message_goes_to_dlq_after_max_deliveries(env: Env) -> TestResult
             let seen = seen.clone();
             async move {
                 if m.data.contains_key("poison") {
-                    Outcome::retry(format!("cannot digest (attempt {})", m.delivery_count))
+                    Err(Fail::retry(format!(
+                        "cannot digest (attempt {})",
+                        m.delivery_count
+                    )))
                 } else {
                     seen.fetch_add(1, Ordering::SeqCst);
-                    Outcome::Ack
+                    Ok(())
                 }
             }
         },
@@ -170,7 +174,7 @@ async fn panic_is_retried_and_worker_survives(env: Env) -> TestResult {
                 if m.data.contains_key("boom") && m.delivery_count == 1 {
                     panic!("handler exploded");
                 }
-                Outcome::Ack
+                Ok(())
             }
         },
         tokio::time::sleep(Duration::from_millis(1000)),
@@ -199,7 +203,7 @@ async fn reject_dead_letters_at_once(env: Env) -> TestResult {
         fast(),
         move |_| {
             c.fetch_add(1, Ordering::SeqCst);
-            async { Outcome::reject("invalid order") }
+            async { Err(Fail::reject("invalid order")) }
         },
         tokio::time::sleep(Duration::from_millis(500)),
     )
@@ -233,7 +237,7 @@ async fn crashed_consumers_messages_are_reclaimed(env: Env) -> TestResult {
             c.lock()
                 .unwrap()
                 .push((m.data["n"].as_u64(), m.delivery_count, started.elapsed()));
-            async { Outcome::Ack }
+            async { Ok(()) }
         },
         tokio::time::sleep(Duration::from_millis(1200)),
     )
@@ -268,7 +272,7 @@ async fn slow_handler_keeps_its_lease(env: Env) -> TestResult {
             fast().name("rival".into()),
             move |_| {
                 rr.fetch_add(1, Ordering::SeqCst);
-                async { Outcome::Ack }
+                async { Ok(()) }
             },
             tokio::time::sleep(Duration::from_millis(2000)),
         )
@@ -282,7 +286,7 @@ async fn slow_handler_keeps_its_lease(env: Env) -> TestResult {
             r.fetch_add(1, Ordering::SeqCst);
             async {
                 tokio::time::sleep(Duration::from_millis(1000)).await; // > 3 × V
-                Outcome::Ack
+                Ok(())
             }
         },
         tokio::time::sleep(Duration::from_millis(200)),
@@ -314,7 +318,7 @@ async fn hung_handler_times_out_and_is_retried(env: Env) -> TestResult {
                 if hang {
                     std::future::pending::<()>().await;
                 }
-                Outcome::Ack
+                Ok(())
             }
         },
         tokio::time::sleep(Duration::from_millis(1000)),
@@ -346,7 +350,7 @@ async fn stop_drains_in_flight_work(env: Env) -> TestResult {
                 s.notify_one();
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 d.fetch_add(1, Ordering::SeqCst);
-                Outcome::Ack
+                Ok(())
             }
         },
         async {
@@ -389,7 +393,7 @@ async fn ordering_key_serializes_same_key(env: Env) -> TestResult {
                 // Later messages finish faster: only ordering keeps them in order.
                 tokio::time::sleep(Duration::from_millis(20 - n)).await;
                 l.lock().unwrap().push(n);
-                Outcome::Ack
+                Ok(())
             }
         },
         tokio::time::sleep(Duration::from_millis(1500)),
@@ -484,7 +488,7 @@ async fn unknown_event_type_is_acknowledged(env: Env) -> TestResult {
     let bus = shared_bus(&mq).await?;
     let svc = Service::builder("catch-all", bus.clone())
         .consumer_options(fast())
-        .on(|_ctx: Context, _e: OrderCreatedEvent| async { Ok::<_, HandlerError>(()) })
+        .on(|_ctx: Context, _e: OrderCreatedEvent| async { Ok(()) })
         .start()
         .await?;
     // Route an unknown type to the service by hand (as an old subscription would).
@@ -521,9 +525,9 @@ async fn a_broken_event_is_dead_lettered_and_its_id_stays_free(env: Env) -> Test
             let seen = seen.clone();
             async move {
                 seen.lock()
-                    .map_err(|_| HandlerError::retry("poisoned"))?
+                    .map_err(|_| Fail::retry("poisoned"))?
                     .push(e.order_id);
-                Ok::<_, HandlerError>(())
+                Ok(())
             }
         })
         .start()
@@ -591,7 +595,7 @@ async fn service_context_sets_envelope(env: Env) -> TestResult {
                 status: "succeeded".into(),
             })
             .await?;
-            Ok::<_, HandlerError>(())
+            Ok(())
         })
         .start()
         .await?;
@@ -639,8 +643,8 @@ async fn service_reject_and_retry_outcomes(env: Env) -> TestResult {
         .max_deliveries(2)
         .on(|_ctx: Context, e: OrderCreatedEvent| async move {
             match e.order_id.as_str() {
-                "reject-me" => Err(HandlerError::reject("Event handling returned false")),
-                "flaky" => Err(HandlerError::retry("database unavailable")),
+                "reject-me" => Err(Fail::reject("Event handling returned false")),
+                "flaky" => Err(Fail::retry("database unavailable")),
                 _ => Ok(()),
             }
         })
@@ -934,7 +938,7 @@ async fn cpu_bound_handlers_still_run_in_parallel(env: Env) -> TestResult {
                 }
                 running.fetch_sub(1, Ordering::SeqCst);
                 done.fetch_add(1, Ordering::SeqCst);
-                Outcome::Ack
+                Ok(())
             }
         },
         stop,
@@ -971,7 +975,7 @@ async fn handler_panicking_before_its_future_exists_is_retried(env: Env) -> Test
             let seen = seen.clone();
             async move {
                 seen.fetch_add(1, Ordering::SeqCst);
-                Outcome::Ack
+                Ok(())
             }
         },
         stop,
@@ -1050,7 +1054,7 @@ async fn ordering_key_covers_the_handlers_synchronous_part(env: Env) -> TestResu
                 l.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(format!("done {n}"));
-                Outcome::Ack
+                Ok(())
             }
         },
         tokio::time::sleep(Duration::from_millis(1000)),

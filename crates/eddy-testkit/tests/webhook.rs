@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use eddy::engine::SharedEngine;
 use eddy::queue::consumer::{Backoff, ConsumerOptions};
-use eddy::service::HandlerError;
 use eddy::webhook::{queue_name, Delivery, Webhook};
 use eddy::ErrorKind;
+use eddy::Fail;
 use eddy_testkit::RedisServer;
 use serde_json::{json, Map, Value};
 
@@ -181,7 +181,7 @@ type Seen = Arc<Mutex<Vec<Map<String, Value>>>>;
 /// A handler that records the data it gets.
 fn recorder() -> (
     Seen,
-    impl Fn(Delivery) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static,
+    impl Fn(Delivery) -> std::future::Ready<Result<(), Fail>> + Send + Sync + 'static,
 ) {
     let seen = Seen::default();
     let sink = seen.clone();
@@ -453,7 +453,7 @@ async fn request_reply(env: Env) -> TestResult {
             let mut orders = store.lock().unwrap();
             let order_id = format!("o-{}", orders.len() + 1);
             orders.push(json!({"order_id": order_id, "items": d.data()["items"]}));
-            Ok::<_, HandlerError>(json!({"order_id": order_id, "status": "created"}))
+            Ok(json!({"order_id": order_id, "status": "created"}))
         }
     })?;
     let store = orders.clone();
@@ -462,12 +462,10 @@ async fn request_reply(env: Env) -> TestResult {
         async move {
             let id = d.data()["order_id"].clone();
             let known = store.lock().unwrap().iter().any(|o| o["order_id"] == id);
-            Ok::<_, HandlerError>(
-                json!({"order_id": id, "status": if known { "created" } else { "unknown" }}),
-            )
+            Ok(json!({"order_id": id, "status": if known { "created" } else { "unknown" }}))
         }
     })?;
-    service.on("/audit", |_d: Delivery| async { Ok::<_, HandlerError>(()) })?;
+    service.on("/audit", |_d: Delivery| async { Ok(()) })?;
     let running = service.start().await?;
 
     let gateway = env.webhook().await?;
@@ -547,7 +545,7 @@ async fn request_reply(env: Env) -> TestResult {
 async fn thousand_concurrent_requests(env: Env) -> TestResult {
     let service = env.webhook().await?;
     service.on("/echo", |d: Delivery| async move {
-        Ok::<_, HandlerError>(json!({"n": d.data()["n"], "token": d.data()["token"]}))
+        Ok(json!({"n": d.data()["n"], "token": d.data()["token"]}))
     })?;
     let running = service.start().await?;
     // Two clients, so a reply reaching the wrong client would show too.
@@ -603,7 +601,7 @@ async fn timeout_then_late_reply_is_dropped(env: Env) -> TestResult {
     let service = env.webhook_with(fast().concurrency(1)).await?;
     service.on("/slow", |d: Delivery| async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok::<_, HandlerError>(json!({"n": d.data()["n"]}))
+        Ok(json!({"n": d.data()["n"]}))
     })?;
     let running = service.start().await?;
     let client = env.webhook().await?;
@@ -661,16 +659,16 @@ async fn handler_errors_are_retried_then_dead_lettered(env: Env) -> TestResult {
     let c = calls.clone();
     service.on("/flaky", move |_d: Delivery| {
         c.fetch_add(1, Ordering::SeqCst);
-        async { Err::<(), _>(HandlerError::retry("database is down")) }
+        async { Err::<(), _>(Fail::retry("database is down")) }
     })?;
     service.on("/reject", |_d: Delivery| async {
-        Err::<(), _>(HandlerError::reject("order total is negative"))
+        Err::<(), _>(Fail::reject("order total is negative"))
     })?;
     service.on("/panics", |_d: Delivery| async {
         if true {
             panic!("boom");
         }
-        Ok::<(), HandlerError>(())
+        Ok::<(), Fail>(())
     })?;
     // Fails twice, then works: retries lead to a reply.
     let attempts = Arc::new(AtomicU64::new(0));
@@ -679,7 +677,7 @@ async fn handler_errors_are_retried_then_dead_lettered(env: Env) -> TestResult {
         let n = a.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
             if n < 3 {
-                Err(HandlerError::retry(format!("attempt {n} failed")))
+                Err(Fail::retry(format!("attempt {n} failed")))
             } else {
                 Ok(json!({"delivery_count": d.delivery_count()}))
             }
@@ -769,7 +767,7 @@ async fn process_messages_by_hand(env: Env) -> TestResult {
         async move {
             if d.data().get("fail").is_some() {
                 f.fetch_add(1, Ordering::SeqCst);
-                return Err(HandlerError::retry("not today"));
+                return Err(Fail::retry("not today"));
             }
             Ok(json!({"b": true}))
         }

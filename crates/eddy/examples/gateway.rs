@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eddy::service::HandlerError;
 use eddy::webhook::{Delivery, Webhook};
 use eddy::ErrorKind;
+use eddy::Fail;
 use serde_json::{json, Value};
 
 #[tokio::main]
@@ -131,7 +131,7 @@ fn order_service(webhook: Webhook) -> eddy::Result<Webhook> {
             let items = d.data()["items"].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
                 // A malformed order never gets better: dead-letter it now.
-                return Err(HandlerError::reject("an order needs at least one item"));
+                return Err(Fail::reject("an order needs at least one item"));
             }
             let total: f64 = items
                 .iter()
@@ -152,7 +152,7 @@ fn order_service(webhook: Webhook) -> eddy::Result<Webhook> {
         async move {
             let order_id = d.data()["order_id"].as_str().unwrap_or_default().to_owned();
             let orders = store.lock().unwrap_or_else(|p| p.into_inner());
-            Ok::<_, HandlerError>(match orders.get(&order_id) {
+            Ok(match orders.get(&order_id) {
                 Some(o) => json!({"order_id": order_id, "status": o.status, "total": o.total}),
                 None => json!({"order_id": order_id, "status": "not_found"}),
             })
@@ -171,7 +171,7 @@ fn order_service(webhook: Webhook) -> eddy::Result<Webhook> {
                     Ok(())
                 }
                 // Maybe the order is not created yet: try again later.
-                None => Err(HandlerError::retry(format!("no order {order_id} yet"))),
+                None => Err(Fail::retry(format!("no order {order_id} yet"))),
             }
         }
     })?;

@@ -27,6 +27,9 @@
 //!
 //! Layers, each calling only the one below: [`queue`] (queues, DLQs, TTL,
 //! transactions) over the [`engine`] trait (embedded and Redis engines).
+//! The consumer loop ([`queue::consumer`]), [`webhook`]s and the
+//! [`service`] runtime share what handlers return ([`Fail`]) through
+//! [`handler`], below all three.
 #![cfg_attr(
     not(test),
     deny(
@@ -40,12 +43,14 @@
 pub mod bus;
 pub mod engine;
 mod error;
+pub mod handler;
 pub mod queue;
 pub mod service;
 pub mod webhook;
 
 pub use engine::EntryId;
 pub use error::{Error, ErrorKind, Result};
+pub use handler::Fail;
 pub use queue::{
     ConsumerStatus, Eddy, EddyBuilder, Failure, Message, Queue, QueueInfo, Receive, SendOptions,
     Transaction, TypedMessage,

@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use eddy::bus::{Bus, Envelope, Event};
-use eddy::service::{Context, HandlerError, Service, ServiceBuilder};
+use eddy::service::{Context, Service, ServiceBuilder};
+use eddy::Fail;
 use serde::Serialize;
 
 use crate::events::{OrderCreatedEvent, OrderShippedEvent, PaymentProcessedEvent};
@@ -149,7 +150,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
             let shared = shared.clone();
             async move {
                 // A shop event without its fields will never decode.
-                match Notification::for_event(&env).map_err(|e| HandlerError::reject(e.to_string()))? {
+                match Notification::for_event(&env).map_err(Fail::reject)? {
                     Some(n) => {
                         tracing::info!(order_id = %n.order_id, event_type = %n.event_type, "{}", n.text);
                         shared.notifications.push(n);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use eddy::bus::Bus;
 use eddy::queue::consumer::Backoff;
-use eddy::service::{Context, HandlerError, Service, ServiceBuilder};
+use eddy::service::{Context, Service, ServiceBuilder};
+use eddy::Fail;
 
 use crate::events::{OrderShippedEvent, PaymentProcessedEvent};
 use crate::orders::{is_payment_status, Applied, UNKNOWN_ORDER_DELIVERIES};
@@ -29,7 +30,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
             let shared = on_payment.clone();
             async move {
                 if !is_payment_status(&ev.status) {
-                    return Err(HandlerError::reject(format!(
+                    return Err(Fail::reject(format!(
                         "payment {} has status `{}`; expected `succeeded` or `failed`",
                         ev.payment_id, ev.status
                     )));
@@ -38,7 +39,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
                 let applied = shared
                     .orders
                     .apply_payment(&ev, ctx.envelope().timestamp, adopt)
-                    .map_err(HandlerError::retry)?;
+                    .map_err(Fail::retry)?;
                 log(&ev.order_id, "PaymentProcessedEvent", &applied);
                 shared.handled();
                 Ok(())
@@ -51,7 +52,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
                 let applied = shared
                     .orders
                     .apply_shipment(&ev, ctx.envelope().timestamp, adopt)
-                    .map_err(HandlerError::retry)?;
+                    .map_err(Fail::retry)?;
                 log(&ev.order_id, "OrderShippedEvent", &applied);
                 shared.handled();
                 Ok(())

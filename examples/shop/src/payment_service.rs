@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use eddy::bus::Bus;
-use eddy::service::{Context, HandlerError, Service, ServiceBuilder};
+use eddy::service::{Context, Service, ServiceBuilder};
 use rand::Rng;
 
 use crate::events::{OrderCreatedEvent, PaymentProcessedEvent, PAYMENT_FAILED, PAYMENT_SUCCEEDED};
@@ -50,7 +50,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
                 .await?;
                 tracing::debug!(order_id = %order.order_id, status, "payment processed");
                 shared.handled();
-                Ok::<_, HandlerError>(())
+                Ok(())
             }
         })
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use eddy::bus::Bus;
-use eddy::service::{Context, HandlerError, Service, ServiceBuilder};
+use eddy::service::{Context, Service, ServiceBuilder};
 use rand::Rng;
 
 use crate::events::{OrderShippedEvent, PaymentProcessedEvent};
@@ -53,7 +53,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
                 .await?;
                 tracing::debug!(order_id = %payment.order_id, carrier, "order shipped");
                 shared.handled();
-                Ok::<_, HandlerError>(())
+                Ok(())
             }
         })
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use eddy::bus::{Bus, Subscription};
 use eddy::queue::consumer::ConsumerStats;
-use eddy::service::{Context, HandlerError, RunningService, Service};
+use eddy::service::{Context, RunningService, Service};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
@@ -47,7 +47,7 @@ pub async fn fan_out(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResult> 
                 if let Some(h) = hists.get(ev.phase) {
                     h.record_since(ev.sent_us, measure::now_us());
                 }
-                std::future::ready(Ok::<_, HandlerError>(()))
+                std::future::ready(Ok(()))
             })
             .start()
             .await?;

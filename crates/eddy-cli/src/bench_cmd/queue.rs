@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eddy::queue::consumer::{self, ConsumerOptions, ConsumerStats, Outcome};
+use eddy::queue::consumer::{self, ConsumerOptions, ConsumerStats};
 use eddy::{Eddy, EntryId, Queue, Receive};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -466,7 +466,7 @@ async fn consumer_loop(
         if let Some(sent) = sent_us(&m) {
             hist_tally.hist.record_since(sent, measure::now_us());
         }
-        std::future::ready(Outcome::Ack)
+        std::future::ready(Ok(()))
     };
     // Count acknowledgements as the loop's acker reports them.
     let watcher = {

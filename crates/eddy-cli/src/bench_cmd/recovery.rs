@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eddy::queue::consumer::{self, ConsumerOptions, ConsumerStats, Outcome};
+use eddy::queue::consumer::{self, ConsumerOptions, ConsumerStats};
 use eddy::{Queue, Receive};
 use tokio::sync::watch;
 
@@ -68,7 +68,7 @@ async fn phase(env: &Env, spec: &Spec, crashed: bool) -> CliResult<Phase> {
     let task = tokio::spawn(consumer::run_with_stats(
         consumer_q,
         opts,
-        |_m: eddy::Message| std::future::ready(Outcome::Ack),
+        |_m: eddy::Message| std::future::ready(Ok(())),
         async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         },

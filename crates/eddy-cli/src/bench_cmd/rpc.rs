@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eddy::queue::consumer::ConsumerOptions;
-use eddy::service::HandlerError;
 use eddy::webhook::{queue_name, Delivery, Webhook, WebhookBuilder};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -26,7 +25,7 @@ pub async fn round_trips(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResu
         .consumer_options(ConsumerOptions::new().concurrency(spec.concurrency.max(16)))
         .with_queues(env.mq(&sub).await?);
     server.on(PATH, |d: Delivery| async move {
-        Ok::<_, HandlerError>(d.data().get("seq").cloned().unwrap_or(Value::Null))
+        Ok(d.data().get("seq").cloned().unwrap_or(Value::Null))
     })?;
     let running = server.start().await?;
     let client = Webhook::new(env.mq(&sub).await?);

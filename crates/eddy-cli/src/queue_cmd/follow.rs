@@ -3,14 +3,14 @@
 //!
 //! Handlers run on the loop's tasks, but stdout is held by [`Output`] in the
 //! command's own task: a handler hands its message over and waits until it
-//! is printed and flushed, and only then returns [`Outcome::Ack`]. So a
+//! is printed and flushed, and only then returns `Ok` (acknowledge). So a
 //! message is acknowledged only after a reader of the pipe could see it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use eddy::queue::consumer::{self, default_consumer_name, ConsumerOptions, Outcome};
-use eddy::{Eddy, Message};
+use eddy::queue::consumer::{self, default_consumer_name, ConsumerOptions};
+use eddy::{Eddy, Fail, Message};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -64,14 +64,14 @@ pub async fn run(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
             let (done, printed) = oneshot::channel();
             let id = msg.id;
             if to_print.send((msg, done)).await.is_ok() && printed.await == Ok(true) {
-                return Outcome::Ack;
+                return Ok(());
             }
             // Not printed (stdout closed): hand it back for another consumer
             // right away rather than after the visibility timeout.
-            Outcome::RetryAfter {
-                after: Duration::ZERO,
-                error: format!("message {id} could not be printed: stdout is closed"),
-            }
+            Err(Fail::retry_after(
+                Duration::ZERO,
+                format!("message {id} could not be printed: stdout is closed"),
+            ))
         }
     };
 

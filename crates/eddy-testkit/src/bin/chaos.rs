@@ -41,7 +41,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eddy::engine::redis::RedisOptions;
-use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, Outcome};
+use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats};
+use eddy::Fail;
 use eddy::{EddyBuilder, EntryId, ErrorKind, Message};
 use eddy_testkit::RedisServer;
 use serde_json::{json, Value};
@@ -393,14 +394,14 @@ async fn worker(a: WorkerArgs) -> Result<(), String> {
             }
             let field = |k: &str| msg.data.get(k).and_then(Value::as_str).unwrap_or("-");
             let (tag, outcome) = match field("kind") {
-                "ok" => ('A', Outcome::Ack),
+                "ok" => ('A', Ok(())),
                 "poison" => (
                     'F',
-                    Outcome::retry("poison marker: this message always fails"),
+                    Err(Fail::retry("poison marker: this message always fails")),
                 ),
-                "reject" => ('R', Outcome::reject("reject marker: invalid by design")),
-                "killer" => ('K', Outcome::retry("unreachable: the process aborts")),
-                _ => ('X', Outcome::reject("not a chaos message")),
+                "reject" => ('R', Err(Fail::reject("reject marker: invalid by design"))),
+                "killer" => ('K', Err(Fail::retry("unreachable: the process aborts"))),
+                _ => ('X', Err(Fail::reject("not a chaos message"))),
             };
             let line = format!(
                 "{tag} {} {} {} {}\n",
@@ -410,7 +411,7 @@ async fn worker(a: WorkerArgs) -> Result<(), String> {
                 now_ms()
             );
             if let Err(e) = record(&log, &line) {
-                return Outcome::retry(format!("cannot record the delivery: {e}"));
+                return Err(Fail::retry(format!("cannot record the delivery: {e}")));
             }
             if tag == 'K' {
                 std::process::abort();

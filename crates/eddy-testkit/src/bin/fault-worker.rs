@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use eddy::bus::{Bus, Envelope, Subscription};
-use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, Outcome};
+use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats};
 use eddy::EddyBuilder;
 
 type Args = HashMap<String, String>;
@@ -138,7 +138,7 @@ async fn consume(args: &Args) -> Result {
                 tokio::time::sleep(pause).await;
             }
             println!("done {n} {dc} {id}");
-            Outcome::Ack
+            Ok(())
         },
         shutdown,
         stats.clone(),

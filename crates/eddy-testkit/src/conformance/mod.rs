@@ -28,6 +28,7 @@ pub mod dead_letter;
 pub mod integrity;
 pub mod leases;
 pub mod messages;
+pub mod parked;
 pub mod queues;
 pub mod receive;
 pub mod retention;
@@ -324,6 +325,9 @@ macro_rules! __conformance_cases {
             leases::extend_keeps_the_lease,
             leases::release_makes_message_claimable_later,
             leases::lease_calls_without_ids_count_zero,
+            parked::release_past_the_visibility_timeout_waits_until_due,
+            parked::a_parked_retry_settled_or_taken_over_is_left_alone,
+            parked::consumer_retry_after_past_the_visibility_timeout,
             retention::trim_history_removes_only_acknowledged_history,
             retention::trim_history_keeps_the_retention_window,
             retention::eddy_trim_history_covers_every_queue,

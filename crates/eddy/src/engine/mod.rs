@@ -400,8 +400,13 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
 
     /// Keep entries `consumer` owns pending, with their delivery counts, but
     /// make them claimable (by claimers using `min_idle`) `after` from now:
-    /// a retry with delay. `after` is capped at `min_idle`. Returns how many
-    /// were released.
+    /// a retry with delay. Up to `min_idle`, the delivery is dated back; a
+    /// longer `after` parks the entry: a marker in the queue's delayed set
+    /// (counted in [`StreamInfo::delayed`], the entry still in `pending`)
+    /// renews its lease whenever the queue is read, swept or claimed from,
+    /// until it is due (with `min_idle` zero, nothing can hold an entry
+    /// back from claimers: it is claimable at once). Returns how many were
+    /// released.
     async fn release(
         &self,
         queue: &QueueKeys,

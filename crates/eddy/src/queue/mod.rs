@@ -1055,8 +1055,11 @@ impl Queue {
         self.engine().extend(&self.keys, consumer, ids).await
     }
 
-    /// Hand messages back for a retry `after` from now (capped at
-    /// `visibility_timeout`, the idle time after which consumers reclaim).
+    /// Hand messages back for a retry `after` from now, their delivery
+    /// counts kept: consumers that reclaim after `visibility_timeout` idle
+    /// take them when due. A wait longer than the visibility timeout parks
+    /// them, counted in [`QueueInfo::delayed`] (and still pending) until
+    /// due; see [`Engine::release`](crate::engine::Engine::release).
     pub async fn release(
         &self,
         consumer: &str,

@@ -8,16 +8,21 @@
 //! - not an event at all → dead-lettered at once with the reason;
 //! - an event type with no handler → acknowledged and logged (the seed's
 //!   behaviour — it never stays pending);
-//! - handler `Ok` → acknowledged; [`HandlerError::Reject`] (the seed's
-//!   `return False`) → dead-lettered at once with the reason;
-//!   [`HandlerError::Retry`], a panic or a timeout → retried with backoff,
-//!   dead-lettered after the maximum deliveries.
+//! - handler `Ok` → acknowledged; [`Fail::Reject`] (the seed's `return
+//!   False`) → dead-lettered at once with the reason; [`Fail::Retry`], a
+//!   panic or a timeout → retried (after the backoff or the delay the
+//!   handler asks for), dead-lettered after the maximum deliveries. `?` on
+//!   an [`Error`] retries what may pass ([`Error::is_retryable`]) and
+//!   rejects the rest;
+//! - an event whose id was handled (or is being handled) shortly before →
+//!   acknowledged without running the handler (see
+//!   [`ServiceBuilder::dedupe_window`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> eddy::Result<()> {
 //! use eddy::bus::Bus;
-//! use eddy::service::{Context, HandlerError, Service};
+//! use eddy::service::{Context, Service};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct Ping { n: u32 }
@@ -30,7 +35,7 @@
 //! let pinger = Service::builder("ponger", bus.clone())
 //!     .on(|ctx: Context, ping: Ping| async move {
 //!         ctx.publish(&Pong { n: ping.n + 1 }).await?;
-//!         Ok::<_, HandlerError>(())
+//!         Ok(())
 //!     })
 //!     .start()
 //!     .await?;
@@ -44,11 +49,11 @@
 //! # }
 //! ```
 
+mod dedupe;
 mod metrics;
 
 /// Handlers are looked up by event type per delivery: foldhash, not SipHash.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -57,53 +62,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use dedupe::{IdKey, Seen, Verdict};
 use metrics::Recorded;
 pub use metrics::{Histogram, ServiceMetrics, Snapshot, TypeMetrics};
 
+pub use crate::handler::{shutdown_signal, Fail};
+
 use crate::bus::{Bus, Envelope, Event, Incoming, Published, Subscription};
 use crate::error::{Error, Result};
-use crate::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, KeyOf, Outcome};
+use crate::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, KeyOf};
 use crate::queue::Message;
-
-/// Why a handler did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HandlerError {
-    /// Retrying cannot help: dead-letter the event now with this reason.
-    Reject(String),
-    /// Possibly transient: retry with backoff, dead-letter after the maximum
-    /// deliveries.
-    Retry(String),
-}
-
-impl HandlerError {
-    /// Dead-letter now.
-    pub fn reject(reason: impl Into<String>) -> Self {
-        HandlerError::Reject(reason.into())
-    }
-
-    /// Retry later.
-    pub fn retry(error: impl std::fmt::Display) -> Self {
-        HandlerError::Retry(error.to_string())
-    }
-}
-
-impl From<Error> for HandlerError {
-    fn from(e: Error) -> Self {
-        HandlerError::Retry(e.to_string())
-    }
-}
-
-impl std::fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HandlerError::Reject(r) => write!(f, "rejected: {r}"),
-            HandlerError::Retry(e) => write!(f, "failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for HandlerError {}
 
 /// What a handler gets besides its event: who it is, what it is handling,
 /// and a way to publish follow-up events.
@@ -155,7 +123,7 @@ impl Context {
     }
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), Fail>> + Send>>;
 type Handler = Arc<dyn Fn(Context, &Incoming) -> BoxFuture + Send + Sync>;
 
 /// Builds a [`Service`]: name, handlers, limits.
@@ -164,9 +132,47 @@ pub struct ServiceBuilder {
     bus: Bus,
     handlers: HashMap<String, Handler>,
     fallback: Option<Handler>,
+    /// The consumer loop settings of [`ServiceBuilder::consumer_options`];
+    /// `overrides` wins over them.
     options: ConsumerOptions,
+    overrides: Overrides,
     order_by: Option<String>,
     dedupe_window: usize,
+}
+
+/// The consumer loop settings given through the builder's own methods.
+#[derive(Debug, Clone, Default)]
+struct Overrides {
+    concurrency: Option<usize>,
+    backoff: Option<Backoff>,
+    max_deliveries: Option<u64>,
+    handler_timeout: Option<Duration>,
+    visibility_timeout: Option<Duration>,
+    shutdown_timeout: Option<Duration>,
+}
+
+impl Overrides {
+    fn apply(&self, mut options: ConsumerOptions) -> ConsumerOptions {
+        if let Some(n) = self.concurrency {
+            options.concurrency = n;
+        }
+        if let Some(b) = self.backoff {
+            options.backoff = b;
+        }
+        if let Some(n) = self.max_deliveries {
+            options.max_deliveries = n;
+        }
+        if let Some(d) = self.handler_timeout {
+            options.handler_timeout = d;
+        }
+        if let Some(d) = self.visibility_timeout {
+            options.visibility_timeout = d;
+        }
+        if let Some(d) = self.shutdown_timeout {
+            options.shutdown_timeout = d;
+        }
+        options
+    }
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -175,7 +181,7 @@ impl std::fmt::Debug for ServiceBuilder {
             .field("name", &self.name)
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
             .field("all_events", &self.fallback.is_some())
-            .field("options", &self.options)
+            .field("options", &self.consumer_settings())
             .finish()
     }
 }
@@ -190,6 +196,7 @@ impl Service {
         let name = name.into();
         ServiceBuilder {
             options: ConsumerOptions::new().name(consumer::default_consumer_name()),
+            overrides: Overrides::default(),
             name,
             bus,
             handlers: HashMap::default(),
@@ -206,7 +213,7 @@ impl ServiceBuilder {
     where
         E: Event,
         F: Fn(Context, E) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        Fut: Future<Output = Result<(), Fail>> + Send + 'static,
     {
         let handler = Arc::new(handler);
         let erased: Handler = Arc::new(move |ctx: Context, event: &Incoming| {
@@ -216,7 +223,7 @@ impl ServiceBuilder {
                 match decoded {
                     Ok(event) => handler(ctx, event).await,
                     // Missing or mistyped fields never get better.
-                    Err(e) => Err(HandlerError::Reject(e.to_string())),
+                    Err(e) => Err(Fail::reject(e)),
                 }
             })
         });
@@ -229,7 +236,7 @@ impl ServiceBuilder {
     pub fn on_any<F, Fut>(mut self, handler: F) -> Self
     where
         F: Fn(Context, Envelope) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        Fut: Future<Output = Result<(), Fail>> + Send + 'static,
     {
         let handler = Arc::new(handler);
         self.fallback = Some(Arc::new(move |ctx: Context, event: &Incoming| {
@@ -241,38 +248,38 @@ impl ServiceBuilder {
 
     /// Handlers running at once (default 16).
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.options.concurrency = n.max(1);
+        self.overrides.concurrency = Some(n.max(1));
         self
     }
 
     /// Retry delays (default 200 ms doubling to 30 s, with jitter).
     pub fn retry(mut self, backoff: Backoff) -> Self {
-        self.options.backoff = backoff;
+        self.overrides.backoff = Some(backoff);
         self
     }
 
     /// Deliveries before a failing event is dead-lettered (default 5).
     pub fn max_deliveries(mut self, n: u64) -> Self {
-        self.options.max_deliveries = n.max(1);
+        self.overrides.max_deliveries = Some(n.max(1));
         self
     }
 
     /// A handler running longer is abandoned and retried (default 60 s).
     pub fn handler_timeout(mut self, d: Duration) -> Self {
-        self.options.handler_timeout = d;
+        self.overrides.handler_timeout = Some(d);
         self
     }
 
     /// Events held by a silent consumer this long are redelivered (default
     /// 30 s).
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
-        self.options.visibility_timeout = d;
+        self.overrides.visibility_timeout = Some(d);
         self
     }
 
     /// How long `stop` lets in-flight handlers finish (default 10 s).
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
-        self.options.shutdown_timeout = d;
+        self.overrides.shutdown_timeout = Some(d);
         self
     }
 
@@ -295,10 +302,40 @@ impl ServiceBuilder {
         self
     }
 
-    /// Replace the consumer loop settings wholesale.
+    /// The consumer loop settings (the consumer name, reclaim interval,
+    /// read wait, an ordering key on messages...). What this builder sets
+    /// with its own methods ([`ServiceBuilder::concurrency`],
+    /// [`ServiceBuilder::retry`], [`ServiceBuilder::max_deliveries`] and the
+    /// timeouts) wins over the same settings here, whichever is called
+    /// first; a second call replaces the first one's settings.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> eddy::Result<()> {
+    /// use std::time::Duration;
+    /// use eddy::queue::consumer::ConsumerOptions;
+    /// use eddy::service::Service;
+    ///
+    /// let bus = eddy::bus::Bus::open("memory://").await?;
+    /// let fast = ConsumerOptions::new().poll(Duration::from_millis(50)).max_deliveries(9);
+    /// // Either order: 3 deliveries, and the 50 ms read wait.
+    /// let a = Service::builder("billing", bus.clone()).max_deliveries(3).consumer_options(fast.clone());
+    /// let b = Service::builder("billing", bus).consumer_options(fast).max_deliveries(3);
+    /// for settings in [a.consumer_settings(), b.consumer_settings()] {
+    ///     assert_eq!(settings.max_deliveries, 3);
+    ///     assert_eq!(settings.poll, Duration::from_millis(50));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn consumer_options(mut self, options: ConsumerOptions) -> Self {
         self.options = options;
         self
+    }
+
+    /// The consumer loop settings the service will run with.
+    pub fn consumer_settings(&self) -> ConsumerOptions {
+        self.overrides.apply(self.options.clone())
     }
 
     fn subscription(&self) -> Subscription {
@@ -318,11 +355,12 @@ impl ServiceBuilder {
         let metrics = Arc::new(ServiceMetrics::default());
         let stats = Arc::new(ConsumerStats::default());
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let options = self.options;
+        let options = self.consumer_settings();
         // The service's own ordering (`order_by`) reads the decoded event,
-        // and wins over an ordering key given with `consumer_options` (as
-        // it always has). Such a key takes messages: without `order_by`,
-        // events are then read as messages first, as that key expects.
+        // and wins over an ordering key given with `consumer_options`, as
+        // the builder's own settings do. Such a key takes messages: without
+        // `order_by`, events are then read as messages first, as that key
+        // expects.
         let message_key = match self.order_by {
             Some(_) => None,
             None => options.ordering_key.clone(),
@@ -393,145 +431,6 @@ impl ServiceBuilder {
             stats,
         })
     }
-}
-
-/// Recently handled event ids, and the ones being handled, for dropping
-/// duplicates (a publish retried after a lost reply carries the same id).
-///
-/// Handled ids are kept in two generations: new ones go into the current
-/// set, and when it holds `cap` ids it becomes the previous set and the
-/// old previous set is dropped whole. So the window remembers at least the
-/// last `cap` handled ids and at most `2 * cap`. An exact sliding window
-/// has to find and remove its oldest id on every insert: a lookup in a
-/// long-cold part of the table, which was ~5% of a service's CPU in
-/// `eddy bench bus` (perf). Ids being handled are kept apart, in a map that
-/// is never rotated, so a handler that runs for a long time keeps its copies
-/// out however many events finish meanwhile.
-///
-/// Ids in eddy's own form (a lowercase hyphenated UUID) are kept as the
-/// 128-bit number they spell: no allocation, and nothing to follow when a
-/// generation is dropped. Any other id is kept as its text.
-struct Seen {
-    /// Handled ids: `[current, previous]`.
-    handled: [Generation; 2],
-    /// Ids being handled, and through which stream entry.
-    in_flight: HashMap<IdKey, crate::EntryId>,
-    cap: usize,
-}
-
-#[derive(Default)]
-struct Generation {
-    uuids: HashSet<u128>,
-    texts: HashSet<Arc<str>>,
-}
-
-impl Generation {
-    fn len(&self) -> usize {
-        self.uuids.len() + self.texts.len()
-    }
-
-    fn contains(&self, key: &IdKey) -> bool {
-        match key {
-            IdKey::Uuid(n) => self.uuids.contains(n),
-            IdKey::Text(t) => self.texts.contains(t),
-        }
-    }
-
-    fn insert(&mut self, key: &IdKey) {
-        match key {
-            IdKey::Uuid(n) => self.uuids.insert(*n),
-            IdKey::Text(t) => self.texts.insert(t.clone()),
-        };
-    }
-
-    fn clear(&mut self) {
-        self.uuids.clear();
-        self.texts.clear();
-    }
-}
-
-/// An event id as the window keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum IdKey {
-    Uuid(u128),
-    Text(Arc<str>),
-}
-
-/// The number a lowercase hyphenated UUID spells; `None` for any other
-/// text (other forms of the same UUID are other ids: ids compare as text).
-fn uuid_number(id: &str) -> Option<u128> {
-    if id.len() != 36 || id.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    uuid::Uuid::try_parse(id).ok().map(|u| u.as_u128())
-}
-
-impl Seen {
-    fn new(cap: usize) -> Self {
-        Self {
-            handled: Default::default(),
-            in_flight: HashMap::default(),
-            cap,
-        }
-    }
-
-    fn was_handled(&self, key: &IdKey) -> bool {
-        self.handled.iter().any(|g| g.contains(key))
-    }
-
-    /// Whether this delivery duplicates an event handled or being handled
-    /// through another entry; if not, it is now in flight, under the key
-    /// returned (none when the window is off). A redelivery of the same
-    /// entry is never a duplicate: acknowledging it would settle the copy
-    /// in hand too.
-    fn admit(&mut self, event_id: &str, entry: crate::EntryId) -> Verdict {
-        if self.cap == 0 {
-            return Verdict::Fresh(None);
-        }
-        let key = match uuid_number(event_id) {
-            Some(n) => IdKey::Uuid(n),
-            None => IdKey::Text(Arc::from(event_id)),
-        };
-        if self.was_handled(&key) {
-            return Verdict::Duplicate;
-        }
-        match self.in_flight.get(&key) {
-            Some(other) if *other != entry => Verdict::Duplicate,
-            Some(_) => Verdict::Fresh(Some(key)),
-            None => {
-                self.in_flight.insert(key.clone(), entry);
-                Verdict::Fresh(Some(key))
-            }
-        }
-    }
-
-    /// The handler of `entry` is done with the event admitted under `key`:
-    /// remember it if it was handled; either way it is no longer in flight
-    /// through `entry` (a failed one may be tried again by a later
-    /// delivery). The in-flight mark of another entry stays: a failed
-    /// redelivery must not clear the mark of a copy still being handled.
-    fn done(&mut self, key: &IdKey, entry: crate::EntryId, handled: bool) {
-        if self.in_flight.get(key) == Some(&entry) {
-            self.in_flight.remove(key);
-        }
-        if !handled {
-            return;
-        }
-        // (An id handled twice, by two copies in flight at once, is only
-        // kept in the current generation again: no need to look first.)
-        let [current, previous] = &mut self.handled;
-        if current.len() >= self.cap {
-            // Keeps the emptied set's allocation for the next generation.
-            std::mem::swap(current, previous);
-            current.clear();
-        }
-        current.insert(key);
-    }
-}
-
-enum Verdict {
-    Duplicate,
-    Fresh(Option<IdKey>),
 }
 
 /// An event read from a service's subscription queue: its envelope (or, as
@@ -605,13 +504,13 @@ impl Dispatch {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn handle(&self, delivery: EventDelivery) -> Outcome {
+    async fn handle(&self, delivery: EventDelivery) -> Result<(), Fail> {
         let (id, delivery_count) = (delivery.id, delivery.delivery_count);
         let event = match delivery.event {
             Ok(event) => event,
             Err(e) => {
                 self.metrics.malformed();
-                return Outcome::reject(format!("not an event: {e}"));
+                return Err(Fail::reject(format!("not an event: {e}")));
             }
         };
         let (event_id, event_type) = event.id_and_type();
@@ -631,13 +530,13 @@ impl Dispatch {
         let run = handler.map(|handler| handler(ctx, &event));
         if let Some(e) = event.not_an_event() {
             self.metrics.malformed();
-            return Outcome::reject(format!("not an event: {e}"));
+            return Err(Fail::reject(format!("not an event: {e}")));
         }
         let key = match self.seen().admit(event_id, id) {
             Verdict::Duplicate => {
                 self.metrics.duplicate();
                 tracing::debug!(event_id = %event_id, "duplicate event dropped");
-                return Outcome::Ack;
+                return Ok(());
             }
             Verdict::Fresh(key) => key,
         };
@@ -652,27 +551,20 @@ impl Dispatch {
         let Some(run) = run else {
             self.metrics.unknown();
             tracing::warn!(service = %self.service, event_type = %event_type, event_id = %event_id, "no handler for this event type; acknowledging it");
-            return Outcome::Ack;
+            return Ok(());
         };
         let started = Instant::now();
         let result = run.await;
         let elapsed = started.elapsed();
         mark.handled = result.is_ok();
         drop(mark);
-        match result {
-            Ok(()) => {
-                self.metrics.record(event_type, Recorded::Handled, elapsed);
-                Outcome::Ack
-            }
-            Err(HandlerError::Reject(reason)) => {
-                self.metrics.record(event_type, Recorded::Rejected, elapsed);
-                Outcome::Reject { reason }
-            }
-            Err(HandlerError::Retry(error)) => {
-                self.metrics.record(event_type, Recorded::Failed, elapsed);
-                Outcome::Retry { error }
-            }
-        }
+        let recorded = match &result {
+            Ok(()) => Recorded::Handled,
+            Err(Fail::Reject { .. }) => Recorded::Rejected,
+            Err(Fail::Retry { .. }) => Recorded::Failed,
+        };
+        self.metrics.record(event_type, recorded, elapsed);
+        result
     }
 }
 
@@ -744,153 +636,47 @@ impl RunningService {
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EntryId;
 
-    fn fresh(v: Verdict) -> Option<IdKey> {
-        match v {
-            Verdict::Fresh(key) => key,
-            Verdict::Duplicate => None,
-        }
-    }
-
-    #[test]
-    fn the_dedupe_window_drops_copies_and_forgets_the_oldest() {
-        let (e1, e2) = (EntryId::new(1, 0), EntryId::new(2, 0));
-        let mut seen = Seen::new(2);
-        let a = fresh(seen.admit("a", e1)).unwrap();
-        // Another copy while the first is being handled; a redelivery of
-        // the same entry is not a copy.
-        assert!(matches!(seen.admit("a", e2), Verdict::Duplicate));
-        assert!(fresh(seen.admit("a", e1)).is_some());
-        seen.done(&a, e1, true);
-        assert!(matches!(seen.admit("a", e2), Verdict::Duplicate));
-        // A failed handler is forgotten: the next copy runs.
-        let b = fresh(seen.admit("b", e1)).unwrap();
-        seen.done(&b, e1, false);
-        let b = fresh(seen.admit("b", e2)).unwrap();
-        seen.done(&b, e2, true);
-        // A window of two remembers at least the last two handled ids and
-        // at most four: a third starts a new generation, and a fifth drops
-        // the generation of the first two.
-        let handle = |seen: &mut Seen, id: &str, n: u64| {
-            let e = EntryId::new(9, n);
-            let k = fresh(seen.admit(id, e)).unwrap();
-            seen.done(&k, e, true);
+    #[tokio::test]
+    async fn the_builders_own_settings_win_over_consumer_options_in_any_order() {
+        let bus = Bus::open("memory://").await.unwrap();
+        let base = ConsumerOptions::new()
+            .name("base".into())
+            .concurrency(2)
+            .max_deliveries(9)
+            .poll(Duration::from_millis(50))
+            .handler_timeout(Duration::from_secs(1))
+            .visibility_timeout(Duration::from_secs(2))
+            .shutdown_timeout(Duration::from_secs(3));
+        let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(5));
+        let own = |b: ServiceBuilder| {
+            b.concurrency(7)
+                .retry(backoff)
+                .max_deliveries(3)
+                .handler_timeout(Duration::from_secs(11))
+                .visibility_timeout(Duration::from_secs(12))
+                .shutdown_timeout(Duration::from_secs(13))
         };
-        handle(&mut seen, "c", 0);
-        assert!(matches!(seen.admit("a", e2), Verdict::Duplicate));
-        handle(&mut seen, "d", 1);
-        handle(&mut seen, "e", 2);
-        assert!(fresh(seen.admit("a", e2)).is_some());
-        assert!(fresh(seen.admit("b", e2)).is_some());
-        for id in ["c", "d", "e"] {
-            assert!(matches!(seen.admit(id, e1), Verdict::Duplicate), "{id}");
+        let before = own(Service::builder("s", bus.clone())).consumer_options(base.clone());
+        let after = own(Service::builder("s", bus.clone()).consumer_options(base.clone()));
+        for built in [before.consumer_settings(), after.consumer_settings()] {
+            assert_eq!(built.concurrency, 7);
+            assert_eq!(built.backoff, backoff);
+            assert_eq!(built.max_deliveries, 3);
+            assert_eq!(built.handler_timeout, Duration::from_secs(11));
+            assert_eq!(built.visibility_timeout, Duration::from_secs(12));
+            assert_eq!(built.shutdown_timeout, Duration::from_secs(13));
+            // What only `consumer_options` sets comes from it.
+            assert_eq!(built.name, "base");
+            assert_eq!(built.poll, Duration::from_millis(50));
         }
-        assert!(seen.handled.iter().all(|g| g.len() <= 2));
-        // eddy's own ids are kept as numbers; other spellings of the same
-        // UUID are other ids, as their text differs.
-        let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
-        let k = fresh(seen.admit(id, e1)).unwrap();
-        assert_eq!(k, IdKey::Uuid(uuid_number(id).unwrap()));
-        seen.done(&k, e1, true);
-        assert!(matches!(seen.admit(id, e2), Verdict::Duplicate));
-        let upper = id.to_uppercase();
-        assert!(matches!(
-            seen.admit(&upper, e2),
-            Verdict::Fresh(Some(IdKey::Text(_)))
-        ));
-        for other in [
-            "x",
-            "67e5504410b1426f9247bb680e5fe0c8",
-            "{67e55044-10b1-426f-9247-bb680e5fe0c8}",
-        ] {
-            assert_eq!(uuid_number(other), None, "{other}");
-        }
-        // Three more handled ids push the UUID out of the window.
-        for (n, t) in ["f1", "f2", "f3"].into_iter().enumerate() {
-            handle(&mut seen, t, 10 + n as u64);
-        }
-        assert!(seen.handled.iter().all(|g| g.uuids.is_empty()));
-        assert!(fresh(seen.admit(id, e2)).is_some());
-        // An event still being handled stays in however many others finish
-        // meanwhile; a failed copy leaves it to be tried again.
-        let slow = fresh(seen.admit("slow", e1)).unwrap();
-        for n in 0..10 {
-            handle(&mut seen, &format!("g{n}"), 20 + n);
-        }
-        assert!(matches!(seen.admit("slow", e2), Verdict::Duplicate));
-        seen.done(&slow, e1, false);
-        assert!(fresh(seen.admit("slow", e2)).is_some());
-        // A copy handled through one entry while another entry's copy is
-        // in flight: the id is handled, and stays so when the other copy
-        // then fails, until the generations move past it.
-        // (Entry 3 is redelivered while its first delivery runs; the first
-        // fails, entry 4's copy is admitted, then 3's redelivery succeeds.)
-        let (e3, e4) = (EntryId::new(3, 0), EntryId::new(4, 0));
-        let first = fresh(seen.admit("h", e3)).unwrap();
-        let again = fresh(seen.admit("h", e3)).unwrap();
-        seen.done(&first, e3, false);
-        let h4 = fresh(seen.admit("h", e4)).unwrap();
-        seen.done(&again, e3, true);
-        assert!(matches!(
-            seen.admit("h", EntryId::new(5, 0)),
-            Verdict::Duplicate
-        ));
-        seen.done(&h4, e4, false);
-        assert!(matches!(
-            seen.admit("h", EntryId::new(5, 0)),
-            Verdict::Duplicate
-        ));
-        for n in 0..4 {
-            handle(&mut seen, &format!("k{n}"), 40 + n);
-        }
-        assert!(fresh(seen.admit("h", EntryId::new(5, 0))).is_some());
-        // A failed redelivery of entry 1 finishing after its copy in entry
-        // 2 was admitted leaves entry 2's mark alone.
-        let mut seen = Seen::new(4);
-        let k1 = fresh(seen.admit("r", e1)).unwrap();
-        let again = fresh(seen.admit("r", e1)).unwrap();
-        seen.done(&k1, e1, false);
-        let k2 = fresh(seen.admit("r", e2)).unwrap();
-        seen.done(&again, e1, false);
-        assert!(matches!(
-            seen.admit("r", EntryId::new(3, 0)),
-            Verdict::Duplicate
-        ));
-        seen.done(&k2, e2, true);
-        assert!(matches!(
-            seen.admit("r", EntryId::new(3, 0)),
-            Verdict::Duplicate
-        ));
-        // Off: nothing is remembered.
-        let mut off = Seen::new(0);
-        assert!(matches!(off.admit("a", e1), Verdict::Fresh(None)));
-        assert!(matches!(off.admit("a", e2), Verdict::Fresh(None)));
+        // Without the builder's own settings, `consumer_options` decides.
+        let plain = Service::builder("s", bus)
+            .consumer_options(base)
+            .consumer_settings();
+        assert_eq!((plain.concurrency, plain.max_deliveries), (2, 9));
     }
 }

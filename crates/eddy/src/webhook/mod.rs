@@ -7,14 +7,13 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> eddy::Result<()> {
 //! use std::time::Duration;
-//! use eddy::service::HandlerError;
 //! use eddy::webhook::{Delivery, Webhook};
 //! use serde_json::json;
 //!
 //! let webhook = Webhook::open("memory://").await?;
 //! webhook.on("/order/status/", |d: Delivery| async move {
 //!     let order_id = d.data()["order_id"].clone();
-//!     Ok::<_, HandlerError>(json!({"order_id": order_id, "status": "shipped"}))
+//!     Ok(json!({"order_id": order_id, "status": "shipped"}))
 //! })?;
 //! let service = webhook.start().await?; // the consumer loop, one per path
 //!
@@ -70,9 +69,10 @@
 //! # Handling
 //!
 //! [`Webhook::on`] registers a handler per path; it gets a [`Delivery`] and
-//! returns `Ok(reply)` (any `Serialize`; `()` for none), or a
-//! [`HandlerError`]: `Reject` dead-letters at once, `Retry` retries with
-//! backoff and dead-letters after the maximum deliveries. Run the handlers as
+//! returns `Ok(reply)` (any `Serialize`; `()` for none), or a [`Fail`]:
+//! [`Fail::reject`] dead-letters at once, [`Fail::retry`] retries with
+//! backoff ([`Fail::retry_after`] after the delay it names) and
+//! dead-letters after the maximum deliveries. Run the handlers as
 //! a service — [`Webhook::run`], [`Webhook::start`] or
 //! [`Webhook::run_until_signal`], the consumer loop of
 //! [`crate::queue::consumer`] per path (concurrency, retries, reclaim of
@@ -98,9 +98,9 @@ pub use serve::{RunningWebhook, WebhookStats};
 
 use crate::engine::{EntryId, SharedEngine};
 use crate::error::{Error, ErrorKind, Result};
+use crate::handler::Fail;
 use crate::queue::consumer::ConsumerOptions;
 use crate::queue::{Eddy, EddyBuilder, Message, Queue, SendOptions};
-use crate::service::HandlerError;
 use reply::{Counters, Replies};
 
 /// The default key prefix of webhook queues (LeanMQ's).
@@ -120,7 +120,7 @@ pub const REPLY_ERROR: &str = "error";
 /// How many queue handles a client remembers as existing.
 const KNOWN_QUEUES: usize = 4096;
 
-type ReplyFuture = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>;
+type ReplyFuture = Pin<Box<dyn Future<Output = Result<Value, Fail>> + Send>>;
 type Handler = Arc<dyn Fn(Delivery) -> ReplyFuture + Send + Sync>;
 
 /// A registered path and its handler.
@@ -146,7 +146,7 @@ struct Route {
 ///     let status: Status = d.payload()?; // extra fields such as `_leanmq` are ignored
 ///     assert_eq!(d.path(), "/order/status");
 ///     assert!(d.sent_at().is_some());
-///     Ok::<_, eddy::service::HandlerError>(status.order_id)
+///     Ok(status.order_id)
 /// })?;
 /// # Ok(())
 /// # }
@@ -326,7 +326,7 @@ impl WebhookBuilder {
 /// let engine = eddy::engine::open("memory://").await?;
 /// let service = Webhook::with_engine(engine.clone())?;
 /// service.on("/echo", |d: Delivery| async move {
-///     Ok::<_, eddy::service::HandlerError>(d.data()["text"].clone())
+///     Ok(d.data()["text"].clone())
 /// })?;
 /// let running = service.start().await?;
 ///
@@ -685,19 +685,19 @@ impl Webhook {
 
     /// Register `handler` for `path` (replacing an earlier handler for the
     /// same queue). It returns the reply value for requests (`()` when there
-    /// is none; ignored for plain sends) or a [`HandlerError`]. Handlers run
+    /// is none; ignored for plain sends) or a [`Fail`]. Handlers run
     /// once [`Webhook::start`], [`Webhook::run`] or
     /// [`Webhook::process_messages`] is called.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> eddy::Result<()> {
-    /// use eddy::service::HandlerError;
+    /// use eddy::Fail;
     /// let webhook = eddy::webhook::Webhook::open("memory://").await?;
     /// webhook.on("/order/status/", |d: eddy::webhook::Delivery| async move {
     ///     match d.data().get("status") {
     ///         Some(_) => Ok(()),
-    ///         None => Err(HandlerError::reject("no status")),
+    ///         None => Err(Fail::reject("no status")),
     ///     }
     /// })?;
     /// # Ok(())
@@ -706,7 +706,7 @@ impl Webhook {
     pub fn on<F, Fut, R>(&self, path: &str, handler: F) -> Result<()>
     where
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+        Fut: Future<Output = Result<R, Fail>> + Send + 'static,
         R: Serialize + 'static,
     {
         let queue_name = queue_name(path)?;
@@ -716,7 +716,7 @@ impl Webhook {
             Box::pin(async move {
                 let reply = fut.await?;
                 serde_json::to_value(&reply).map_err(|e| {
-                    HandlerError::reject(format!("the reply cannot be serialized as JSON: {e}"))
+                    Fail::reject(format!("the reply cannot be serialized as JSON: {e}"))
                 })
             })
         });

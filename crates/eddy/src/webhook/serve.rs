@@ -15,9 +15,9 @@ use tokio::task::JoinHandle;
 
 use super::{normalize_path, Delivery, Route, Webhook};
 use crate::error::{Error, ErrorKind, Result};
-use crate::queue::consumer::{self, ConsumerStats, Outcome};
+use crate::handler::{panic_message, shutdown_signal, Fail};
+use crate::queue::consumer::{self, out_of_deliveries, retry_delay, ConsumerStats};
 use crate::queue::{Message, Queue, Receive};
-use crate::service::HandlerError;
 
 /// The consumer loop counters of each path of a webhook service.
 ///
@@ -26,7 +26,7 @@ use crate::service::HandlerError;
 /// # async fn main() -> eddy::Result<()> {
 /// use std::sync::atomic::Ordering;
 /// let webhook = eddy::webhook::Webhook::open("memory://").await?;
-/// webhook.on("/ping", |_d: eddy::webhook::Delivery| async { Ok::<_, eddy::service::HandlerError>(()) })?;
+/// webhook.on("/ping", |_d: eddy::webhook::Delivery| async { Ok(()) })?;
 /// let running = webhook.start().await?;
 /// let stats = running.stop().await?;
 /// assert_eq!(stats.path("/ping/").map(|s| s.acked.load(Ordering::Relaxed)), Some(0));
@@ -85,23 +85,16 @@ impl RunningWebhook {
 
     /// Run until SIGINT or SIGTERM, then stop gracefully.
     pub async fn run_until_signal(self) -> Result<WebhookStats> {
-        crate::service::shutdown_signal().await;
+        shutdown_signal().await;
         self.stop().await
     }
 }
 
 /// What running a handler came to.
 enum Handled {
-    Outcome(Outcome),
+    Done(Result<(), Fail>),
     /// The handler panicked: the consumer loop counts and retries it.
     Panicked(Box<dyn Any + Send>),
-}
-
-fn panic_message(p: &(dyn Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 type Prepared = Vec<(Route, Queue, Arc<ConsumerStats>)>;
@@ -118,7 +111,7 @@ impl Webhook {
     /// # async fn main() -> eddy::Result<()> {
     /// use std::time::Duration;
     /// let webhook = eddy::webhook::Webhook::open("memory://").await?;
-    /// webhook.on("/ping", |_d: eddy::webhook::Delivery| async { Ok::<_, eddy::service::HandlerError>(()) })?;
+    /// webhook.on("/ping", |_d: eddy::webhook::Delivery| async { Ok(()) })?;
     /// webhook.send("/ping", &serde_json::json!({})).await?;
     /// let stats = webhook.run(tokio::time::sleep(Duration::from_millis(200))).await?;
     /// assert_eq!(stats.path("/ping").map(|s| s.acked.load(std::sync::atomic::Ordering::Relaxed)), Some(1));
@@ -142,7 +135,7 @@ impl Webhook {
 
     /// Run the handlers until SIGINT or SIGTERM (see [`Webhook::run`]).
     pub async fn run_until_signal(&self) -> Result<WebhookStats> {
-        self.run(crate::service::shutdown_signal()).await
+        self.run(shutdown_signal()).await
     }
 
     /// Run the handlers in a background task (see [`Webhook::run`]) until
@@ -153,7 +146,7 @@ impl Webhook {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> eddy::Result<()> {
     /// let webhook = eddy::webhook::Webhook::open("memory://").await?;
-    /// webhook.on("/ping", |_d: eddy::webhook::Delivery| async { Ok::<_, eddy::service::HandlerError>("pong") })?;
+    /// webhook.on("/ping", |_d: eddy::webhook::Delivery| async { Ok("pong") })?;
     /// let running = webhook.start().await?;
     /// let reply = webhook.request("/ping", &serde_json::json!({}), std::time::Duration::from_secs(5)).await?;
     /// assert_eq!(reply, "pong");
@@ -202,7 +195,7 @@ impl Webhook {
                     let (webhook, route) = (webhook.clone(), route.clone());
                     async move {
                         match webhook.handle(&route, msg, max_deliveries).await {
-                            Handled::Outcome(outcome) => outcome,
+                            Handled::Done(result) => result,
                             // Let the loop count it, log it and retry it.
                             Handled::Panicked(p) => std::panic::resume_unwind(p),
                         }
@@ -243,10 +236,10 @@ impl Webhook {
         let outcome = match result {
             Ok(Ok(value)) => {
                 let Some((reply_to, correlation_id)) = request else {
-                    return Handled::Outcome(Outcome::Ack);
+                    return Handled::Done(Ok(()));
                 };
                 match self.send_reply(&reply_to, &correlation_id, Ok(value)).await {
-                    Ok(()) => Outcome::Ack,
+                    Ok(()) => Ok(()),
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -254,23 +247,26 @@ impl Webhook {
                         ) =>
                     {
                         tracing::debug!(%reply_to, error = %e, "the caller's reply queue is gone; reply dropped");
-                        Outcome::Ack
+                        Ok(())
                     }
-                    Err(e) => {
-                        Outcome::retry(format!("the reply to {reply_to} could not be sent: {e}"))
-                    }
+                    Err(e) => Err(Fail::retry(format!(
+                        "the reply to {reply_to} could not be sent: {e}"
+                    ))),
                 }
             }
-            Ok(Err(HandlerError::Reject(reason))) => {
+            Ok(Err(Fail::Reject { reason })) => {
                 self.reply_failure(request.as_ref(), &reason).await;
-                Outcome::Reject { reason }
+                Err(Fail::Reject { reason })
             }
-            Ok(Err(HandlerError::Retry(error))) => {
+            Ok(Err(retry)) => {
                 if last {
-                    let reason = format!("failed {attempt} deliveries; last error: {error}");
+                    let reason = format!(
+                        "failed {attempt} deliveries; last error: {}",
+                        retry.message()
+                    );
                     self.reply_failure(request.as_ref(), &reason).await;
                 }
-                Outcome::Retry { error }
+                Err(retry)
             }
             Err(panic) => {
                 if last {
@@ -283,7 +279,7 @@ impl Webhook {
                 return Handled::Panicked(panic);
             }
         };
-        Handled::Outcome(outcome)
+        Handled::Done(outcome)
     }
 
     /// Best effort: the request is dead-lettered whether or not its caller
@@ -309,16 +305,16 @@ impl Webhook {
     /// successfully (and acknowledged).
     ///
     /// Unlike LeanMQ, a failing message is not dead-lettered at once: a
-    /// [`HandlerError::Retry`] (or a panic) is retried by a later call after
-    /// the backoff, and dead-lettered after the maximum deliveries; a
-    /// [`HandlerError::Reject`] is dead-lettered at once.
+    /// [`Fail::Retry`] (or a panic) is retried by a later call after the
+    /// backoff (or the delay it names), and dead-lettered after the maximum
+    /// deliveries; a [`Fail::Reject`] is dead-lettered at once.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> eddy::Result<()> {
     /// use std::time::Duration;
     /// let webhook = eddy::webhook::Webhook::open("memory://").await?;
-    /// webhook.on("/ping", |_d: eddy::webhook::Delivery| async { Ok::<_, eddy::service::HandlerError>(()) })?;
+    /// webhook.on("/ping", |_d: eddy::webhook::Delivery| async { Ok(()) })?;
     /// webhook.send("/ping", &serde_json::json!({"n": 1})).await?;
     /// assert_eq!(webhook.process_messages(true, Duration::from_secs(1), 10).await?, 1);
     /// # Ok(())
@@ -403,29 +399,29 @@ impl Webhook {
             queue.dead_letter_messages(&[msg], &reason).await?;
             return Ok(false);
         }
-        let outcome = match self.handle(route, msg.clone(), max).await {
-            Handled::Outcome(outcome) => outcome,
+        let result = match self.handle(route, msg.clone(), max).await {
+            Handled::Done(result) => result,
             Handled::Panicked(p) => {
                 let what = panic_message(p.as_ref());
                 tracing::error!(path = %route.path, panic = %what, "webhook handler panicked");
-                Outcome::retry(format!("handler panicked: {what}"))
+                Err(Fail::retry(format!("handler panicked: {what}")))
             }
         };
-        let (after, error) = match outcome {
-            Outcome::Ack => {
+        let (after, error) = match result {
+            Ok(()) => {
                 queue.ack(&[msg.id]).await?;
                 return Ok(true);
             }
-            Outcome::Reject { reason } => {
+            Err(Fail::Reject { reason }) => {
                 queue.dead_letter_messages(&[msg], &reason).await?;
                 return Ok(false);
             }
-            Outcome::Retry { error } => (opts.backoff.delay(attempt), error),
-            Outcome::RetryAfter { after, error } => (after, error),
+            Err(Fail::Retry { error, after }) => {
+                (retry_delay(after, &opts.backoff, attempt), error)
+            }
         };
         if attempt >= max {
-            let reason =
-                format!("failed {attempt} deliveries (max_deliveries {max}); last error: {error}");
+            let reason = out_of_deliveries(attempt, max, &error);
             queue.dead_letter_messages(&[msg], &reason).await?;
         } else {
             tracing::debug!(path = %route.path, id = %msg.id, attempt, ?after, %error, "retrying later");

@@ -7,6 +7,7 @@
 //! time. The clock is `tokio::time`, so tests can pause and advance it.
 
 mod log;
+mod park;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,9 +72,11 @@ struct State {
 }
 
 #[derive(Debug)]
-struct Delayed {
-    data: Bytes,
-    expire_at: Option<f64>,
+enum Delayed {
+    /// A delayed send.
+    Send { data: Bytes, expire_at: Option<f64> },
+    /// A retry due later than the visibility timeout (see [`park`]).
+    Retry(park::Parked),
 }
 
 /// One stream entry: its `data` and any other fields a move carried over.
@@ -333,9 +336,10 @@ impl State {
         id
     }
 
-    /// Move due delayed entries into the stream. Returns the next due time.
-    /// A stream that is gone is not recreated: its delayed entries wait
-    /// until the queue is.
+    /// Move due delayed entries into the stream, and tend the parked
+    /// retries whose turn it is. Returns the next due time. A stream that
+    /// is gone is not recreated: its delayed entries wait until the queue
+    /// is.
     fn promote(&mut self, keys: &QueueKeys, now_ms: u64) -> Option<u64> {
         if !self.streams.contains_key(&keys.stream) {
             return None;
@@ -348,8 +352,15 @@ impl State {
             None => return None,
         };
         for d in due {
-            let id = self.xadd(&keys.stream, now_ms, d.data);
-            if let Some(at) = d.expire_at {
+            let (data, expire_at) = match d {
+                Delayed::Send { data, expire_at } => (data, expire_at),
+                Delayed::Retry(parked) => {
+                    self.tend_retry(keys, parked, now_ms);
+                    continue;
+                }
+            };
+            let id = self.xadd(&keys.stream, now_ms, data);
+            if let Some(at) = expire_at {
                 self.expiry
                     .entry(keys.expiry.clone())
                     .or_default()
@@ -700,7 +711,7 @@ impl Engine for MemoryEngine {
                         .or_default()
                         .insert(
                             (due, seq),
-                            Delayed {
+                            Delayed::Send {
                                 data: a.data.clone(),
                                 expire_at,
                             },
@@ -983,6 +994,8 @@ impl Engine for MemoryEngine {
         let now = self.clock_ms();
         let min_idle = min_idle.as_millis() as u64;
         let mut st = self.lock();
+        // Parked retries first: none is taken before it is due.
+        st.promote(queue, now);
         let stream = st
             .streams
             .get_mut(&queue.stream)
@@ -1100,6 +1113,10 @@ impl Engine for MemoryEngine {
         after: Duration,
         min_idle: Duration,
     ) -> Result<u64> {
+        if after > min_idle && !min_idle.is_zero() && !ids.is_empty() {
+            let now = self.clock_ms();
+            return self.lock().park(queue, consumer, ids, after, min_idle, now);
+        }
         let back = min_idle.saturating_sub(after).as_millis() as u64;
         let at = self.clock_ms().saturating_sub(back);
         self.owned(queue, consumer, ids, |p| p.delivered_ms = at)

@@ -254,7 +254,7 @@ crate::event!(Ping);
 async fn a_bus_with_services_keeps_no_history() {
     use crate::bus::Bus;
     use crate::queue::consumer::ConsumerStats;
-    use crate::service::{Context, HandlerError, Service};
+    use crate::service::{Context, Service};
 
     let engine = Arc::new(MemoryEngine::with_history(Duration::ZERO));
     let bus = Bus::new(open(&engine))
@@ -263,7 +263,7 @@ async fn a_bus_with_services_keeps_no_history() {
     let mut services = Vec::new();
     for name in ["a", "b"] {
         let service = Service::builder(name, bus.clone())
-            .on(|_: Context, _: Ping| async { Ok::<_, HandlerError>(()) })
+            .on(|_: Context, _: Ping| async { Ok(()) })
             .start()
             .await
             .unwrap_or_else(|e| panic!("{e}"));

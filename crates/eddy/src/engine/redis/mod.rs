@@ -15,6 +15,8 @@ pub use options::RedisOptions;
 #[cfg(feature = "redis")]
 mod errors;
 #[cfg(feature = "redis")]
+mod park;
+#[cfg(feature = "redis")]
 mod scripts;
 #[cfg(feature = "redis")]
 mod values;
@@ -462,9 +464,10 @@ impl RedisEngine {
             pipe.ignore_errors()
                 .cmd("EVALSHA")
                 .arg(self.scripts.claim.get_hash())
-                .arg(2)
+                .arg(3)
                 .arg(&queue.stream)
                 .arg(&queue.expiry)
+                .arg(&queue.delayed)
                 .arg(&queue.group)
                 .arg(consumer)
                 .cmd("XPENDING")
@@ -1133,6 +1136,9 @@ impl Engine for RedisEngine {
     ) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
+        }
+        if after > min_idle && !min_idle.is_zero() {
+            return park::park(self, queue, consumer, ids, after, min_idle).await;
         }
         let mut inv = self.scripts.release.prepare_invoke();
         inv.key(&queue.stream)

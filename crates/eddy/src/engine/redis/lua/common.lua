@@ -34,29 +34,81 @@ local function no_stream(stream)
   return 'EDDY_NOSTREAM ' .. stream
 end
 
--- Move due delayed entries into the stream. A member is
+-- A retry due later than the visibility timeout waits pending, as its
+-- consumer left it, with a marker in the delayed set (park.lua):
+-- "eddy-retry-later||<id>|<delivery count>|<due ms>|<lease ms>|<consumer>",
+-- scored by when it next needs tending. No delayed send's member starts
+-- so: theirs start with a nonce of hex digits.
+local RETRY_TAG = 'eddy-retry-later'
+
+-- How often a parked retry's lease is renewed: a third of the claimers'
+-- idle time, as consumers extend their own leases.
+local function renew_every(lease)
+  return math.max(math.floor(lease / 3), 1)
+end
+
+-- Tend the parked retry of marker `m`: until it is due, renew its lease so
+-- that no claimer takes it (Redis cannot date a delivery in the future);
+-- once due, date its delivery back by the lease so that claimers take it
+-- at once, and drop the marker. A marker whose entry is no longer pending
+-- as it was parked (acknowledged, deleted, expired, or claimed by another
+-- consumer: its delivery count moved) is dropped. Returns false if Redis
+-- refused a write (out of memory): the marker then stays as it was.
+local function tend_retry(stream, group, delayed, m, now)
+  local id, count, due, lease, consumer =
+    string.match(string.sub(m, 19), '^([^|]+)|(%d+)|(%d+)|(%d+)|(.+)$')
+  local ok, p = false, nil
+  if id then
+    ok, p = pcall(redis.call, 'XPENDING', stream, group, id, id, 1)
+  end
+  if not ok or not p[1] or p[1][2] ~= consumer or tostring(p[1][4]) ~= count then
+    redis.call('ZREM', delayed, m)
+    return true
+  end
+  due, lease = tonumber(due), tonumber(lease)
+  if due <= now then
+    redis.call('XCLAIM', stream, group, consumer, 0, id, 'TIME', now - lease, 'RETRYCOUNT', count, 'JUSTID')
+    redis.call('ZREM', delayed, m)
+    return true
+  end
+  -- ZADD first: it is the write Redis refuses when out of memory.
+  if not pcall(redis.call, 'ZADD', delayed, 'XX', math.min(due, now + renew_every(lease)), m) then
+    return false
+  end
+  redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
+  return true
+end
+
+-- Move due delayed entries into the stream, and tend the parked retries
+-- whose turn it is. A delayed send's member is
 -- "<16-char nonce>|<expire-at seconds or empty>|<data>".
 -- A stream deleted by hand is not recreated: its delayed entries wait
 -- until the queue is.
 -- Returns the next due time in ms, or -1.
-local function promote(stream, expiry, delayed, now)
+local function promote(stream, group, expiry, delayed, now)
   if redis.call('EXISTS', delayed) == 0 or redis.call('EXISTS', stream) == 0 then
     return -1
   end
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
   for _, m in ipairs(due) do
-    local bar = string.find(m, '|', 18, true)
-    local expire_at = string.sub(m, 18, bar - 1)
-    -- Out of memory, Redis refuses a script's first write: leave the
-    -- message delayed and let the read go on; try again in 100 ms.
-    local ok, id = pcall(redis.call, 'XADD', stream, '*', 'data', string.sub(m, bar + 1))
-    if not ok then
-      return now + 100
+    if string.sub(m, 1, 16) == RETRY_TAG then
+      if not tend_retry(stream, group, delayed, m, now) then
+        return now + 100
+      end
+    else
+      local bar = string.find(m, '|', 18, true)
+      local expire_at = string.sub(m, 18, bar - 1)
+      -- Out of memory, Redis refuses a script's first write: leave the
+      -- message delayed and let the read go on; try again in 100 ms.
+      local ok, id = pcall(redis.call, 'XADD', stream, '*', 'data', string.sub(m, bar + 1))
+      if not ok then
+        return now + 100
+      end
+      if expire_at ~= '' then
+        redis.call('ZADD', expiry, expire_at, id)
+      end
+      redis.call('ZREM', delayed, m)
     end
-    if expire_at ~= '' then
-      redis.call('ZADD', expiry, expire_at, id)
-    end
-    redis.call('ZREM', delayed, m)
   end
   local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if nxt[2] then
