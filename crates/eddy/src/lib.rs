@@ -52,8 +52,8 @@ pub use engine::EntryId;
 pub use error::{Error, ErrorKind, Result};
 pub use handler::Fail;
 pub use queue::{
-    ConsumerStatus, Eddy, EddyBuilder, Failure, Message, Queue, QueueInfo, Receive, SendOptions,
-    Transaction, TypedMessage,
+    ConsumerStatus, Eddy, EddyBuilder, Failure, Message, ParkedRetry, Queue, QueueInfo, Receive,
+    SendOptions, Transaction, TypedMessage,
 };
 
 /// The README's Rust examples, compiled as doctests so they stay true.

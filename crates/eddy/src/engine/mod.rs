@@ -415,6 +415,29 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         after: Duration,
         min_idle: Duration,
     ) -> Result<u64>;
+
+    /// The retries [`Engine::release`] parked in the queue that still wait
+    /// for their due time, soonest first. An entry acknowledged, deleted or
+    /// taken over by another consumer since it was parked is not listed
+    /// (its marker may still count in [`StreamInfo::delayed`] until the
+    /// queue is next read). A read: nothing changes.
+    async fn parked(&self, queue: &QueueKeys) -> Result<Vec<ParkedRetry>>;
+}
+
+/// A retry waiting past the visibility timeout (see [`Engine::release`]):
+/// its entry is still pending, held for its consumer, until it is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParkedRetry {
+    /// The pending entry.
+    pub id: EntryId,
+    /// The consumer that parked it, which holds it meanwhile.
+    pub consumer: String,
+    /// Deliveries so far: the next one, once due, is this plus one.
+    pub delivery_count: u64,
+    /// When it becomes claimable again, in milliseconds since the Unix
+    /// epoch by the engine's clock ([`Engine::now_ms`]).
+    pub due_ms: u64,
 }
 
 /// One event to fan out with [`Engine::publish`].

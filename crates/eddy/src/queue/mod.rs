@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use crate::engine::ParkedRetry;
 use crate::engine::{
     self, Append, Appended, ConsumerInfo, EntryId, KeyLayout, QueueKeys, SharedEngine, Transfer,
 };
@@ -1070,5 +1071,28 @@ impl Queue {
         self.engine()
             .release(&self.keys, consumer, ids, after, visibility_timeout)
             .await
+    }
+
+    /// The retries waiting past the visibility timeout (see
+    /// [`Queue::release`]), soonest due first, each with its consumer, its
+    /// delivery count so far and its due time.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> eddy::Result<()> {
+    /// use std::time::Duration;
+    /// let mq = eddy::Eddy::open("memory://").await?;
+    /// let (q, _) = mq.create_queue_pair("jobs").await?;
+    /// q.send(&serde_json::json!({"n": 1})).await?;
+    /// let got = q.receive(&eddy::Receive::new().consumer("worker")).await?;
+    /// let vt = Duration::from_secs(30);
+    /// q.release("worker", &[got[0].id], Duration::from_secs(600), vt).await?;
+    /// let parked = q.parked().await?;
+    /// assert_eq!((parked[0].id, parked[0].delivery_count), (got[0].id, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn parked(&self) -> Result<Vec<ParkedRetry>> {
+        self.engine().parked(&self.keys).await
     }
 }

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 
 use self::log::Log;
 use super::{
-    Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, Publish,
-    QueueKeys, StreamInfo, Transfer,
+    Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, ParkedRetry,
+    Publish, QueueKeys, StreamInfo, Transfer,
 };
 use crate::error::{Error, ErrorKind, Result};
 
@@ -1120,6 +1120,11 @@ impl Engine for MemoryEngine {
         let back = min_idle.saturating_sub(after).as_millis() as u64;
         let at = self.clock_ms().saturating_sub(back);
         self.owned(queue, consumer, ids, |p| p.delivered_ms = at)
+    }
+
+    async fn parked(&self, queue: &QueueKeys) -> Result<Vec<ParkedRetry>> {
+        let now = self.clock_ms();
+        Ok(self.lock().parked(queue, now))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{no_group, Delayed, State};
-use crate::engine::{EntryId, QueueKeys};
+use crate::engine::{EntryId, ParkedRetry, QueueKeys};
 use crate::error::Result;
 
 /// A parked retry's marker.
@@ -97,6 +97,41 @@ impl State {
         p.delivered_ms = now;
         let at = m.due_ms.min(now + renew_every(m.lease_ms));
         self.schedule(keys, at, Delayed::Retry(m));
+    }
+
+    /// The parked retries still waiting at `now`, soonest due first (see
+    /// [`Engine::parked`](crate::engine::Engine::parked)).
+    pub(super) fn parked(&self, keys: &QueueKeys, now: u64) -> Vec<ParkedRetry> {
+        let (Some(delayed), Some(group)) = (
+            self.delayed.get(&keys.delayed),
+            self.streams
+                .get(&keys.stream)
+                .and_then(|s| s.groups.get(&keys.group)),
+        ) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ParkedRetry> = delayed
+            .values()
+            .filter_map(|d| match d {
+                Delayed::Retry(m) => Some(m),
+                Delayed::Send { .. } => None,
+            })
+            .filter(|m| m.due_ms > now)
+            .filter(|m| {
+                group
+                    .pending
+                    .get(&m.id)
+                    .is_some_and(|p| p.consumer == m.consumer && p.count == m.count)
+            })
+            .map(|m| ParkedRetry {
+                id: m.id,
+                consumer: m.consumer.to_string(),
+                delivery_count: m.count,
+                due_ms: m.due_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| (p.due_ms, p.id));
+        out
     }
 
     /// Put `d` in the queue's delayed map, due at `at`.

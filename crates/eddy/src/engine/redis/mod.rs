@@ -35,8 +35,8 @@ use redis::{AsyncConnectionConfig, Client, Value};
 
 #[cfg(feature = "redis")]
 use super::{
-    Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, Publish, QueueKeys,
-    StreamInfo, Transfer,
+    Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, ParkedRetry, Publish,
+    QueueKeys, StreamInfo, Transfer,
 };
 #[cfg(feature = "redis")]
 use crate::error::{Error, ErrorKind, Result};
@@ -1150,6 +1150,10 @@ impl Engine for RedisEngine {
             inv.arg(id.to_string());
         }
         self.invoke(&inv).await
+    }
+
+    async fn parked(&self, queue: &QueueKeys) -> Result<Vec<ParkedRetry>> {
+        park::parked(self, queue).await
     }
 }
 
