@@ -328,6 +328,8 @@ macro_rules! __conformance_cases {
             parked::release_past_the_visibility_timeout_waits_until_due,
             parked::a_parked_retry_settled_or_taken_over_is_left_alone,
             parked::consumer_retry_after_past_the_visibility_timeout,
+            parked::a_ten_minute_retry_is_parked_with_its_due_time_and_count,
+            parked::a_parked_retry_survives_its_consumers_death,
             retention::trim_history_removes_only_acknowledged_history,
             retention::trim_history_keeps_the_retention_window,
             retention::eddy_trim_history_covers_every_queue,
