@@ -1,4 +1,4 @@
-//! One test per row of the fault matrix in RELIABILITY.md (rows 1–21), each
+//! One test per row of the fault matrix in RELIABILITY.md (rows 1–22), each
 //! against a redis-server of its own, and on the embedded engine too where
 //! the row applies (`memory::rowNN_*` and `redis::rowNN_*`).
 //!
@@ -372,14 +372,15 @@ impl Worker {
         self.lines.lock().unwrap().clone()
     }
 
-    /// The parsed `start`/`done`/`abort` lines: (kind, n, delivery count, when).
+    /// The parsed `start`/`done`/`abort`/`park` lines: (kind, n, delivery
+    /// count, when).
     fn events(&self) -> Vec<(String, i64, u64, Instant)> {
         self.lines()
             .into_iter()
             .filter_map(|(at, line)| {
                 let mut w = line.split(' ');
                 let kind = w.next()?.to_owned();
-                if !matches!(kind.as_str(), "start" | "done" | "abort") {
+                if !matches!(kind.as_str(), "start" | "done" | "abort" | "park") {
                     return None;
                 }
                 let n = w.next()?.parse().ok()?;
@@ -2702,5 +2703,100 @@ async fn row21_subscriptions_made_in_another_process() -> TestResult {
     );
     assert_eq!(bus.publish(&order("o3")).await?.delivered_to, ["billing"]);
     assert_eq!(bus.subscribers("OrderCreatedEvent").await?, ["billing"]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Row 22: consumer SIGKILLed with a retry parked past the visibility timeout
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row22_consumer_sigkilled_with_a_parked_retry() -> TestResult {
+    let later = Duration::from_millis(4000);
+    let server = RedisServer::start()?;
+    let mq = open(&server.url(), RedisOptions::default()).await?;
+    let (q, _) = mq.create_queue_pair("row22").await?;
+    let parked_id = q
+        .send(&json!({"n": 0, "park_ms": later.as_millis() as u64}))
+        .await?;
+    q.send(&json!({"n": 1, "slow": true})).await?;
+    // One handler at a time: n = 1 starts only once n = 0's retry is
+    // written, so the kill lands after the park and mid-handler of n = 1.
+    let opts = ["visibility_ms=1000", "claim_ms=100", "concurrency=1"];
+    let mut a = Worker::consume(
+        &server.url(),
+        "row22",
+        &[&opts[..], &["name=worker-a"]].concat(),
+    );
+    a.wait_for_line(
+        Duration::from_secs(10),
+        "worker A parked n = 0 and started n = 1",
+        |l| l.iter().any(|(_, s)| s.starts_with("start 1 ")),
+    )
+    .await;
+    a.child.kill()?; // SIGKILL: no drain, no release, no final ack
+    a.wait_exit(Duration::from_secs(5)).await;
+    let a_events = a.events();
+    let (_, _, _, parked_seen) = a_events
+        .iter()
+        .find(|e| e.0 == "park" && e.1 == 0)
+        .cloned()
+        .unwrap_or_else(|| panic!("A never parked n = 0: {:?}", a.lines()));
+
+    // Nothing is lost: n = 0 parked for A (count 1), n = 1 pending for A.
+    let parked = q.parked().await?;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (
+            parked[0].id,
+            parked[0].consumer.as_str(),
+            parked[0].delivery_count
+        ),
+        (parked_id, "worker-a", 1)
+    );
+    let info = q.info().await?;
+    assert_eq!((info.pending, info.delayed, info.lag), (2, 1, 0));
+
+    // B takes both over: n = 1 after the visibility timeout, n = 0 once due.
+    let mut b = Worker::consume(
+        &server.url(),
+        "row22",
+        &[&opts[..], &["name=worker-b", "slow_ms=0"]].concat(),
+    );
+    wait_until(
+        Duration::from_secs(15),
+        "worker B handled both messages",
+        || async {
+            let done = b.ns("done");
+            if done == BTreeSet::from([0, 1]) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", b.lines()))
+            }
+        },
+    )
+    .await;
+    wait_drained(&q, Duration::from_secs(5)).await;
+    let starts: Vec<(i64, u64, Instant)> = b
+        .events()
+        .into_iter()
+        .filter(|e| e.0 == "start")
+        .map(|e| (e.1, e.2, e.3))
+        .collect();
+    assert_eq!(
+        starts.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+        vec![(1, 2), (0, 2)],
+        "once each, delivery count 2: {:?}",
+        b.lines()
+    );
+    // The park line is printed just before the park is written, and read
+    // by a thread: a little slack.
+    let waited = starts[1].2.duration_since(parked_seen);
+    assert!(
+        waited + Duration::from_millis(250) >= later,
+        "n = 0 came back {waited:?} after it was parked for {later:?}"
+    );
+    b.signal("TERM");
+    assert!(b.wait_exit(Duration::from_secs(10)).await.success());
+    eprintln!("row22: n = 0 parked by A came back to B after {waited:?}; n = 1 reclaimed");
     Ok(())
 }

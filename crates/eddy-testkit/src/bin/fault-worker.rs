@@ -13,10 +13,12 @@
 //!
 //! `consume` runs eddy's consumer loop and prints one line per event, flushed
 //! at once, so a test can follow it through a pipe:
-//! `ready`, `start N DC ID`, `done N DC ID`, `abort N DC ID`, `term`, and
-//! `exit delivered=.. acked=.. errors=..` (N is the message's `n` field, DC
-//! its delivery count). A message with `"slow": true` takes `slow_ms`; one
-//! with `"abort": true` aborts the process (SIGABRT) every time it is handled.
+//! `ready`, `start N DC ID`, `done N DC ID`, `abort N DC ID`, `park N DC ID`,
+//! `term`, and `exit delivered=.. acked=.. errors=..` (N is the message's
+//! `n` field, DC its delivery count). A message with `"slow": true` takes
+//! `slow_ms`; one with `"abort": true` aborts the process (SIGABRT) every
+//! time it is handled; one with `"park_ms": MS` asks, on its first
+//! delivery, for a retry MS milliseconds later (`Fail::retry_after`).
 //! SIGTERM or SIGINT stops the loop gracefully; the exit code is 0 when it
 //! stopped cleanly.
 
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use eddy::bus::{Bus, Envelope, Subscription};
 use eddy::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats};
-use eddy::EddyBuilder;
+use eddy::{EddyBuilder, Fail};
 
 type Args = HashMap<String, String>;
 
@@ -131,6 +133,15 @@ async fn consume(args: &Args) -> Result {
             if msg.data.get("abort") == Some(&serde_json::Value::Bool(true)) {
                 println!("abort {n} {dc} {id}");
                 std::process::abort();
+            }
+            if let Some(later) = msg.data.get("park_ms").and_then(|v| v.as_u64()) {
+                if dc == 1 {
+                    println!("park {n} {dc} {id}");
+                    return Err(Fail::retry_after(
+                        Duration::from_millis(later),
+                        "asked to retry later",
+                    ));
+                }
             }
             let slow = msg.data.get("slow") == Some(&serde_json::Value::Bool(true));
             let pause = if slow { slow_time } else { handler_time };
