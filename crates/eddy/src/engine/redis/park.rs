@@ -84,8 +84,15 @@ pub(super) async fn parked(engine: &RedisEngine, queue: &QueueKeys) -> Result<Ve
         }
         cursor = next;
     }
-    // ZSCAN may return a member twice.
-    markers.sort_by(|a, b| (a.due_ms, a.id).cmp(&(b.due_ms, b.id)));
+    // ZSCAN may return a member twice: sorted on every field, copies meet.
+    markers.sort_by(|a, b| {
+        (a.due_ms, a.id, a.delivery_count, &a.consumer).cmp(&(
+            b.due_ms,
+            b.id,
+            b.delivery_count,
+            &b.consumer,
+        ))
+    });
     markers.dedup();
     if markers.is_empty() {
         return Ok(markers);
