@@ -6,28 +6,28 @@
 //!   visibility timeout and redelivered, delivery count +1. Reclaiming
 //!   takes a batch per claim (up to the free concurrency), with a read
 //!   between batches, so that new messages keep flowing while a big backlog
-//!   comes back ([`fetch`]). A reclaimed message that was already
+//!   comes back (`fetch.rs`). A reclaimed message that was already
 //!   redelivered before (delivery count 3, or `max_deliveries` if lower)
 //!   and not by this process's own retries may be one that kills its
 //!   process: it is claimed alone and runs alone, so that it takes no
 //!   bystander's delivery count up with it, and no bystander to the DLQ
-//!   ([`leases`]).
+//!   (`leases.rs`).
 //! - While a handler works, its lease is extended, so a slow-but-alive
 //!   handler is not run twice; a handler past its timeout is abandoned and
-//!   retried ([`inline`]).
-//! - A handler's `Ok` is acknowledged in batches by one task ([`acker`]).
+//!   retried (`inline.rs`).
+//! - A handler's `Ok` is acknowledged in batches by one task (`acker.rs`).
 //!   Retries wait with exponential backoff and jitter, or as long as the
 //!   handler asks ([`Fail::retry_after`], longer than the visibility
 //!   timeout too), measured by the server's clock (see [`Queue::release`]).
 //!   After `max_deliveries` the message goes to the DLQ with the reason,
 //!   the attempts and the last error — also when no handler ever returned
-//!   because it killed its process each time ([`retry`]).
+//!   because it killed its process each time (`retry.rs`).
 //! - Messages with the same ordering key run one at a time, in order
-//!   ([`ordering`]).
+//!   (`ordering.rs`).
 //! - Engine errors (lost connection, Redis restarting, NOGROUP, OOM) are
 //!   logged, counted and retried with backoff: never a silent drop or a hot
 //!   loop. On stop, handlers in flight may finish up to a deadline
-//!   ([`shutdown`]).
+//!   (`shutdown.rs`).
 
 mod acker;
 mod fetch;
