@@ -326,7 +326,7 @@ macro_rules! __conformance_cases {
             leases::release_makes_message_claimable_later,
             leases::lease_calls_without_ids_count_zero,
             parked::release_past_the_visibility_timeout_waits_until_due,
-            parked::a_parked_retry_settled_or_taken_over_is_left_alone,
+            parked::a_parked_retry_follows_the_last_word_on_it,
             parked::consumer_retry_after_past_the_visibility_timeout,
             parked::a_ten_minute_retry_is_parked_with_its_due_time_and_count,
             parked::a_parked_retry_survives_its_consumers_death,

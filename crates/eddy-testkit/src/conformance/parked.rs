@@ -94,6 +94,8 @@ pub async fn a_ten_minute_retry_is_parked_with_its_due_time_and_count(h: &Harnes
     assert_eq!(ids(&retried), ids(&got));
     assert_eq!(retried[0].delivery_count, 2);
     assert!(q.parked().await?.is_empty());
+    // Its marker goes with the next read.
+    assert!(q.receive(&take(10, "reader")).await?.is_empty());
     let info = q.info().await?;
     assert_eq!((info.pending, info.delayed), (1, 0));
     assert_eq!(q.ack(&ids(&retried)).await?, 1);
@@ -144,44 +146,71 @@ pub async fn release_past_the_visibility_timeout_waits_until_due(h: &Harness) ->
     assert_eq!(ids(&retried), vec![got[0].id], "the same entry, not a copy");
     assert_eq!(retried[0].delivery_count, 2);
     assert_eq!(retried[0].data, got[0].data);
+    // Its marker goes with the next read.
+    assert!(q.receive(&take(10, "reader")).await?.is_empty());
     let info = q.info().await?;
     assert_eq!((info.pending, info.delayed), (1, 0));
     assert_eq!(q.ack(&ids(&retried)).await?, 1);
     Ok(Outcome::Passed)
 }
 
-/// A parked retry that is settled or taken over before it is due is left
-/// alone: its marker goes, and it is never handed out again by it.
-pub async fn a_parked_retry_settled_or_taken_over_is_left_alone(h: &Harness) -> CaseResult {
+/// The last word on a parked retry decides: acknowledged, it is no longer
+/// listed; released again for a short while, it is claimable then (even by
+/// a claimer that waits for no idle time, which passes over the parked
+/// ones); parked again, its due time moves. Markers count as delayed until
+/// due.
+pub async fn a_parked_retry_follows_the_last_word_on_it(h: &Harness) -> CaseResult {
     let (vt, after) = timeout_and_delay(h);
     let mq = h.eddy();
     let (q, _) = mq.create_queue_pair("unparked").await?;
-    send_numbered(&q, 0..2).await?;
-    let got = q.receive(&take(2, "worker")).await?;
-    assert_eq!(q.release("worker", &ids(&got), after, vt).await?, 2);
-    assert_eq!(q.info().await?.delayed, 2);
-    // n = 0 is acknowledged after all; n = 1 is taken by a claimer that
-    // waits for no idle time at all (nothing can hold a message back from
-    // it), which raises its delivery count.
-    assert_eq!(q.ack(&[got[0].id]).await?, 1);
-    let taken = q.claim_stale("impatient", Duration::ZERO, 10).await?;
-    assert_eq!(ns(&taken), vec![1]);
-    assert_eq!(taken[0].delivery_count, 2);
+    send_numbered(&q, 0..3).await?;
+    let got = q.receive(&take(3, "worker")).await?;
+    let parked_at = Instant::now();
+    assert_eq!(q.release("worker", &ids(&got), after, vt).await?, 3);
+    let first_due = q.parked().await?[2].due_ms;
+    assert_eq!(q.parked().await?.len(), 3);
+    assert_eq!(q.info().await?.delayed, 3);
+    let listed =
+        |parked: Vec<ParkedRetry>| -> Vec<EntryId> { parked.iter().map(|p| p.id).collect() };
 
-    // Past the markers' first renewal, a read tends them: both are stale.
-    h.advance(vt).await;
-    assert!(q.receive(&take(10, "worker")).await?.is_empty());
-    assert_eq!(q.info().await?.delayed, 0);
-    // The taken one is the impatient claimer's, on its own lease: stale
-    // after a timeout, and its delivery count goes on from 2.
-    h.advance(vt + vt / 4).await;
-    let again = q.claim_stale("rescuer", vt, 10).await?;
-    assert_eq!(ns(&again), vec![1]);
-    assert_eq!(again[0].delivery_count, 3);
-    assert_eq!(q.ack(&ids(&again)).await?, 1);
-    h.advance(after).await;
+    // n = 0 is acknowledged; n = 1 released again, briefly; n = 2 parked
+    // again, for twice as long.
+    assert_eq!(q.ack(&[got[0].id]).await?, 1);
+    assert_eq!(q.release("worker", &[got[1].id], vt / 4, vt).await?, 1);
+    assert_eq!(q.release("worker", &[got[2].id], after * 2, vt).await?, 1);
+    let parked = q.parked().await?;
+    assert_eq!(listed(parked.clone()), vec![got[2].id]);
+    assert!(parked[0].due_ms >= first_due + after.as_millis() as u64);
+    // n = 0's marker counts until due; n = 1's went with the new release.
+    assert_eq!(q.info().await?.delayed, 2);
+
+    let taken = q.claim_stale("impatient", Duration::ZERO, 10).await?;
+    assert_eq!(ns(&taken), vec![1], "the parked n = 2 is passed over");
+    assert_eq!(taken[0].delivery_count, 2);
+    assert_eq!(q.ack(&ids(&taken)).await?, 1);
+
+    // Past the first due time: n = 2 still waits for its second.
+    h.advance(after.saturating_sub(parked_at.elapsed()) + vt / 4)
+        .await;
     assert!(q.claim_stale("rescuer", vt, 10).await?.is_empty());
     assert!(q.receive(&take(10, "worker")).await?.is_empty());
+    assert_eq!(listed(q.parked().await?), vec![got[2].id]);
+    assert_eq!(
+        q.info().await?.delayed,
+        1,
+        "n = 0's marker is gone once due"
+    );
+
+    h.advance((after * 2).saturating_sub(parked_at.elapsed()) + vt / 4)
+        .await;
+    let retried = q.claim_stale("rescuer", vt, 10).await?;
+    assert_eq!(ns(&retried), vec![2]);
+    assert_eq!(retried[0].delivery_count, 2);
+    assert!(q.parked().await?.is_empty());
+    assert!(q.receive(&take(10, "worker")).await?.is_empty());
+    let info = q.info().await?;
+    assert_eq!((info.pending, info.delayed), (1, 0));
+    assert_eq!(q.ack(&ids(&retried)).await?, 1);
     Ok(Outcome::Passed)
 }
 

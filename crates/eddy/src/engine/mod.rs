@@ -378,6 +378,8 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// claimed entry's delivery count goes up by one and is returned with
     /// it. Entries whose TTL passed are removed instead; pending ids whose
     /// entries were deleted are dropped from the pending list and reported.
+    /// A retry parked until later ([`Engine::release`]) is passed over
+    /// until it is due.
     ///
     /// An entry whose delivery count, once claimed, reaches `alone_from` was
     /// redelivered before (its handler may be one that kills its process)
@@ -401,12 +403,14 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Keep entries `consumer` owns pending, with their delivery counts, but
     /// make them claimable (by claimers using `min_idle`) `after` from now:
     /// a retry with delay. Up to `min_idle`, the delivery is dated back; a
-    /// longer `after` parks the entry: a marker in the queue's delayed set
-    /// (counted in [`StreamInfo::delayed`], the entry still in `pending`)
-    /// renews its lease whenever the queue is read, swept or claimed from,
-    /// until it is due (with `min_idle` zero, nothing can hold an entry
-    /// back from claimers: it is claimable at once). Returns how many were
-    /// released.
+    /// longer `after` parks the entry: a marker for this delivery (entry
+    /// and count) in the queue's delayed set, counted in
+    /// [`StreamInfo::delayed`] until due, makes [`Engine::claim`] pass over
+    /// it until then, however long it has been idle (with `min_idle` zero,
+    /// nothing can hold an entry back from claimers: it is claimable at
+    /// once). A later release of the same delivery replaces an earlier one.
+    /// Atomic: the entry never leaves the pending list. Returns how many
+    /// were released.
     async fn release(
         &self,
         queue: &QueueKeys,
@@ -419,8 +423,8 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// The retries [`Engine::release`] parked in the queue that still wait
     /// for their due time, soonest first. An entry acknowledged, deleted or
     /// taken over by another consumer since it was parked is not listed
-    /// (its marker may still count in [`StreamInfo::delayed`] until the
-    /// queue is next read). A read: nothing changes.
+    /// (its marker still counts in [`StreamInfo::delayed`] until due). A
+    /// read: nothing changes.
     async fn parked(&self, queue: &QueueKeys) -> Result<Vec<ParkedRetry>>;
 }
 

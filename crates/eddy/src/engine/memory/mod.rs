@@ -69,14 +69,15 @@ struct State {
     /// Delayed entries: delayed key → (due ms, sequence) → entry.
     delayed: HashMap<String, BTreeMap<(u64, u64), Delayed>>,
     delayed_seq: u64,
+    /// Retries parked past the visibility timeout: delayed key → markers
+    /// (see [`park`]).
+    parked: HashMap<String, park::Markers>,
 }
 
 #[derive(Debug)]
-enum Delayed {
-    /// A delayed send.
-    Send { data: Bytes, expire_at: Option<f64> },
-    /// A retry due later than the visibility timeout (see [`park`]).
-    Retry(park::Parked),
+struct Delayed {
+    data: Bytes,
+    expire_at: Option<f64>,
 }
 
 /// One stream entry: its `data` and any other fields a move carried over.
@@ -336,14 +337,15 @@ impl State {
         id
     }
 
-    /// Move due delayed entries into the stream, and tend the parked
-    /// retries whose turn it is. Returns the next due time. A stream that
-    /// is gone is not recreated: its delayed entries wait until the queue
-    /// is.
+    /// Move due delayed entries into the stream, and drop the markers of
+    /// parked retries that are due. Returns the next due time. A stream
+    /// that is gone is not recreated: its delayed entries wait until the
+    /// queue is.
     fn promote(&mut self, keys: &QueueKeys, now_ms: u64) -> Option<u64> {
         if !self.streams.contains_key(&keys.stream) {
             return None;
         }
+        self.drop_due_markers(keys, now_ms);
         let due: Vec<Delayed> = match self.delayed.get_mut(&keys.delayed) {
             Some(set) => {
                 let later = set.split_off(&(now_ms + 1, 0));
@@ -352,15 +354,8 @@ impl State {
             None => return None,
         };
         for d in due {
-            let (data, expire_at) = match d {
-                Delayed::Send { data, expire_at } => (data, expire_at),
-                Delayed::Retry(parked) => {
-                    self.tend_retry(keys, parked, now_ms);
-                    continue;
-                }
-            };
-            let id = self.xadd(&keys.stream, now_ms, data);
-            if let Some(at) = expire_at {
+            let id = self.xadd(&keys.stream, now_ms, d.data);
+            if let Some(at) = d.expire_at {
                 self.expiry
                     .entry(keys.expiry.clone())
                     .or_default()
@@ -637,6 +632,7 @@ impl Engine for MemoryEngine {
             existed |= st.hashes.remove(&keys.meta).is_some();
             existed |= st.expiry.remove(&keys.expiry).is_some();
             existed |= st.delayed.remove(&keys.delayed).is_some();
+            existed |= st.parked.remove(&keys.delayed).is_some();
             if let Some(set) = st.sets.get_mut(registry) {
                 set.remove(&keys.stream);
             }
@@ -711,7 +707,7 @@ impl Engine for MemoryEngine {
                         .or_default()
                         .insert(
                             (due, seq),
-                            Delayed::Send {
+                            Delayed {
                                 data: a.data.clone(),
                                 expire_at,
                             },
@@ -912,6 +908,7 @@ impl Engine for MemoryEngine {
         }
         st.expiry.remove(&queue.expiry);
         st.delayed.remove(&queue.delayed);
+        st.parked.remove(&queue.delayed);
         let Some(s) = st.streams.get_mut(&queue.stream) else {
             return Ok(0);
         };
@@ -953,7 +950,8 @@ impl Engine for MemoryEngine {
                 .pending
                 .first()
                 .map(|(_, p)| now.saturating_sub(p.delivered_ms)),
-            delayed: st.delayed.get(&queue.delayed).map_or(0, |d| d.len() as u64),
+            delayed: st.delayed.get(&queue.delayed).map_or(0, |d| d.len() as u64)
+                + st.parked.get(&queue.delayed).map_or(0, |m| m.len() as u64),
             expiring: st.expiry.get(&queue.expiry).map_or(0, |z| z.len() as u64),
             first_id: s.entries.first().map(|(id, _)| id),
             last_id: s.entries.last_id(),
@@ -993,9 +991,9 @@ impl Engine for MemoryEngine {
     ) -> Result<Claimed> {
         let now = self.clock_ms();
         let min_idle = min_idle.as_millis() as u64;
-        let mut st = self.lock();
-        // Parked retries first: none is taken before it is due.
-        st.promote(queue, now);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let markers = st.parked.get(&queue.delayed);
         let stream = st
             .streams
             .get_mut(&queue.stream)
@@ -1012,6 +1010,10 @@ impl Engine for MemoryEngine {
                 break;
             }
             if now.saturating_sub(p.delivered_ms) < min_idle {
+                continue;
+            }
+            // A parked retry waits for its due time, however idle.
+            if markers.is_some_and(|m| m.holds(id, p.count, now)) {
                 continue;
             }
             match stream.entries.get(&id) {
@@ -1113,18 +1115,21 @@ impl Engine for MemoryEngine {
         after: Duration,
         min_idle: Duration,
     ) -> Result<u64> {
+        let now = self.clock_ms();
         if after > min_idle && !min_idle.is_zero() && !ids.is_empty() {
-            let now = self.clock_ms();
-            return self.lock().park(queue, consumer, ids, after, min_idle, now);
+            return self.lock().park(queue, consumer, ids, after, now);
         }
         let back = min_idle.saturating_sub(after).as_millis() as u64;
-        let at = self.clock_ms().saturating_sub(back);
-        self.owned(queue, consumer, ids, |p| p.delivered_ms = at)
+        let at = now.saturating_sub(back);
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.lock().release_until(queue, consumer, ids, at)
     }
 
     async fn parked(&self, queue: &QueueKeys) -> Result<Vec<ParkedRetry>> {
         let now = self.clock_ms();
-        Ok(self.lock().parked(queue, now))
+        Ok(self.lock().parked_retries(queue, now))
     }
 }
 

@@ -1,146 +1,174 @@
 //! Retries due later than the visibility timeout, kept as the Redis engine
 //! keeps them (see its `park.lua`): the entry stays pending, owned by its
-//! consumer with its delivery count, and a marker in the queue's delayed
-//! map renews its lease until it is due, then dates its delivery back so
-//! that claimers take it at once. Redis needs the marker because it
-//! cannot date a delivery in the future; this engine could, but does the
-//! same, so that both answer every call alike (the marker counts in
-//! `info().delayed`, the lease idles the same way).
+//! consumer with its delivery count, and a marker for that delivery (the
+//! entry and its count) says when it is due. Claims pass over the entry
+//! until then; a later release of the same delivery replaces the marker; a
+//! claim (which raises the count) or an acknowledgement leaves it without
+//! effect, and it goes once due. Redis needs the marker because it cannot
+//! date a delivery in the future; this engine could, but does the same, so
+//! that both answer every call alike (markers count in `info().delayed`,
+//! the entry's idle time grows while it waits).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{no_group, Delayed, State};
+use super::{no_group, HashMap, State};
 use crate::engine::{EntryId, ParkedRetry, QueueKeys};
 use crate::error::Result;
 
-/// A parked retry's marker.
-#[derive(Debug)]
-pub(super) struct Parked {
-    id: EntryId,
-    /// The delivery count when parked: a marker whose entry's count moved
-    /// (another consumer claimed it) is stale.
-    count: u64,
-    consumer: Arc<str>,
-    due_ms: u64,
-    /// The claimers' idle time (the visibility timeout).
-    lease_ms: u64,
+/// One queue's markers: by delivery (entry, count) and by due time.
+#[derive(Debug, Default)]
+pub(super) struct Markers {
+    due: HashMap<(EntryId, u64), u64>,
+    by_due: BTreeSet<(u64, EntryId, u64)>,
 }
 
-/// How often a parked retry's lease is renewed: a third of the claimers'
-/// idle time, as consumers extend their own leases.
-fn renew_every(lease_ms: u64) -> u64 {
-    (lease_ms / 3).max(1)
+impl Markers {
+    fn set(&mut self, id: EntryId, count: u64, due_ms: u64) {
+        if let Some(old) = self.due.insert((id, count), due_ms) {
+            self.by_due.remove(&(old, id, count));
+        }
+        self.by_due.insert((due_ms, id, count));
+    }
+
+    fn unset(&mut self, id: EntryId, count: u64) {
+        if let Some(old) = self.due.remove(&(id, count)) {
+            self.by_due.remove(&(old, id, count));
+        }
+    }
+
+    /// Whether the delivery `(id, count)` is held back at `now`.
+    pub(super) fn holds(&self, id: EntryId, count: u64, now: u64) -> bool {
+        self.due.get(&(id, count)).is_some_and(|due| *due > now)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    /// Drop the markers due by `now`.
+    fn drop_due(&mut self, now: u64) {
+        while let Some(&(due, id, count)) = self.by_due.first() {
+            if due > now {
+                break;
+            }
+            self.by_due.pop_first();
+            self.due.remove(&(id, count));
+        }
+    }
 }
 
 impl State {
     /// Park the entries among `ids` that `consumer` owns until `after` from
-    /// `now` (`after` longer than `min_idle`, which is not zero).
+    /// `now` (`after` longer than the claimers' idle time, not zero).
     pub(super) fn park(
         &mut self,
         keys: &QueueKeys,
         consumer: &str,
         ids: &[EntryId],
         after: Duration,
-        min_idle: Duration,
         now: u64,
     ) -> Result<u64> {
         let due_ms = now + after.as_millis() as u64;
-        let lease_ms = min_idle.as_millis() as u64;
-        let group = self
-            .streams
+        let State {
+            streams, parked, ..
+        } = self;
+        let group = streams
             .get_mut(&keys.stream)
             .and_then(|s| s.groups.get_mut(&keys.group))
             .ok_or_else(|| no_group(keys))?;
-        let mut markers = Vec::new();
+        let markers = parked.entry(keys.delayed.clone()).or_default();
+        let mut n = 0;
         for id in ids {
-            let Some(p) = group
+            if let Some(p) = group
                 .pending
                 .get_mut(id)
                 .filter(|p| &*p.consumer == consumer)
-            else {
-                continue;
-            };
-            p.delivered_ms = now;
-            markers.push(Parked {
-                id: *id,
-                count: p.count,
-                consumer: p.consumer.clone(),
-                due_ms,
-                lease_ms,
-            });
+            {
+                p.delivered_ms = now;
+                markers.set(*id, p.count, due_ms);
+                n += 1;
+            }
         }
-        let n = markers.len() as u64;
-        for m in markers {
-            let at = due_ms.min(now + renew_every(lease_ms));
-            self.schedule(keys, at, Delayed::Retry(m));
+        if markers.len() == 0 {
+            parked.remove(&keys.delayed);
         }
         Ok(n)
     }
 
-    /// Tend a parked retry whose marker came due (see the module): renew
-    /// its lease, or make it claimable once due; a stale marker is dropped.
-    pub(super) fn tend_retry(&mut self, keys: &QueueKeys, m: Parked, now: u64) {
-        let Some(p) = self
-            .streams
+    /// Date back the delivery of the entries among `ids` that `consumer`
+    /// owns to `at` (a release up to the claimers' idle time), replacing a
+    /// park of the same delivery.
+    pub(super) fn release_until(
+        &mut self,
+        keys: &QueueKeys,
+        consumer: &str,
+        ids: &[EntryId],
+        at: u64,
+    ) -> Result<u64> {
+        let State {
+            streams, parked, ..
+        } = self;
+        let group = streams
             .get_mut(&keys.stream)
             .and_then(|s| s.groups.get_mut(&keys.group))
-            .and_then(|g| g.pending.get_mut(&m.id))
-            .filter(|p| p.consumer == m.consumer && p.count == m.count)
-        else {
-            return;
-        };
-        if m.due_ms <= now {
-            p.delivered_ms = now.saturating_sub(m.lease_ms);
-            return;
+            .ok_or_else(|| no_group(keys))?;
+        let mut markers = parked.get_mut(&keys.delayed);
+        let mut n = 0;
+        for id in ids {
+            if let Some(p) = group
+                .pending
+                .get_mut(id)
+                .filter(|p| &*p.consumer == consumer)
+            {
+                p.delivered_ms = at;
+                if let Some(m) = markers.as_deref_mut() {
+                    m.unset(*id, p.count);
+                }
+                n += 1;
+            }
         }
-        p.delivered_ms = now;
-        let at = m.due_ms.min(now + renew_every(m.lease_ms));
-        self.schedule(keys, at, Delayed::Retry(m));
+        if markers.is_some_and(|m| m.len() == 0) {
+            parked.remove(&keys.delayed);
+        }
+        Ok(n)
+    }
+
+    /// Drop the queue's markers due by `now` (as Redis's promote does, on
+    /// reads and sweeps).
+    pub(super) fn drop_due_markers(&mut self, keys: &QueueKeys, now: u64) {
+        if let Some(markers) = self.parked.get_mut(&keys.delayed) {
+            markers.drop_due(now);
+            if markers.len() == 0 {
+                self.parked.remove(&keys.delayed);
+            }
+        }
     }
 
     /// The parked retries still waiting at `now`, soonest due first (see
     /// [`Engine::parked`](crate::engine::Engine::parked)).
-    pub(super) fn parked(&self, keys: &QueueKeys, now: u64) -> Vec<ParkedRetry> {
-        let (Some(delayed), Some(group)) = (
-            self.delayed.get(&keys.delayed),
+    pub(super) fn parked_retries(&self, keys: &QueueKeys, now: u64) -> Vec<ParkedRetry> {
+        let (Some(markers), Some(group)) = (
+            self.parked.get(&keys.delayed),
             self.streams
                 .get(&keys.stream)
                 .and_then(|s| s.groups.get(&keys.group)),
         ) else {
             return Vec::new();
         };
-        let mut out: Vec<ParkedRetry> = delayed
-            .values()
-            .filter_map(|d| match d {
-                Delayed::Retry(m) => Some(m),
-                Delayed::Send { .. } => None,
+        markers
+            .by_due
+            .iter()
+            .filter(|(due, _, _)| *due > now)
+            .filter_map(|&(due_ms, id, count)| {
+                let p = group.pending.get(&id).filter(|p| p.count == count)?;
+                Some(ParkedRetry {
+                    id,
+                    consumer: p.consumer.to_string(),
+                    delivery_count: count,
+                    due_ms,
+                })
             })
-            .filter(|m| m.due_ms > now)
-            .filter(|m| {
-                group
-                    .pending
-                    .get(&m.id)
-                    .is_some_and(|p| p.consumer == m.consumer && p.count == m.count)
-            })
-            .map(|m| ParkedRetry {
-                id: m.id,
-                consumer: m.consumer.to_string(),
-                delivery_count: m.count,
-                due_ms: m.due_ms,
-            })
-            .collect();
-        out.sort_by_key(|p| (p.due_ms, p.id));
-        out
-    }
-
-    /// Put `d` in the queue's delayed map, due at `at`.
-    fn schedule(&mut self, keys: &QueueKeys, at: u64, d: Delayed) {
-        self.delayed_seq += 1;
-        let seq = self.delayed_seq;
-        self.delayed
-            .entry(keys.delayed.clone())
-            .or_default()
-            .insert((at, seq), d);
+            .collect()
     }
 }

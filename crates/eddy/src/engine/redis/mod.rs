@@ -448,9 +448,9 @@ impl RedisEngine {
     }
 
     /// The first round trip of a claim: claim.lua (types checked, the
-    /// claimer registered, whether a TTL index exists) pipelined with
-    /// `XPENDING ... IDLE`, which returns the oldest pending ids idle for at
-    /// least `min_idle_ms`, in id order, with their delivery counts.
+    /// claimer registered, whether a TTL index exists, and the oldest
+    /// pending ids idle for at least `min_idle_ms`, in id order, with their
+    /// delivery counts, parked retries not yet due passed over).
     async fn claim_candidates(
         &self,
         queue: &QueueKeys,
@@ -458,56 +458,16 @@ impl RedisEngine {
         min_idle_ms: u64,
         count: usize,
     ) -> Result<(bool, Vec<(EntryId, u64)>)> {
-        let mut reloaded = false;
-        loop {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors()
-                .cmd("EVALSHA")
-                .arg(self.scripts.claim.get_hash())
-                .arg(3)
-                .arg(&queue.stream)
-                .arg(&queue.expiry)
-                .arg(&queue.delayed)
-                .arg(&queue.group)
-                .arg(consumer)
-                .cmd("XPENDING")
-                .arg(&queue.stream)
-                .arg(&queue.group)
-                .arg("IDLE")
-                .arg(min_idle_ms)
-                .arg("-")
-                .arg("+")
-                .arg(redis_count(count));
-            let mut replies: Vec<Value> =
-                pipe.query_async(&mut self.conn()).await.map_err(map_err)?;
-            let (Some(pending), Some(prepared)) = (replies.pop(), replies.pop()) else {
-                return Err(Error::new(
-                    ErrorKind::Backend,
-                    "Redis answered a claim's pipeline with too few replies",
-                ));
-            };
-            let has_expiry = match prepared {
-                Value::Int(n) => n == 1,
-                Value::ServerError(e)
-                    if e.kind() == Some(redis::ServerErrorKind::NoScript) && !reloaded =>
-                {
-                    self.scripts
-                        .claim
-                        .load_async(&mut self.conn())
-                        .await
-                        .map_err(map_err)?;
-                    reloaded = true;
-                    continue;
-                }
-                Value::ServerError(e) => return Err(map_err(e.into())),
-                other => return Err(values::unexpected("claim.lua", &other)),
-            };
-            let idle = match pending {
-                Value::ServerError(e) => return Err(map_err(e.into())),
-                v => values::pending_counts(v)?,
-            };
-            return Ok((has_expiry, idle));
-        }
+        let mut inv = self.scripts.claim.prepare_invoke();
+        inv.key(&queue.stream)
+            .key(&queue.expiry)
+            .key(&queue.delayed)
+            .arg(&queue.group)
+            .arg(consumer)
+            .arg(min_idle_ms)
+            .arg(redis_count(count));
+        let reply: Value = self.invoke_read(&inv).await?;
+        values::claim_candidates(reply)
     }
 
     /// Append entries without TTL or delay: one `XADD` per entry and
@@ -1138,10 +1098,11 @@ impl Engine for RedisEngine {
             return Ok(0);
         }
         if after > min_idle && !min_idle.is_zero() {
-            return park::park(self, queue, consumer, ids, after, min_idle).await;
+            return park::park(self, queue, consumer, ids, after).await;
         }
         let mut inv = self.scripts.release.prepare_invoke();
         inv.key(&queue.stream)
+            .key(&queue.delayed)
             .arg(&queue.group)
             .arg(consumer)
             .arg(after.as_millis() as u64)

@@ -1,7 +1,7 @@
 //! Retries due later than the visibility timeout (park.lua): the entry
-//! stays pending with its delivery count, and a marker in the queue's
-//! delayed set keeps its lease renewed until it is due (see `tend_retry` in
-//! common.lua, which every read, sweep and claim runs first).
+//! stays pending with its delivery count, and a marker for that delivery
+//! in the queue's delayed set, scored by its due time, makes claims pass
+//! over it until then (claim.lua).
 
 use std::time::Duration;
 
@@ -11,8 +11,7 @@ use super::{map_err, RedisEngine};
 use crate::engine::{EntryId, ParkedRetry, QueueKeys};
 use crate::error::Result;
 
-/// How a marker's member starts (`RETRY_TAG` in common.lua, and the empty
-/// field after it).
+/// How a marker's member starts (`RETRY_TAG` in common.lua).
 const MARKER_START: &str = "eddy-retry-later||";
 
 /// [`Engine::release`](crate::engine::Engine::release) with `after` past
@@ -24,36 +23,29 @@ pub(super) async fn park(
     consumer: &str,
     ids: &[EntryId],
     after: Duration,
-    min_idle: Duration,
 ) -> Result<u64> {
     let mut inv = engine.scripts.park.prepare_invoke();
     inv.key(&queue.stream)
         .key(&queue.delayed)
         .arg(&queue.group)
         .arg(consumer)
-        .arg(after.as_millis() as u64)
-        .arg(min_idle.as_millis() as u64);
+        .arg(after.as_millis() as u64);
     for id in ids {
         inv.arg(id.to_string());
     }
     engine.invoke(&inv).await
 }
 
-/// What a marker says: the entry, its delivery count and consumer when
-/// parked, and its due time.
-fn parse_marker(member: &str) -> Option<ParkedRetry> {
-    let rest = member.strip_prefix(MARKER_START)?;
-    let mut parts = rest.splitn(5, '|');
-    let id = parts.next()?.parse().ok()?;
-    let delivery_count = parts.next()?.parse().ok()?;
-    let due_ms = parts.next()?.parse().ok()?;
-    let _lease_ms: u64 = parts.next()?.parse().ok()?;
-    let consumer = parts.next()?.to_owned();
+/// What a marker says: the delivery (entry and count) it holds back, due
+/// at `score` (its consumer is the entry's owner, read from the pending
+/// list).
+fn parse_marker(member: &str, score: &str) -> Option<ParkedRetry> {
+    let (id, count) = member.strip_prefix(MARKER_START)?.split_once('|')?;
     Some(ParkedRetry {
-        id,
-        consumer,
-        delivery_count,
-        due_ms,
+        id: id.parse().ok()?,
+        consumer: String::new(),
+        delivery_count: count.parse().ok()?,
+        due_ms: score.parse::<f64>().ok()? as u64,
     })
 }
 
@@ -78,21 +70,18 @@ pub(super) async fn parked(engine: &RedisEngine, queue: &QueueKeys) -> Result<Ve
             .await
             .map_err(map_err)?;
         // ZSCAN answers member, score, member, score...
-        markers.extend(found.iter().step_by(2).filter_map(|m| parse_marker(m)));
+        markers.extend(
+            found
+                .chunks_exact(2)
+                .filter_map(|pair| parse_marker(&pair[0], &pair[1])),
+        );
         if next == 0 {
             break;
         }
         cursor = next;
     }
-    // ZSCAN may return a member twice: sorted on every field, copies meet.
-    markers.sort_by(|a, b| {
-        (a.due_ms, a.id, a.delivery_count, &a.consumer).cmp(&(
-            b.due_ms,
-            b.id,
-            b.delivery_count,
-            &b.consumer,
-        ))
-    });
+    // ZSCAN may return a member twice.
+    markers.sort_by_key(|m| (m.due_ms, m.id, m.delivery_count));
     markers.dedup();
     if markers.is_empty() {
         return Ok(markers);
@@ -121,19 +110,20 @@ pub(super) async fn parked(engine: &RedisEngine, queue: &QueueKeys) -> Result<Ve
     Ok(markers
         .into_iter()
         .zip(replies)
-        .filter_map(|(m, pending)| (m.due_ms > now_ms && still_parked(&m, pending)).then_some(m))
+        .filter(|(m, _)| m.due_ms > now_ms)
+        .filter_map(|(m, pending)| still_parked(m, pending))
         .collect())
 }
 
-/// Whether the XPENDING reply for a marker's entry shows it as parked:
-/// pending, for the same consumer, with the same delivery count (a claim
-/// by another consumer raises the count).
-fn still_parked(m: &ParkedRetry, pending: Value) -> bool {
-    let Ok(rows) = redis::from_redis_value::<Vec<(String, String, u64, u64)>>(pending) else {
-        return false;
-    };
-    rows.first().is_some_and(|(_, consumer, _, count)| {
-        *consumer == m.consumer && *count == m.delivery_count
+/// The parked retry, with its consumer, if the XPENDING reply for its
+/// entry shows the delivery it holds back still pending (a claim raises
+/// the count; an acknowledgement ends it).
+fn still_parked(mut m: ParkedRetry, pending: Value) -> Option<ParkedRetry> {
+    let rows = redis::from_redis_value::<Vec<(String, String, u64, u64)>>(pending).ok()?;
+    let (_, consumer, _, count) = rows.into_iter().next()?;
+    (count == m.delivery_count).then(|| {
+        m.consumer = consumer;
+        m
     })
 }
 
@@ -143,22 +133,22 @@ mod tests {
 
     #[test]
     fn a_marker_reads_back_as_parked() {
-        let m = "eddy-retry-later||1700000000000-3|2|1700000600000|30000|host-1-a|b";
+        let m = "eddy-retry-later||1700000000000-3|2";
         assert_eq!(
-            parse_marker(m),
+            parse_marker(m, "1700000600000"),
             Some(ParkedRetry {
                 id: EntryId::new(1_700_000_000_000, 3),
-                consumer: "host-1-a|b".into(),
+                consumer: String::new(),
                 delivery_count: 2,
                 due_ms: 1_700_000_600_000,
             })
         );
         for other in [
             "0123456789abcdef||{\"n\":1}",
-            "eddy-retry-later||1-0|x|1|1|c",
-            "eddy-retry-later||1-0|1|1|1",
+            "eddy-retry-later||1-0|x",
+            "eddy-retry-later||1-0",
         ] {
-            assert_eq!(parse_marker(other), None, "{other}");
+            assert_eq!(parse_marker(other, "1"), None, "{other}");
         }
     }
 }

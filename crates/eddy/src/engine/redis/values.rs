@@ -114,21 +114,20 @@ pub(super) fn read_script_reply(v: Value) -> Result<(Vec<Entry>, Option<u64>, bo
     Ok((es, next_due, has_expiry))
 }
 
-/// The reply of `XPENDING key group IDLE ms - + count`:
-/// `[[id, consumer, idle ms, deliveries], ...]` as (id, deliveries).
-pub(super) fn pending_counts(v: Value) -> Result<Vec<(EntryId, u64)>> {
-    let Value::Array(rows) = v else {
-        return Err(unexpected("XPENDING", &v));
+/// claim.lua's answer: whether the TTL index exists, then the candidates'
+/// ids and delivery counts, flat.
+pub(super) fn claim_candidates(v: Value) -> Result<(bool, Vec<(EntryId, u64)>)> {
+    let Value::Array(items) = v else {
+        return Err(unexpected("claim.lua", &v));
     };
-    rows.iter()
-        .map(|row| match row {
-            Value::Array(cols) if cols.len() == 4 => {
-                let deliveries = int(cols.get(3)).ok_or_else(|| unexpected("XPENDING", row))?;
-                Ok((id(&cols[0])?, deliveries))
-            }
-            other => Err(unexpected("XPENDING", other)),
-        })
-        .collect()
+    let mut it = items.iter();
+    let has_expiry = int(it.next()).ok_or_else(|| unexpected("claim.lua", &Value::Nil))? == 1;
+    let mut out = Vec::with_capacity(items.len() / 2);
+    while let Some(v) = it.next() {
+        let count = int(it.next()).ok_or_else(|| unexpected("claim.lua", v))?;
+        out.push((id(v)?, count));
+    }
+    Ok((has_expiry, out))
 }
 
 /// `[k1, v1, k2, v2, ...]` (RESP2) or a map (RESP3) as a lookup table.
@@ -382,17 +381,24 @@ mod tests {
     }
 
     #[test]
-    fn pending_counts_reads_xpending_rows() {
-        let row = Value::Array(vec![
+    fn claim_candidates_reads_claim_lua() {
+        let reply = Value::Array(vec![
+            Value::Int(1),
             Value::BulkString(b"7-0".to_vec()),
-            Value::BulkString(b"crashed".to_vec()),
-            Value::Int(900),
             Value::Int(4),
+            Value::BulkString(b"9-1".to_vec()),
+            Value::Int(1),
         ]);
         assert_eq!(
-            pending_counts(Value::Array(vec![row])).unwrap(),
-            vec![(eid(7), 4)]
+            claim_candidates(reply).unwrap(),
+            (true, vec![(eid(7), 4), (EntryId::new(9, 1), 1)])
         );
-        assert!(pending_counts(Value::Int(1)).is_err());
+        assert_eq!(
+            claim_candidates(Value::Array(vec![Value::Int(0)])).unwrap(),
+            (false, vec![])
+        );
+        assert!(claim_candidates(Value::Int(1)).is_err());
+        let odd = Value::Array(vec![Value::Int(0), Value::BulkString(b"7-0".to_vec())]);
+        assert!(claim_candidates(odd).is_err());
     }
 }

@@ -35,66 +35,34 @@ local function no_stream(stream)
 end
 
 -- A retry due later than the visibility timeout waits pending, as its
--- consumer left it, with a marker in the delayed set (park.lua):
--- "eddy-retry-later||<id>|<delivery count>|<due ms>|<lease ms>|<consumer>",
--- scored by when it next needs tending. No delayed send's member starts
--- so: theirs start with a nonce of hex digits.
-local RETRY_TAG = 'eddy-retry-later'
+-- consumer left it, with a marker in the delayed set for that delivery
+-- (park.lua): "eddy-retry-later||<id>|<delivery count>", scored by its due
+-- time. Claims pass over the entry until then (claim.lua). No delayed
+-- send's member starts so: theirs start with a nonce of hex digits.
+local RETRY_TAG = 'eddy-retry-later||'
 
--- How often a parked retry's lease is renewed: a third of the claimers'
--- idle time, as consumers extend their own leases.
-local function renew_every(lease)
-  return math.max(math.floor(lease / 3), 1)
+local function retry_marker(id, count)
+  return RETRY_TAG .. id .. '|' .. count
 end
 
--- Tend the parked retry of marker `m`: until it is due, renew its lease so
--- that no claimer takes it (Redis cannot date a delivery in the future);
--- once due, date its delivery back by the lease so that claimers take it
--- at once, and drop the marker. A marker whose entry is no longer pending
--- as it was parked (acknowledged, deleted, expired, or claimed by another
--- consumer: its delivery count moved) is dropped. Returns false if Redis
--- refused a write (out of memory): the marker then stays as it was.
-local function tend_retry(stream, group, delayed, m, now)
-  local id, count, due, lease, consumer =
-    string.match(string.sub(m, 19), '^([^|]+)|(%d+)|(%d+)|(%d+)|(.+)$')
-  local ok, p = false, nil
-  if id then
-    ok, p = pcall(redis.call, 'XPENDING', stream, group, id, id, 1)
-  end
-  if not ok or not p[1] or p[1][2] ~= consumer or tostring(p[1][4]) ~= count then
-    redis.call('ZREM', delayed, m)
-    return true
-  end
-  due, lease = tonumber(due), tonumber(lease)
-  if due <= now then
-    redis.call('XCLAIM', stream, group, consumer, 0, id, 'TIME', now - lease, 'RETRYCOUNT', count, 'JUSTID')
-    redis.call('ZREM', delayed, m)
-    return true
-  end
-  -- ZADD first: it is the write Redis refuses when out of memory.
-  if not pcall(redis.call, 'ZADD', delayed, 'XX', math.min(due, now + renew_every(lease)), m) then
-    return false
-  end
-  redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
-  return true
-end
-
--- Move due delayed entries into the stream, and tend the parked retries
--- whose turn it is. A delayed send's member is
+-- Move due delayed entries into the stream, and drop the markers of
+-- parked retries that are due. A delayed send's member is
 -- "<16-char nonce>|<expire-at seconds or empty>|<data>".
 -- A stream deleted by hand is not recreated: its delayed entries wait
 -- until the queue is.
 -- Returns the next due time in ms, or -1.
-local function promote(stream, group, expiry, delayed, now)
+local function promote(stream, expiry, delayed, now)
   if redis.call('EXISTS', delayed) == 0 or redis.call('EXISTS', stream) == 0 then
     return -1
   end
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
+  -- Due markers go last: their entries are claimable now (or were settled
+  -- meanwhile), and an XADD must stay the first write, which Redis refuses
+  -- when out of memory.
+  local markers = {}
   for _, m in ipairs(due) do
-    if string.sub(m, 1, 16) == RETRY_TAG then
-      if not tend_retry(stream, group, delayed, m, now) then
-        return now + 100
-      end
+    if string.sub(m, 1, #RETRY_TAG) == RETRY_TAG then
+      table.insert(markers, m)
     else
       local bar = string.find(m, '|', 18, true)
       local expire_at = string.sub(m, 18, bar - 1)
@@ -109,6 +77,9 @@ local function promote(stream, group, expiry, delayed, now)
       end
       redis.call('ZREM', delayed, m)
     end
+  end
+  for _, m in ipairs(markers) do
+    redis.call('ZREM', delayed, m)
   end
   local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if nxt[2] then

@@ -9,7 +9,7 @@ local group, consumer = ARGV[1], ARGV[2]
 check_type(stream, 'stream')
 check_type(expiry, 'zset')
 check_type(delayed, 'zset')
-local next_due = promote(stream, group, expiry, delayed, now_ms())
+local next_due = promote(stream, expiry, delayed, now_ms())
 -- Register the consumer even when nothing is delivered (Redis 7.0 only
 -- does so on delivery; newer versions always do).
 pcall(redis.call, 'XGROUP', 'CREATECONSUMER', stream, group, consumer)

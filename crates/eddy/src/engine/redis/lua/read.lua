@@ -9,7 +9,7 @@ check_type(stream, 'stream')
 check_type(expiry, 'zset')
 check_type(delayed, 'zset')
 local now = now_ms()
-local next_due = promote(stream, group, expiry, delayed, now)
+local next_due = promote(stream, expiry, delayed, now)
 local has_expiry = redis.call('EXISTS', expiry)
 -- Register the consumer even when nothing is delivered (Redis 7.0 only
 -- does so on delivery; newer versions always do).

@@ -6,7 +6,7 @@ check_type(stream, 'stream')
 check_type(expiry, 'zset')
 check_type(delayed, 'zset')
 local now = now_ms()
-promote(stream, group, expiry, delayed, now)
+promote(stream, expiry, delayed, now)
 local ids = redis.call('ZRANGEBYSCORE', expiry, '-inf', secs(now), 'LIMIT', 0, 1000)
 local n = 0
 for _, id in ipairs(ids) do
