@@ -57,7 +57,7 @@ mod redis_engine {
 
 #[test]
 fn conformance_list_names_every_case_once() {
-    let mut names: Vec<&str> = conformance::ALL.iter().map(|(n, _)| *n).collect();
+    let mut names: Vec<&str> = conformance::ALL.iter().map(|c| c.name).collect();
     let total = names.len();
     names.sort_unstable();
     names.dedup();
