@@ -181,51 +181,63 @@ pub async fn crashed_consumers_messages_are_reclaimed(h: &Harness) -> CaseResult
 
 /// A handler that works for longer than the visibility timeout keeps its
 /// lease (the loop extends it, also while stopping): a rival consumer that
-/// reclaims stale messages all along never runs the message a second time.
+/// reclaims stale messages all along never takes the message over.
+///
+/// The rival starts only once the slow handler holds the message, so the
+/// case cannot pass by the rival receiving it first; it keeps reclaiming
+/// until well after the slow handler finished.
 pub async fn slow_handler_keeps_its_lease(h: &Harness) -> CaseResult {
     h.pause_time();
     let mq = h.eddy();
     let (q, _) = mq.create_queue_pair("slow").await?;
     q.send(&json!({"slow": true})).await?;
+    let v = Duration::from_millis(300);
+    let work = Duration::from_millis(1000); // > 3 × V
     let runs = Arc::new(AtomicU64::new(0));
-    let mq2 = mq.clone();
-    // A second consumer competes for reclaims while the first is slow.
-    let rival_runs = Arc::new(AtomicU64::new(0));
-    let rr = rival_runs.clone();
-    let rival = tokio::spawn(async move {
-        let q2 = mq2.queue("slow").await.unwrap();
-        consumer::run(
-            q2,
-            fast().name("rival".into()),
-            move |_| {
-                rr.fetch_add(1, Ordering::SeqCst);
-                async { Outcome::Ack }
-            },
-            tokio::time::sleep(Duration::from_millis(2000)),
-        )
-        .await
-    });
-    let r = runs.clone();
-    consumer::run(
+    let holding = Arc::new(tokio::sync::Notify::new());
+    let (r, held) = (runs.clone(), holding.clone());
+    let (stop_slow, slow_stopped) = tokio::sync::oneshot::channel::<()>();
+    let slowpoke = tokio::spawn(consumer::run(
         q.clone(),
-        fast().name("slowpoke".into()),
+        fast().visibility_timeout(v).name("slowpoke".into()),
         move |_| {
             r.fetch_add(1, Ordering::SeqCst);
-            async {
-                tokio::time::sleep(Duration::from_millis(1000)).await; // > 3 × V
+            held.notify_one();
+            async move {
+                tokio::time::sleep(work).await;
                 Outcome::Ack
             }
         },
-        tokio::time::sleep(Duration::from_millis(200)),
-    )
-    .await?;
+        async {
+            let _ = slow_stopped.await;
+        },
+    ));
+    holding.notified().await;
+    let rival_runs = Arc::new(AtomicU64::new(0));
+    let rr = rival_runs.clone();
+    let rival = tokio::spawn(consumer::run(
+        mq.queue("slow").await?,
+        fast().visibility_timeout(v).name("rival".into()),
+        move |_| {
+            rr.fetch_add(1, Ordering::SeqCst);
+            async { Outcome::Ack }
+        },
+        tokio::time::sleep(work * 2),
+    ));
+    // Stop the slow consumer while its handler is still working: draining,
+    // it must go on extending the lease.
+    tokio::time::sleep(v).await;
+    let _ = stop_slow.send(());
+    slowpoke.await??;
     rival.await??;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the slow handler ran once");
     assert_eq!(
-        runs.load(Ordering::SeqCst) + rival_runs.load(Ordering::SeqCst),
-        1,
-        "the slow-but-alive handler's message must not run twice"
+        rival_runs.load(Ordering::SeqCst),
+        0,
+        "the rival took over a message whose handler was alive"
     );
-    assert_eq!(q.info().await?.pending, 0);
+    let info = q.info().await?;
+    assert_eq!((info.length, info.pending, info.lag), (1, 0, 0));
     Ok(CaseOutcome::Passed)
 }
 
