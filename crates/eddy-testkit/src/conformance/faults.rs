@@ -2,9 +2,10 @@
 //! and need neither a second process nor a network fault: handler panics
 //! (8), handlers slower than the visibility timeout (9), poison messages
 //! (10), undecodable entries (12), oversized payloads (13), malformed ids
-//! (14), unknown event types (15), a TTL passing unswept (18). Where Redis can be faulted in a way the
-//! embedded engine cannot (raw `redis-cli` writes, bytes counted on the
-//! wire), a row does that too. The other rows are in `tests/faults.rs`.
+//! (14), unknown event types (15), a TTL passing unswept (18). Where Redis
+//! can be faulted in a way the embedded engine cannot (raw `redis-cli`
+//! writes, bytes counted on the wire), a row does that too. The other rows
+//! are in `tests/faults.rs`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use eddy::service::{Context, HandlerError, Service};
 use eddy::{EddyBuilder, EntryId, ErrorKind, Receive, SendOptions};
 use serde_json::{json, Value};
 
+use super::counting::CountingEngine;
 use super::support::{
     append_raw, kinds, order, shared_bus, stat, stop_service, wait_drained, wait_until, Log, Loop,
     OrderCreatedEvent,
@@ -514,25 +516,28 @@ pub async fn row13_oversized_payload(h: &Harness) -> CaseResult {
     Ok(CaseOutcome::Passed)
 }
 
-/// Row 14: a malformed id, or a call that cannot apply to the queue, fails
-/// with a typed error before any command; a well-formed unknown id
-/// acknowledges 0.
+/// Row 14: a malformed id is a typed error before any command reaches the
+/// engine; a well-formed unknown id acknowledges, deletes and moves
+/// nothing. Every call goes through an engine that counts the calls reaching
+/// the real one (on Redis, through a proxy that counts the bytes too): the
+/// refusals must leave both counts where they were.
 pub async fn row14_malformed_ids(h: &Harness) -> CaseResult {
     let proxy = match h.redis_server() {
         Some(server) => Some(Proxy::start(("127.0.0.1", server.port())).await?),
         None => None,
     };
-    let base = h.eddy();
-    let mq = match &proxy {
-        Some(p) => EddyBuilder::new(p.url()).prefix(h.prefix()).open().await?,
-        None => base,
+    let underneath = match &proxy {
+        Some(p) => eddy::engine::open(&p.url()).await?,
+        None => h.engine().clone(),
     };
+    let engine = CountingEngine::new(underneath);
+    let mq = h.builder().with_engine(engine.clone())?;
     let (q, dlq) = mq.create_queue_pair("row14").await?;
     let id = q.send(&json!({"n": 1})).await?;
     q.receive(&Receive::new()).await?;
 
     let bytes = || proxy.as_ref().map_or(0, Proxy::bytes_to_server);
-    let before = bytes();
+    let (calls_before, bytes_before) = (engine.calls(), bytes());
     for bad in [
         "nope",
         "12",
@@ -551,8 +556,6 @@ pub async fn row14_malformed_ids(h: &Harness) -> CaseResult {
             "{bad:?}: {r:?}"
         );
     }
-    assert_eq!(q.ack(&[]).await?, 0);
-    assert_eq!(q.delete(&[]).await?, 0);
     assert_eq!(
         kinds(&dlq.ack(&[id]).await),
         Some(ErrorKind::InvalidArgument),
@@ -563,15 +566,36 @@ pub async fn row14_malformed_ids(h: &Harness) -> CaseResult {
         Some(ErrorKind::InvalidArgument),
         "only a DLQ requeues"
     );
-    assert_eq!(bytes(), before, "typed errors before any command");
+    assert_eq!(
+        kinds(&dlq.dead_letter(&[id], "r").await),
+        Some(ErrorKind::InvalidArgument),
+        "a DLQ has no DLQ of its own"
+    );
+    assert_eq!(
+        (engine.calls(), bytes()),
+        (calls_before, bytes_before),
+        "typed errors before any command (engine calls, bytes to Redis)"
+    );
+    // No ids: nothing to do, and nothing sent to Redis for it.
+    assert_eq!(q.ack(&[]).await?, 0);
+    assert_eq!(q.delete(&[]).await?, 0);
+    assert_eq!(bytes(), bytes_before, "no command for an empty id list");
 
-    // Well-formed but unknown: acknowledges, deletes, moves nothing.
-    let unknown = EntryId::new(1, 0);
-    assert_eq!(q.ack(&[unknown]).await?, 0);
-    assert_eq!(q.delete(&[unknown]).await?, 0);
-    assert_eq!(q.dead_letter(&[unknown], "r").await?, 0);
-    assert_eq!(dlq.requeue(&[unknown]).await?, 0);
-    assert_eq!(q.ack(&[unknown, id]).await?, 1, "the known one counts");
+    // Well-formed but unknown, the extremes included: acknowledges,
+    // deletes, moves nothing.
+    for unknown in [EntryId::new(1, 0), EntryId::MIN, EntryId::MAX] {
+        assert_eq!(q.ack(&[unknown]).await?, 0, "{unknown}");
+        assert_eq!(q.delete(&[unknown]).await?, 0, "{unknown}");
+        assert_eq!(q.dead_letter(&[unknown], "r").await?, 0, "{unknown}");
+        assert_eq!(dlq.requeue(&[unknown]).await?, 0, "{unknown}");
+        assert_eq!(dlq.delete(&[unknown]).await?, 0, "{unknown}");
+    }
+    assert!(engine.calls() > calls_before, "these did reach the engine");
+    assert_eq!(
+        q.ack(&[EntryId::new(1, 0), id]).await?,
+        1,
+        "the known one counts"
+    );
     let info = q.info().await?;
     assert_eq!((info.length, info.pending), (1, 0));
     assert!(dlq.peek(10).await?.is_empty());

@@ -36,6 +36,7 @@
 
 pub mod bus;
 pub mod consumer;
+pub mod counting;
 pub mod dead_letter;
 pub mod faults;
 pub mod integrity;
