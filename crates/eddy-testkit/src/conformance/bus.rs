@@ -57,11 +57,13 @@ pub async fn bus_routes_are_durable_and_shared(h: &Harness) -> CaseResult {
 
 /// `replay` returns the events of the `all` log since a time, in order.
 pub async fn replay_from_the_all_log(h: &Harness) -> CaseResult {
+    h.pause_time();
     let mq = h.eddy();
     let bus = shared_bus(&mq).await?;
     bus.publish(&order("before")).await?;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let since = std::time::SystemTime::now();
+    // The log's ids are the engine's clock, which paused time moves.
+    let since = std::time::UNIX_EPOCH + Duration::from_millis(mq.engine().now_ms().await?);
     bus.publish(&order("after-1")).await?;
     bus.publish(&order("after-2")).await?;
     let events = bus.replay(since, 100).await?;

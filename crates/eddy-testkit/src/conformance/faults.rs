@@ -420,6 +420,7 @@ pub async fn row12_undecodable_entries(h: &Harness) -> CaseResult {
 /// entry already in a queue goes to the DLQ whole.
 pub async fn row13_oversized_payload(h: &Harness) -> CaseResult {
     const LIMIT: usize = 4096;
+    h.pause_time();
     // On Redis, talk through a proxy that counts the bytes sent.
     let proxy = match h.redis_server() {
         Some(server) => Some(Proxy::start(("127.0.0.1", server.port())).await?),
