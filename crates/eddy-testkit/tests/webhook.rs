@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use eddy::webhook::{queue_name, Webhook};
 use eddy::ErrorKind;
-use eddy_testkit::conformance::webhook::{assert_leanmq_field, eventually, fast, recorder};
+use eddy_testkit::conformance::support::eventually;
+use eddy_testkit::conformance::webhook::{assert_leanmq_field, fast, recorder};
 use eddy_testkit::RedisServer;
 use serde_json::{json, Map, Value};
 

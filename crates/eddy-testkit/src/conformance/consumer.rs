@@ -373,7 +373,7 @@ pub async fn cpu_bound_handlers_still_run_in_parallel(h: &Harness) -> CaseResult
     let (r, m, d) = (running.clone(), most.clone(), done.clone());
     let finished = done.clone();
     let stop = async move {
-        eventually(Duration::from_secs(20), || {
+        eventually(Duration::from_secs(20), || async {
             finished.load(Ordering::SeqCst) >= n
         })
         .await;

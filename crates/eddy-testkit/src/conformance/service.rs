@@ -30,7 +30,10 @@ pub async fn unknown_event_type_is_acknowledged(h: &Harness) -> CaseResult {
     bus.publish_envelope(&Envelope::from_parts("MysteryEvent", Default::default())?)
         .await?;
     let q = bus.subscription_queue("catch-all").await?;
-    let acked = eventually(Duration::from_secs(3), || svc.metrics().unknown == 1).await;
+    let acked = eventually(Duration::from_secs(3), || async {
+        svc.metrics().unknown == 1
+    })
+    .await;
     assert!(acked, "unknown event counted");
     // Acknowledgements are batched: the ack may land just after the count.
     let end = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -80,7 +83,7 @@ pub async fn a_broken_event_is_dead_lettered_and_its_id_stays_free(h: &Harness) 
             )])
             .await?;
     }
-    let done = eventually(Duration::from_secs(5), || {
+    let done = eventually(Duration::from_secs(5), || async {
         let m = svc.metrics();
         m.malformed == 1 && m.handled() == 1
     })

@@ -23,17 +23,21 @@ use serde_json::Value;
 
 use super::Harness;
 
-/// Poll `check` every 10 ms until it holds or `limit` passes; whether it
-/// held.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+/// Poll the async `check` every 20 ms until it holds or `limit` passes;
+/// whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
     let end = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < end {
-        if check() {
+        if check().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    check()
+    check().await
 }
 
 /// Poll `check` every 20 ms until it holds; panic after `limit` with `what`

@@ -15,6 +15,7 @@ use eddy::ErrorKind;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
+use super::support::eventually;
 use super::{CaseResult, Harness, Outcome};
 
 /// A webhook client or service with `options` on the case's engine.
@@ -45,23 +46,6 @@ pub fn fast() -> ConsumerOptions {
         .max_deliveries(3)
         .handler_timeout(Duration::from_secs(10))
         .shutdown_timeout(Duration::from_secs(5))
-}
-
-/// Poll the async `check` every 20 ms until it holds or `limit` passes;
-/// whether it held.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check().await
 }
 
 /// What a recording handler saw.
