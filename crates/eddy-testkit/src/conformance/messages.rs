@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use eddy::{EntryId, ErrorKind, SendOptions};
+use eddy::{EntryId, ErrorKind, Receive, SendOptions};
+use serde_json::json;
 
 use super::{assert_kind, ids, ns, numbered, send_numbered, take, CaseResult, Harness, Outcome};
 
@@ -308,5 +309,28 @@ pub async fn info_idle_times_grow(h: &Harness) -> CaseResult {
         oldest + 20 >= step_ms,
         "oldest pending idle {oldest} < {step_ms}"
     );
+    Ok(Outcome::Passed)
+}
+
+/// `info` reports the age of the oldest pending message, counted from its
+/// send (a reclaim does not reset it), beside its idle time.
+pub async fn info_reports_the_oldest_pending_age(h: &Harness) -> CaseResult {
+    h.pause_time();
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("aging").await?;
+    q.send(&json!({"n": 1})).await?;
+    assert_eq!(q.info().await?.oldest_pending_age_ms, None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = q.receive(&Receive::new()).await?;
+    // A reclaim resets the idle time but not the age.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    q.claim_stale("other", Duration::ZERO, 1).await?;
+    let info = q.info().await?;
+    let age = info.oldest_pending_age_ms.unwrap_or(0);
+    let idle = info.oldest_pending_idle_ms.unwrap_or(u64::MAX);
+    assert!(age >= 240, "age {age} ms counts from the send");
+    assert!(idle < 200, "idle {idle} ms counts from the last delivery");
+    q.ack(&[got[0].id]).await?;
+    assert_eq!(q.info().await?.oldest_pending_age_ms, None);
     Ok(Outcome::Passed)
 }

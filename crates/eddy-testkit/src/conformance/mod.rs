@@ -18,30 +18,50 @@
 //! `#[tokio::test]` per case, so each case shows up as its own test for each
 //! engine; [`ALL`] lists the same cases for a custom runner.
 //!
+//! Besides the queue API, the suite covers what is built on it: the consumer
+//! loop ([`consumer`], [`reclaim`]), the event bus ([`bus`]), the service
+//! runtime ([`service`]), webhooks ([`webhook`]) and the rows of the fault
+//! matrix that need no second process or network fault ([`faults`]). Those
+//! cases run on a current-thread runtime like the rest, and pause time where
+//! the engine allows it ([`Harness::pause_time`]), so that on the embedded
+//! engine a case that waits a visibility timeout or a backoff takes no wall
+//! time; a case that needs threads of its own (CPU-bound handlers running side
+//! by side) is marked `multi_thread` in the list and runs in real time.
+//!
 //! Each case gets a fresh [`Harness`]: its own random key prefix (tests never
 //! collide, even on a shared server), the engine's [`Capabilities`] and a
 //! name. A case that needs a capability the engine lacks returns
 //! [`Outcome::NotApplicable`] with the reason, which is printed: no assertion
 //! that applies is ever skipped silently.
 
+pub mod bus;
+pub mod consumer;
+pub mod counting;
 pub mod dead_letter;
+pub mod faults;
 pub mod integrity;
 pub mod leases;
 pub mod messages;
 pub mod parked;
 pub mod queues;
 pub mod receive;
+pub mod reclaim;
 pub mod retention;
 pub mod send;
+pub mod service;
+pub mod support;
 pub mod timing;
 pub mod transactions;
 pub mod volume;
+pub mod webhook;
 
 use std::any::Any;
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use crate::RedisServer;
 
 use eddy::engine::{Capabilities, SharedEngine};
 use eddy::{Eddy, EddyBuilder, EntryId, ErrorKind, Message, Queue, Receive};
@@ -58,18 +78,21 @@ pub enum Outcome {
     NotApplicable(&'static str),
 }
 
-/// An unexpected error from eddy inside a case, with where it happened.
+/// An unexpected error inside a case (from eddy, or from what a case uses
+/// besides it: a task, `redis-cli`, a proxy), with where it happened.
 #[derive(Debug)]
 pub struct CaseError {
-    error: eddy::Error,
+    error: Box<dyn std::error::Error + Send + Sync>,
     location: &'static Location<'static>,
 }
 
-impl From<eddy::Error> for CaseError {
+// Like `anyhow::Error`, `CaseError` is not itself a `std::error::Error`, so
+// that every error converts into it with `?`.
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for CaseError {
     #[track_caller]
-    fn from(error: eddy::Error) -> Self {
+    fn from(error: E) -> Self {
         Self {
-            error,
+            error: Box::new(error),
             location: Location::caller(),
         }
     }
@@ -77,13 +100,10 @@ impl From<eddy::Error> for CaseError {
 
 impl fmt::Display for CaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (kind {:?}) at {}",
-            self.error,
-            self.error.kind(),
-            self.location
-        )
+        match self.error.downcast_ref::<eddy::Error>() {
+            Some(e) => write!(f, "{e} (kind {:?}) at {}", e.kind(), self.location),
+            None => write!(f, "{} at {}", self.error, self.location),
+        }
     }
 }
 
@@ -92,6 +112,28 @@ pub type CaseResult = Result<Outcome, CaseError>;
 
 /// A case of the suite, as [`ALL`] lists it.
 pub type CaseFn = for<'a> fn(&'a Harness) -> BoxFuture<'a, CaseResult>;
+
+/// The tokio runtime a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Runtime {
+    /// One thread (`#[tokio::test]`): time can be paused.
+    CurrentThread,
+    /// Two worker threads, for a case that needs work to run in parallel;
+    /// time is real.
+    MultiThread,
+}
+
+/// One entry of [`ALL`].
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// `module::case`.
+    pub name: &'static str,
+    /// The case.
+    pub run: CaseFn,
+    /// What to run it on.
+    pub runtime: Runtime,
+}
 
 /// One engine, set up for one case.
 pub struct Harness {
@@ -140,6 +182,18 @@ impl Harness {
     pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
         self.guard = Some(Box::new(guard));
         self
+    }
+
+    /// The engine's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The `redis-server` behind the engine, when the harness keeps one alive
+    /// (see [`Harness::with_guard`]): for the few checks only Redis can make
+    /// (raw commands, `INFO`), beside the engine-generic ones.
+    pub fn redis_server(&self) -> Option<&RedisServer> {
+        self.guard.as_deref()?.downcast_ref::<RedisServer>()
     }
 
     /// The engine's name (`memory`, `redis`).
@@ -200,13 +254,20 @@ impl Harness {
         Ok(Some(self.builder().open().await?))
     }
 
-    /// Pause `tokio::time` if the engine's clock follows it; returns whether
-    /// it did. Only valid on a current-thread runtime (`#[tokio::test]`).
+    /// Pause `tokio::time` if the engine's clock follows it and the case runs
+    /// on a current-thread runtime (the only kind tokio can pause); returns
+    /// whether time is paused. Paused, the runtime jumps ahead to the next
+    /// timer whenever every task waits, so sleeps take no wall time.
     pub fn pause_time(&self) -> bool {
-        if self.capabilities.virtual_time && !self.paused.swap(true, Ordering::SeqCst) {
+        let current_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+        if !self.capabilities.virtual_time || !current_thread {
+            return false;
+        }
+        if !self.paused.swap(true, Ordering::SeqCst) {
             tokio::time::pause();
         }
-        self.capabilities.virtual_time
+        true
     }
 
     /// Let `d` pass on the engine's clock: advance paused time on a
@@ -297,6 +358,7 @@ macro_rules! __conformance_cases {
             messages::purge_of_empty_queue_returns_zero,
             messages::info_reports_state,
             messages::info_idle_times_grow,
+            messages::info_reports_the_oldest_pending_age,
             dead_letter::dead_letter_moves_atomically,
             dead_letter::dead_letter_twice_returns_zero,
             dead_letter::dead_letter_of_undelivered_message,
@@ -335,6 +397,8 @@ macro_rules! __conformance_cases {
             retention::eddy_trim_history_covers_every_queue,
             retention::max_length_rejects_sends_with_queue_full,
             retention::max_length_of_deleted_queue_is_not_found,
+            retention::janitor_trims_only_acknowledged_history,
+            retention::max_length_rejects_instead_of_dropping,
             timing::expired_message_is_never_received,
             timing::sweep_expired_removes_and_counts,
             timing::unexpired_message_carries_its_ttl,
@@ -349,6 +413,41 @@ macro_rules! __conformance_cases {
             transactions::empty_transaction_commits,
             transactions::transaction_with_delay_and_options,
             volume::no_send_trims_unconsumed_messages,
+            consumer::poison_message_goes_to_dlq_after_max_deliveries,
+            consumer::panic_is_retried_and_worker_survives,
+            consumer::reject_dead_letters_at_once,
+            consumer::crashed_consumers_messages_are_reclaimed,
+            consumer::slow_handler_keeps_its_lease,
+            consumer::hung_handler_times_out_and_is_retried,
+            consumer::stop_drains_in_flight_work,
+            consumer::ordering_key_serializes_same_key,
+            consumer::cpu_bound_handlers_still_run_in_parallel [multi_thread],
+            consumer::handler_panicking_before_its_future_exists_is_retried,
+            consumer::ordering_key_covers_the_handlers_synchronous_part,
+            reclaim::crashed_backlog_is_reclaimed_in_batches,
+            reclaim::new_messages_flow_during_a_reclaim,
+            bus::bus_routes_are_durable_and_shared,
+            bus::replay_from_the_all_log,
+            bus::all_log_is_trimmed_by_age,
+            bus::overlapping_publishes_each_get_their_own_result,
+            bus::pipelined_publishes_from_one_task_keep_their_order,
+            service::unknown_event_type_is_acknowledged,
+            service::a_broken_event_is_dead_lettered_and_its_id_stays_free,
+            service::service_context_sets_envelope,
+            service::service_reject_and_retry_outcomes,
+            webhook::request_reply,
+            webhook::thousand_concurrent_requests,
+            webhook::timeout_then_late_reply_is_dropped,
+            webhook::handler_errors_are_retried_then_dead_lettered,
+            webhook::process_messages_by_hand,
+            faults::row08_handler_panics,
+            faults::row09_handler_slower_than_visibility_timeout,
+            faults::row10_poison_message,
+            faults::row12_undecodable_entries,
+            faults::row13_oversized_payload,
+            faults::row14_malformed_ids,
+            faults::row15_unknown_event_type,
+            faults::row18_ttl_passes_unswept,
         ] }
     };
 }
@@ -363,31 +462,47 @@ macro_rules! conformance_tests {
     ($ctor:expr) => {
         $crate::__conformance_cases!(($crate::conformance_tests) @tests ($ctor));
     };
-    (@tests ($ctor:expr) [$($module:ident :: $case:ident),* $(,)?]) => {
+    (@tests ($ctor:expr) [$($module:ident :: $case:ident $([$runtime:ident])?),* $(,)?]) => {
         $(
-            #[::tokio::test]
-            async fn $case() {
-                let name = concat!(stringify!($module), "::", stringify!($case));
-                let Some(harness) = ($ctor)(name).await else {
-                    return;
-                };
-                let result = $crate::conformance::$module::$case(&harness).await;
-                harness.report(result);
-            }
+            $crate::conformance_tests!(@test ($ctor) $module $case $($runtime)?);
         )*
+    };
+    (@test ($ctor:expr) $module:ident $case:ident) => {
+        #[::tokio::test]
+        async fn $case() {
+            $crate::conformance_tests!(@body ($ctor) $module $case);
+        }
+    };
+    (@test ($ctor:expr) $module:ident $case:ident multi_thread) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            $crate::conformance_tests!(@body ($ctor) $module $case);
+        }
+    };
+    (@body ($ctor:expr) $module:ident $case:ident) => {
+        let name = concat!(stringify!($module), "::", stringify!($case));
+        let Some(harness) = ($ctor)(name).await else {
+            return;
+        };
+        let result = $crate::conformance::$module::$case(&harness).await;
+        harness.report(result);
     };
 }
 
 macro_rules! all_cases {
-    (@all [$($module:ident :: $case:ident),* $(,)?]) => {
-        /// Every case of the suite, by name (`module::case`).
-        pub const ALL: &[(&str, CaseFn)] = &[
-            $((
-                concat!(stringify!($module), "::", stringify!($case)),
-                |h| Box::pin($module::$case(h)),
-            )),*
+    (@all [$($module:ident :: $case:ident $([$runtime:ident])?),* $(,)?]) => {
+        /// Every case of the suite, by name (`module::case`), with the
+        /// runtime it needs.
+        pub const ALL: &[Case] = &[
+            $(Case {
+                name: concat!(stringify!($module), "::", stringify!($case)),
+                run: |h| Box::pin($module::$case(h)),
+                runtime: all_cases!(@runtime $($runtime)?),
+            }),*
         ];
     };
+    (@runtime) => { Runtime::CurrentThread };
+    (@runtime multi_thread) => { Runtime::MultiThread };
 }
 
 crate::__conformance_cases!((all_cases) @all);

@@ -156,6 +156,7 @@ pub async fn blocking_receive_times_out_empty(h: &Harness) -> CaseResult {
 /// A blocked reader wakes as soon as another task sends, well before its
 /// block time ends.
 pub async fn blocking_receive_wakes_on_send(h: &Harness) -> CaseResult {
+    h.pause_time();
     let mq = h.eddy();
     let (q, _) = mq.create_queue_pair("wake").await?;
     let sender = q.clone();
@@ -230,6 +231,7 @@ pub async fn competing_consumers_get_disjoint_messages(h: &Harness) -> CaseResul
 /// Consumers receiving concurrently (separate tasks, some blocking) still
 /// get disjoint messages that together are all of them.
 pub async fn concurrent_consumers_get_disjoint_messages(h: &Harness) -> CaseResult {
+    h.pause_time();
     let mq = h.eddy();
     let (q, _) = mq.create_queue_pair("concurrent").await?;
     let total = 200_u64;

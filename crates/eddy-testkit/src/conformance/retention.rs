@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use eddy::{ErrorKind, SendOptions};
-use serde_json::Value;
+use eddy::{ErrorKind, Receive, SendOptions};
+use serde_json::{json, Value};
 
 use super::{assert_kind, ids, ns, numbered, send_numbered, take, CaseResult, Harness, Outcome};
 
@@ -147,5 +147,79 @@ pub async fn max_length_of_deleted_queue_is_not_found(h: &Harness) -> CaseResult
     assert_kind(q.set_max_length(Some(1)).await, ErrorKind::QueueNotFound);
     assert_kind(q.set_max_length(None).await, ErrorKind::QueueNotFound);
     assert_kind(mq.queue("gone").await, ErrorKind::QueueNotFound);
+    Ok(Outcome::Passed)
+}
+
+/// `Eddy::trim_history` (what the janitor runs) removes acknowledged
+/// entries only, and nothing after a pending one.
+pub async fn janitor_trims_only_acknowledged_history(h: &Harness) -> CaseResult {
+    h.pause_time();
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("history").await?;
+    for i in 0..10 {
+        q.send(&json!({"n": i})).await?;
+    }
+    // 0..4 acknowledged, 4..6 pending, 6..10 never delivered.
+    let got = q.receive(&Receive::new().count(6)).await?;
+    let acked: Vec<_> = got[..4].iter().map(|m| m.id).collect();
+    q.ack(&acked).await?;
+    // A long retention keeps everything.
+    assert_eq!(q.trim_history(Duration::from_secs(3600)).await?, 0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        mq.trim_history(Duration::ZERO).await?,
+        4,
+        "only acknowledged entries go"
+    );
+    let left: Vec<u64> = q
+        .peek(20)
+        .await?
+        .iter()
+        .map(|m| m.data["n"].as_u64().unwrap_or(99))
+        .collect();
+    assert_eq!(left, (4..10).collect::<Vec<u64>>());
+    // Acknowledging an entry after a pending one frees nothing before it.
+    q.ack(&[got[5].id]).await?;
+    assert_eq!(
+        q.trim_history(Duration::ZERO).await?,
+        0,
+        "entry 4 is still pending"
+    );
+    q.ack(&[got[4].id]).await?;
+    assert_eq!(q.trim_history(Duration::ZERO).await?, 2);
+    let info = q.info().await?;
+    assert_eq!((info.length, info.pending, info.lag), (4, 0, 4));
+    Ok(Outcome::Passed)
+}
+
+/// A full queue rejects sends and transactions (writing nothing anywhere)
+/// instead of dropping old messages; lifting the maximum lets sends in.
+pub async fn max_length_rejects_instead_of_dropping(h: &Harness) -> CaseResult {
+    h.pause_time();
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("bounded").await?;
+    let (other, _) = mq.create_queue_pair("unbounded").await?;
+    q.set_max_length(Some(3)).await?;
+    assert_eq!(q.info().await?.max_length, Some(3));
+    for i in 0..3 {
+        q.send(&json!({"n": i})).await?;
+    }
+    let err = q.send(&json!({"n": 3})).await.unwrap_err();
+    assert_eq!(err.kind(), eddy::ErrorKind::QueueFull, "{err}");
+    // A transaction that would overflow writes nothing anywhere.
+    q.set_max_length(Some(4)).await?;
+    let mut tx = mq.transaction();
+    tx.send(&other, &json!({"x": 1}))?;
+    tx.send(&q, &json!({"n": 3}))?;
+    tx.send(&q, &json!({"n": 4}))?;
+    assert_eq!(
+        tx.commit().await.unwrap_err().kind(),
+        eddy::ErrorKind::QueueFull
+    );
+    assert_eq!(other.info().await?.length, 0);
+    assert_eq!(q.info().await?.length, 3, "nothing old was dropped");
+    q.set_max_length(None).await?;
+    q.send(&json!({"n": 5})).await?;
+    assert_eq!(q.info().await?.length, 4);
     Ok(Outcome::Passed)
 }
