@@ -1,12 +1,90 @@
-//! Redis errors as eddy shows them: text without script internals, and
-//! the first connection's failures that retrying cannot fix.
+//! Redis errors as eddy shows them: each as an [`Error`] whose kind says
+//! what the caller can do, its text without script internals, and the
+//! first connection's failures that retrying cannot fix.
 
 use std::time::Duration;
 
 use redis::Client;
 
-use super::{map_err, RedisOptions};
+use super::RedisOptions;
 use crate::error::{Error, ErrorKind};
+
+pub(super) fn map_err(e: redis::RedisError) -> Error {
+    map_err_as(e, false)
+}
+
+/// [`map_err`] for a command that writes: a timeout leaves its outcome
+/// unknown, and the message says so.
+pub(super) fn map_write_err(e: redis::RedisError) -> Error {
+    map_err_as(e, true)
+}
+
+fn map_err_as(e: redis::RedisError, write: bool) -> Error {
+    let code = e.code().unwrap_or_default();
+    let kind = match code {
+        "EDDY_NOQUEUE" => ErrorKind::QueueNotFound,
+        "EDDY_NOSTREAM" => ErrorKind::StreamMissing,
+        "EDDY_QUEUE_FULL" => ErrorKind::QueueFull,
+        "NOGROUP" => ErrorKind::NoGroup,
+        "OOM" => ErrorKind::OutOfMemory,
+        "READONLY" => ErrorKind::ReadOnly,
+        "WRONGTYPE" => ErrorKind::WrongType,
+        "NOPERM" | "NOAUTH" | "WRONGPASS" => ErrorKind::PermissionDenied,
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" => ErrorKind::Unavailable,
+        _ if e.is_timeout() => ErrorKind::Timeout,
+        _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+            ErrorKind::Unavailable
+        }
+        _ => ErrorKind::Backend,
+    };
+    let text = error_text(&e);
+    let message = match kind {
+        ErrorKind::QueueNotFound => format!(
+            "queue `{}` does not exist: create it first",
+            e.detail().unwrap_or_default()
+        ),
+        ErrorKind::StreamMissing => {
+            return crate::engine::stream_missing(e.detail().unwrap_or_default()).with_source(e);
+        }
+        ErrorKind::QueueFull => format!(
+            "queue `{}`; nothing was sent: retry later or raise its max length",
+            e.detail().unwrap_or_default()
+        ),
+        ErrorKind::OutOfMemory => format!("Redis is out of memory; nothing was written: {text}"),
+        ErrorKind::ReadOnly => {
+            format!("Redis is a read-only replica; connect to the primary: {text}")
+        }
+        ErrorKind::WrongType => format!(
+            "{text}: something else wrote this key under eddy's prefix; nothing was written: \
+             inspect the key (TYPE) and remove it, or use another prefix"
+        ),
+        ErrorKind::Timeout if write => format!(
+            "Redis did not answer in time, so the write's outcome is unknown (check before sending it again): {text}"
+        ),
+        ErrorKind::Timeout => {
+            format!("Redis did not answer in time: {text}; retry, or raise the response timeout")
+        }
+        ErrorKind::Unavailable => format!("Redis is unavailable: {text}"),
+        _ => format!("Redis error: {text}"),
+    };
+    Error::new(kind, message).with_source(e)
+}
+
+/// A failed MULTI/EXEC as the error of its first failing command (e.g.
+/// NOGROUP from the XREADGROUP of a deleted queue, OOM from any of them).
+pub(super) fn map_transaction_err(
+    e: redis::RedisError,
+    map: fn(redis::RedisError) -> Error,
+) -> Error {
+    let first = e
+        .clone()
+        .into_server_errors()
+        .and_then(|errs| errs.first().map(|(_, se)| se.clone()));
+    match first {
+        Some(first) => map(redis::RedisError::from(first)),
+        None => map(e),
+    }
+}
 
 /// A Redis error as text for people: a server error as `CODE detail`
 /// without what Redis appends for a script (its SHA, `@user_script` line

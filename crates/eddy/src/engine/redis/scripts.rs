@@ -1,8 +1,12 @@
 //! The Lua scripts, one file per atomic operation, each prefixed with the
 //! shared helpers. `redis::Script` calls them by SHA (EVALSHA) and loads a
-//! script only when the server answers NOSCRIPT.
+//! script only when the server answers NOSCRIPT; the engine runs them
+//! through [`RedisEngine::invoke`] and its siblings.
 
 use redis::Script;
+
+use super::{map_err, map_write_err, RedisEngine};
+use crate::error::Result;
 
 macro_rules! script {
     ($file:literal) => {
@@ -55,5 +59,41 @@ impl Scripts {
             trim: script!("trim.lua"),
             set_metadata: script!("set_metadata.lua"),
         }
+    }
+}
+
+impl RedisEngine {
+    /// Run an EVALSHA command built by hand (its arguments in one buffer,
+    /// unlike a `ScriptInvocation`), loading the script if Redis lost it.
+    pub(super) async fn evalsha<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
+        let mut conn = self.conn();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load_async(&mut conn).await.map_err(map_write_err)?;
+                cmd.query_async(&mut conn).await.map_err(map_write_err)
+            }
+            other => other.map_err(map_write_err),
+        }
+    }
+
+    pub(super) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        inv.invoke_async(&mut self.conn())
+            .await
+            .map_err(map_write_err)
+    }
+
+    /// [`Self::invoke`] for a script the caller sees as a read.
+    pub(super) async fn invoke_read<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        inv.invoke_async(&mut self.conn()).await.map_err(map_err)
     }
 }
