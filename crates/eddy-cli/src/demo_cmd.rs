@@ -80,7 +80,7 @@ pub async fn run(url: &str, args: DemoArgs, out: &mut Output) -> CliResult {
     let mut human = Vec::new();
     render(&summary, args.verbose, &mut human)?;
     let human = String::from_utf8_lossy(&human);
-    out.result(summary.to_json(), human.trim_end())?;
+    out.result_of(&summary.to_json(), human.trim_end())?;
     Ok(())
 }
 
@@ -180,20 +180,24 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn json_output_is_one_object_with_the_documented_keys() {
         let s = demo(4, 1.0).await;
-        let j = s.to_json();
-        let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "orders",
-                "by_status",
-                "events_published",
-                "events_handled",
-                "dead_lettered",
-                "elapsed_s",
-                "events_per_s"
-            ]
-        );
+        let text = serde_json::to_string(&s.to_json()).unwrap();
+        let keys = [
+            "orders",
+            "by_status",
+            "events_published",
+            "events_handled",
+            "dead_lettered",
+            "elapsed_s",
+            "events_per_s",
+        ];
+        let at: Vec<Option<usize>> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")))
+            .collect();
+        assert!(at.iter().all(Option::is_some), "{text}");
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "in this order: {text}");
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(j.as_object().map(|o| o.len()), Some(keys.len()), "{text}");
         assert_eq!(j["by_status"]["payment_failed"], 4);
         assert_eq!(j["events_published"], 8);
     }

@@ -10,8 +10,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use eddy::{Message, QueueInfo};
-use serde_json::{json, Map, Value};
+use eddy::{Failure, Message, QueueInfo};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 /// Where and how results are printed.
 #[derive(Debug)]
@@ -32,19 +34,26 @@ impl Output {
     /// A command's result: `machine` as one JSON object with --json, else
     /// the `human` line.
     pub fn result(&mut self, machine: Value, human: &str) -> io::Result<()> {
+        self.result_of(&machine, human)
+    }
+
+    /// [`Output::result`] for anything that serializes as one JSON object.
+    pub fn result_of<T: Serialize + ?Sized>(&mut self, machine: &T, human: &str) -> io::Result<()> {
         if self.json {
-            self.json_line(&machine)
+            self.json_line(machine)
         } else {
             writeln!(self.out, "{}", escape_lines(human))
         }
     }
 
-    fn json_line(&mut self, value: &Value) -> io::Result<()> {
+    fn json_line<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         writeln!(self.out)
     }
 
-    /// Messages from receive or peek.
+    /// Messages from receive or peek: each payload printed as it is stored
+    /// (`Message::payload_json`), its key order and big integers as the
+    /// sender wrote them.
     pub fn messages(&mut self, messages: &[Message]) -> io::Result<()> {
         if self.json {
             for m in messages {
@@ -57,7 +66,7 @@ impl Output {
         }
         let mut table = Table::new(["ID", "DELIVERIES", "TIMESTAMP", "DATA"]);
         for m in messages {
-            table.row(message_row(m, &m.data));
+            table.row(message_row(m, &m.payload_json(&[])));
         }
         write!(self.out, "{}", table.render())
     }
@@ -69,7 +78,8 @@ impl Output {
         if self.json {
             self.json_line(&m.to_json())?;
         } else {
-            let row = message_row(m, &m.data).map(|cell| escape_controls(&cell).into_owned());
+            let row = message_row(m, &m.payload_json(&[]))
+                .map(|cell| escape_controls(&cell).into_owned());
             writeln!(self.out, "{}", row.join("  "))?;
         }
         self.out.flush()
@@ -78,12 +88,23 @@ impl Output {
     /// Dead-letter queue messages, each with its failures.
     pub fn dead_letters(&mut self, messages: &[Message]) -> io::Result<()> {
         if self.json {
+            #[derive(Serialize)]
+            struct Line<'a> {
+                id: String,
+                data: &'a RawValue,
+                timestamp: f64,
+                delivery_count: u64,
+                failures: Vec<Failure>,
+            }
             for m in messages {
-                let mut v = m.to_json();
-                if let Some(obj) = v.as_object_mut() {
-                    obj.insert("failures".into(), json!(m.failures()));
-                }
-                self.json_line(&v)?;
+                let data = m.payload_json(&[]);
+                self.json_line(&Line {
+                    id: m.id.to_string(),
+                    data: &data,
+                    timestamp: m.timestamp,
+                    delivery_count: m.delivery_count,
+                    failures: m.failures(),
+                })?;
             }
             return Ok(());
         }
@@ -94,9 +115,7 @@ impl Output {
         let mut table = Table::new(["ID", "DELIVERIES", "TIMESTAMP", "DATA"]);
         let mut failures = Vec::with_capacity(messages.len());
         for m in messages {
-            let mut data = m.data.clone();
-            data.remove("_failures");
-            table.row(message_row(m, &data));
+            table.row(message_row(m, &m.payload_json(&["_failures"])));
             failures.push(m.failures());
         }
         let rendered = table.render();
@@ -228,12 +247,12 @@ impl Output {
     }
 }
 
-fn message_row(m: &Message, data: &Map<String, Value>) -> [String; 4] {
+fn message_row(m: &Message, data: &RawValue) -> [String; 4] {
     [
         m.id.to_string(),
         m.delivery_count.to_string(),
         format_timestamp(Some(m.timestamp)),
-        serde_json::to_string(data).unwrap_or_default(),
+        data.get().to_owned(),
     ]
 }
 

@@ -161,18 +161,25 @@ async fn listen(
             continue;
         }
         for d in &deliveries {
-            let mut machine = d.to_json();
-            if let Some(obj) = machine.as_object_mut() {
-                obj.insert("path".into(), json!(normalized));
-            }
+            // The payload as stored (key order, big integers as sent).
+            let data = d.payload_json(&[]);
             let human = format!(
                 "{}  {}  {}  {}",
                 d.id,
                 d.delivery_count,
                 normalized,
-                serde_json::to_string(&d.data).unwrap_or_default()
+                data.get()
             );
-            out.result(machine, &human)?;
+            out.result_of(
+                &Delivered {
+                    id: d.id.to_string(),
+                    data: &data,
+                    timestamp: d.timestamp,
+                    delivery_count: d.delivery_count,
+                    path: &normalized,
+                },
+                &human,
+            )?;
         }
         // Acknowledged only once a reader of the pipe could see them.
         out.flush()?;
@@ -181,6 +188,16 @@ async fn listen(
         remaining -= deliveries.len();
     }
     Ok(())
+}
+
+/// A delivery as `webhook listen --json` prints it.
+#[derive(serde::Serialize)]
+struct Delivered<'a> {
+    id: String,
+    data: &'a serde_json::value::RawValue,
+    timestamp: f64,
+    delivery_count: u64,
+    path: &'a str,
 }
 
 /// Set `stop` on SIGINT or SIGTERM; `listen` finishes the batch in hand.

@@ -46,6 +46,52 @@ struct PyOut {
     stdout: String,
 }
 
+/// The keys of each message's history records (`data[list]`) in the order
+/// LeanMQ printed them, message by message: a `Value`'s map sorts its keys
+/// (serde_json without `preserve_order`, as eddy leaves it).
+fn history_keys(stdout: &str, list: &str) -> Vec<Vec<Vec<String>>> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow, default)]
+        data: Option<std::collections::BTreeMap<String, &'a RawValue>>,
+    }
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok()?.data)
+        .map(|data| {
+            let records: Vec<&RawValue> = data
+                .get(list)
+                .and_then(|v| serde_json::from_str(v.get()).ok())
+                .unwrap_or_default();
+            records
+                .iter()
+                .map(|r| {
+                    serde_json::Deserializer::from_str(r.get())
+                        .deserialize_map(Keys)
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Run `tests/interop/SCRIPT --port PORT ARGS…` and parse its JSON lines.
 async fn py(server: &RedisServer, script: &str, args: &[&str]) -> PyOut {
     let out = tokio::process::Command::new(python())
@@ -596,9 +642,12 @@ async fn cli_lists_what_python_dead_letters() {
 // 4. eddy requeues, Python receives
 // ---------------------------------------------------------------------------
 
-fn check_requeued_in_python(got: &[Value], payloads: &[Value], reason: &str) {
+fn check_requeued_in_python(out: &PyOut, payloads: &[Value], reason: &str) {
+    let got = &out.records;
     assert_eq!(got.len(), payloads.len(), "{got:?}");
-    for (m, p) in got.iter().zip(payloads) {
+    let keys = history_keys(&out.stdout, "_requeues");
+    assert_eq!(keys.len(), got.len());
+    for ((m, p), keys) in got.iter().zip(payloads).zip(keys) {
         let data = object(&m["data"]);
         assert!(!data.contains_key("_metadata"));
         assert_eq!(&without(&data, &["_failures", "_requeues"]), p);
@@ -610,8 +659,7 @@ fn check_requeued_in_python(got: &[Value], payloads: &[Value], reason: &str) {
         let requeues = data["_requeues"].as_array().expect("_requeues");
         assert_eq!(requeues.len(), 1, "{m}");
         let r = object(&requeues[0]);
-        let keys: Vec<&str> = r.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["timestamp", "from_dlq", "to_queue"], "{m}");
+        assert_eq!(keys, [["timestamp", "from_dlq", "to_queue"]], "{m}");
         assert_eq!(r["from_dlq"], "mq:retry:dlq");
         assert_eq!(r["to_queue"], "mq:retry");
         assert_recent(
@@ -652,7 +700,7 @@ async fn python_receives_what_lib_requeues() {
     assert_eq!(dlq.requeue_all().await.expect("requeue all"), 2);
 
     let out = py_receive(&server, "retry", &["--ack"]).await;
-    check_requeued_in_python(&out.records, &payloads[..3], "timeout");
+    check_requeued_in_python(&out, &payloads[..3], "timeout");
     assert_eq!(out.summary["acked"], 3);
     check_requeue_raw(&server, &sent).await;
 }
@@ -667,7 +715,7 @@ async fn python_receives_what_cli_requeues() {
         json!({"requeued": 2})
     );
     let out = py_receive(&server, "retry", &["--ack"]).await;
-    check_requeued_in_python(&out.records, &payloads[..2], "timeout");
+    check_requeued_in_python(&out, &payloads[..2], "timeout");
     check_requeue_raw(&server, &sent).await;
 }
 
@@ -1095,6 +1143,9 @@ async fn python_reads_what_lib_dead_letters() {
 
     let out = py_receive(&server, "mail", &["--dlq", "--ack"]).await;
     assert_eq!(out.records.len(), 2, "{}", out.stdout);
+    for keys in history_keys(&out.stdout, "_failures") {
+        assert_eq!(keys, [["timestamp", "reason"]]);
+    }
     for (m, (p, reason)) in out.records.iter().zip(
         payloads[1..3]
             .iter()
@@ -1106,8 +1157,6 @@ async fn python_reads_what_lib_dead_letters() {
         let failures = data["_failures"].as_array().expect("_failures");
         assert_eq!(failures.len(), 1);
         let f = object(&failures[0]);
-        let keys: Vec<&str> = f.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["timestamp", "reason"]);
         assert_eq!(f["reason"], reason);
         assert_recent(
             f["timestamp"].as_f64().expect("ts"),
@@ -1297,8 +1346,31 @@ async fn python_big_ints_survive_lib_dead_letter_and_requeue() {
     q.dead_letter_messages(&got, "retry later")
         .await
         .expect("dead-letter");
+    // The CLI prints the payload as stored, big integers and all.
+    let printed = |args: &'static [&'static str]| {
+        let server = &server;
+        async move {
+            let out = cli_run(server, args, "").await;
+            assert!(out.status.success(), "eddy {args:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let listed = printed(&["dlq", "list", "big"]).await;
+    assert!(
+        listed.contains(
+            r#"{"big": 18446744073709551617, "neg": -9223372036854775809, "n": 1,"_failures":[{"timestamp":"#
+        ),
+        "{listed}"
+    );
     let dlq = mq.dead_letter_queue("big").await.expect("dlq");
     dlq.requeue_all().await.expect("requeue");
+    let peeked = printed(&["queue", "peek", "big"]).await;
+    assert!(
+        peeked.contains(
+            r#""big": 18446744073709551617, "neg": -9223372036854775809, "n": 1,"_failures""#
+        ),
+        "{peeked}"
+    );
     let out = py_receive(&server, "big", &["--ack"]).await;
     assert_eq!(out.records.len(), 1);
     assert!(

@@ -47,6 +47,7 @@ fn python() -> &'static Path {
 struct PyOut {
     records: Vec<Value>,
     summary: Value,
+    stdout: String,
 }
 
 /// Run `tests/webhook/SCRIPT ARGS…` and parse its JSON lines.
@@ -79,7 +80,11 @@ async fn py(script: &str, args: &[String]) -> PyOut {
     }
     let summary = summary
         .unwrap_or_else(|| panic!("python {script} printed no summary:\n{stdout}\n{stderr}"));
-    PyOut { records, summary }
+    PyOut {
+        records,
+        summary,
+        stdout,
+    }
 }
 
 fn port_args(server: &RedisServer) -> Vec<String> {
@@ -249,6 +254,43 @@ async fn eddy_send_reaches_python_handler() -> TestResult {
     // LeanMQ acknowledged them.
     let info = queue.info().await?;
     assert_eq!((info.pending, info.lag), (0, 0), "{info:?}");
+    Ok(())
+}
+
+/// An eddy send keeps the payload's bytes as it serialized them (a
+/// 40-digit integer, keys out of order), `_leanmq` after them, as
+/// LeanMQ's own send writes them; a Python handler gets them exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eddy_send_keeps_the_payloads_bytes_for_python() -> TestResult {
+    let server = RedisServer::start()?;
+    let webhook = Webhook::open(&server.url()).await?;
+    // Written as Python's `json.dumps` writes it, to compare what it prints.
+    let text = r#"{"z": 1234567890123456789012345678901234567890, "b": [1.5, "x"], "a": 1}"#;
+    let payload = serde_json::value::RawValue::from_string(text.to_owned())?;
+    webhook.send("/big/ints", &payload).await?;
+    let queue = webhook.queue("/big/ints").await?;
+    let stored = queue.peek(1).await?;
+    let raw = String::from_utf8(stored[0].raw_data().unwrap_or_default().to_vec())?;
+    let open = &text[..text.len() - 1];
+    assert!(
+        raw.starts_with(&format!(
+            r#"{open},"_leanmq":{{"webhook":{{"path":"/big/ints","timestamp":"#
+        )),
+        "{raw}"
+    );
+    assert!(stored[0].payload_json(&["_leanmq"]).get().eq(text), "{raw}");
+
+    let mut args = port_args(&server);
+    args.extend(["--path", "/big/ints", "--expect", "1"].map(String::from));
+    let handled = py("handle.py", &args).await;
+    assert_eq!(handled.summary["handled"], 1, "{handled:?}");
+    assert!(
+        handled
+            .stdout
+            .contains(&format!(r#""data": {open}, "_leanmq": {{"webhook": "#)),
+        "{}",
+        handled.stdout
+    );
     Ok(())
 }
 

@@ -44,6 +44,7 @@ pub mod bus;
 pub mod engine;
 mod error;
 pub mod handler;
+mod json;
 pub mod queue;
 pub mod service;
 pub mod webhook;

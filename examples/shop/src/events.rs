@@ -209,23 +209,34 @@ mod tests {
     use eddy::bus::Envelope;
     use serde_json::json;
 
-    #[test]
-    fn wire_format_is_the_seeds_flat_json() {
+    #[tokio::test]
+    async fn wire_format_is_the_seeds_flat_json() {
         let ev = OrderCreatedEvent::new("o1", "u1", vec![Item::new("p1", "Pen", 1.5, 2)]);
-        let j = Envelope::new(&ev).unwrap().to_json();
-        let keys: Vec<&str> = j.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "event_id",
-                "event_type",
-                "timestamp",
-                "order_id",
-                "user_id",
-                "total",
-                "items"
-            ]
-        );
+        let bus = eddy::bus::Bus::open("memory://").await.unwrap();
+        bus.publish(&ev).await.unwrap();
+        let log = bus.queues().queue("all").await.unwrap();
+        let stored = log.peek(1).await.unwrap();
+        let raw = String::from_utf8(stored[0].raw_data().unwrap().to_vec()).unwrap();
+        // The envelope's head, then the event's fields in the order the
+        // struct declares them (as the seed's `to_dict()`), then the queue's.
+        let keys = [
+            "event_id",
+            "event_type",
+            "timestamp",
+            "order_id",
+            "user_id",
+            "total",
+            "items",
+            "_metadata",
+        ];
+        let at: Vec<Option<usize>> = keys
+            .iter()
+            .map(|k| raw.find(&format!("\"{k}\":")))
+            .collect();
+        assert!(at.iter().all(Option::is_some), "{raw}");
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "in this order: {raw}");
+        assert!(raw.starts_with(r#"{"event_id":""#), "{raw}");
+        let j = Envelope::from_message(&stored[0]).unwrap().to_json();
         assert_eq!(j["event_type"], "OrderCreatedEvent");
         assert_eq!(j["total"], 3.0);
         assert_eq!(

@@ -371,6 +371,7 @@ macro_rules! __conformance_cases {
             dead_letter::undecodable_entries_go_to_dlq,
             dead_letter::oversized_message_moves_whole,
             dead_letter::moves_keep_the_payload_bytes,
+            dead_letter::big_integers_and_key_order_survive_dead_letter_and_requeue,
             dead_letter::reserved_fields_are_refused,
             dead_letter::malformed_failure_records_are_shown,
             dead_letter::counts_past_i64_mean_all,

@@ -1,384 +1,356 @@
-//! An event as a service receives it: the envelope's fields read first, or
-//! only its id and type, the event's fields left in the entry's bytes until
-//! something asks for them.
+//! An event as a service receives it: the entry's bytes, read once.
 //!
-//! A typed handler (`on::<E>`) deserializes `E` straight from those bytes,
-//! so the event's fields never become a JSON `Map`: building that map (with
-//! `preserve_order` and `arbitrary_precision`, every key and number is an
-//! allocation and every key a SipHash) was the largest cost of a service in
-//! `eddy bench bus` (perf). [`Incoming::envelope`] builds the whole
-//! envelope on first use, for `on_any`, `order_by` and
-//! [`crate::service::Context::envelope`].
-//!
-//! Two ways in:
-//! - An entry that starts as eddy writes events (`{"event_id":"…",
-//!   "event_type":"…",`) and passes the checks of `leading_id_and_type` has
-//!   only its id and type read at first; a typed handler then reads the
-//!   event and the rest of the envelope in one pass, watched ([`Watch`])
-//!   for anything that would read differently from the map. Until then it
-//!   is only probably an event, and the service asks
-//!   [`Incoming::not_an_event`] before it counts it as one.
-//! - Any other entry has its envelope read whole first, each of its values
-//!   checked as decoding would check it (UTF-8, escapes, nesting, trailing
-//!   bytes); `E` is then taken from the bytes only if the event's fields hold
-//!   no number but 64-bit integers (others read differently from bytes than
-//!   from a `Value` for types that take any value, such as untagged enums).
-//!
-//! Either way, a read that fails or is odd steps aside: `E` comes from the
-//! envelope's map, whose answer (including its error) stands.
+//! First the event's id and type, from the members that lead the entry
+//! (eddy writes them first: reading stops once both are found, so the
+//! event's own fields are not read yet). The service picks the handler by
+//! the type; then one pass over the whole entry reads the handler's event
+//! straight into its type (or, for `on_any` and
+//! [`crate::service::Context::envelope`], the envelope's `Map`), through the
+//! key-skipping reader of [`crate::json`]: the envelope's fields go to the
+//! envelope, the queue's (`_metadata`, `_failures`...) are skipped, the rest
+//! are the event's. An event no handler reads is read through once only to
+//! check it ([`Incoming::head`]).
 
-use std::cell::Cell;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
-use super::envelope::{head_from_wire_bytes, HeadFields, RESERVED};
-use super::watch::{key_hash, met_before, Watch};
+use super::envelope::RESERVED;
 use super::{Envelope, Event};
 use crate::error::{Error, ErrorKind, Result};
+use crate::json::{self, Key, ReadError, Takes, Text};
 
 /// An event received by a service.
 #[derive(Debug)]
 pub(crate) struct Incoming {
-    /// The envelope; its `data` is empty while `raw` holds the event. For
-    /// an entry read [`Incoming::from_wire_bytes`]'s quick way, only the id
-    /// and the type until the event is read.
-    head: Envelope,
-    /// Whether `head` is only the id and the type.
-    partial: bool,
-    /// The other envelope fields of a partial entry, read with its event.
-    rest: OnceLock<HeadFields>,
-    /// The whole head of a partial entry, built from `rest` when asked.
-    read_head: OnceLock<Envelope>,
-    /// The entry's bytes, when the event's fields have not been read.
-    raw: Option<Bytes>,
-    /// Whether `E` may be read from `raw` as it is (see the module's doc);
-    /// a partial entry's read is watched instead ([`Watch`]).
-    plain: bool,
-    /// The whole envelope, read from `raw` on first use; an error if the
-    /// entry is not an event after all (only a partial one can turn out so).
+    /// The entry's bytes.
+    raw: Bytes,
+    /// Its `event_id` and `event_type` as the leading members give them;
+    /// every other field unset, `data` empty.
+    ids: Envelope,
+    /// The envelope's fields (`data` empty) as the first pass over the
+    /// whole entry read them, or why that pass found it is not an event.
+    head: OnceLock<std::result::Result<Envelope, String>>,
+    /// The whole envelope, read on first use, or why its fields cannot be
+    /// read as JSON values.
     full: OnceLock<std::result::Result<Envelope, String>>,
 }
 
 impl Incoming {
-    /// An event already decoded whole (the general path).
-    pub(crate) fn decoded(env: Envelope) -> Self {
-        Self {
-            head: env,
-            partial: false,
-            rest: OnceLock::new(),
-            read_head: OnceLock::new(),
-            raw: None,
-            plain: false,
-            full: OnceLock::new(),
-        }
-    }
-
-    /// Read the envelope of an entry's bytes; `None` if the entry is not
-    /// plainly an event (the general path then decides).
-    ///
-    /// An entry that starts as eddy writes one (`{"event_id":"…",
-    /// "event_type":"…",`) has only those two read now: its other fields
-    /// are read in one pass with the event, by [`Incoming::decode`]. Reading
-    /// the envelope first and the event again was ~20% of a service's CPU in
-    /// `eddy bench bus` (perf). Until then the entry is only probably an
-    /// event: the service checks it (reading its event, or its envelope)
-    /// before anything counts it as an event.
-    pub(crate) fn from_wire_bytes(raw: &Bytes) -> Option<Self> {
-        if let Some((event_id, event_type)) = leading_id_and_type(raw) {
-            let head = Envelope {
-                event_id: event_id.to_owned(),
-                event_type: event_type.to_owned(),
+    /// Read the id and type of the event an entry's bytes hold: from its
+    /// first members up to where both are found. An error says why the
+    /// bytes are not an event (not a JSON object, or no string `event_id`
+    /// and `event_type`).
+    pub(crate) fn read(raw: &Bytes) -> Result<Self> {
+        let Some((event_id, event_type)) = leading_ids(raw) else {
+            // Why not, from a reading of the whole entry (this path only).
+            let reason = match json::read_object::<IgnoredAny, _>(raw, &mut ()) {
+                Err(e) => e.reason("JSON object"),
+                Ok(_) => "`event_id` and `event_type` must be strings".to_owned(),
+            };
+            return Err(Error::new(ErrorKind::Decode, reason));
+        };
+        Ok(Self {
+            raw: raw.clone(),
+            ids: Envelope {
+                event_id,
+                event_type,
                 timestamp: 0.0,
                 source: None,
                 correlation_id: None,
                 causation_id: None,
                 traceparent: None,
-                data: Default::default(),
-            };
-            return Some(Self {
-                head,
-                partial: true,
-                rest: OnceLock::new(),
-                read_head: OnceLock::new(),
-                raw: Some(raw.clone()),
-                plain: false,
-                full: OnceLock::new(),
-            });
-        }
-        let (head, plain) = head_from_wire_bytes(raw)?;
-        Some(Self {
-            head,
-            partial: false,
-            rest: OnceLock::new(),
-            read_head: OnceLock::new(),
-            raw: Some(raw.clone()),
-            plain,
+                data: Map::new(),
+            },
+            head: OnceLock::new(),
             full: OnceLock::new(),
         })
     }
 
     /// The event's id and type.
     pub(crate) fn id_and_type(&self) -> (&str, &str) {
-        (&self.head.event_id, &self.head.event_type)
+        (&self.ids.event_id, &self.ids.event_type)
     }
 
-    /// The envelope's fields (`data` possibly not read yet): id, type,
-    /// source and the rest.
-    pub(crate) fn head(&self) -> &Envelope {
-        if !self.partial {
-            return &self.head;
-        }
-        match self.rest.get() {
-            Some(rest) => self.read_head.get_or_init(|| {
-                let (id, ty) = self.id_and_type();
-                rest.clone().finish_with(id.to_owned(), ty.to_owned())
-            }),
-            None => self.envelope(),
-        }
-    }
-
-    /// Why the entry is not an event after all, once that is known (only a
-    /// partial entry can turn out so: see [`Incoming::from_wire_bytes`]).
-    /// Reads the envelope if the event has not been read.
-    pub(crate) fn not_an_event(&self) -> Option<&str> {
-        if self.partial && self.rest.get().is_none() {
-            self.envelope();
-        }
-        match self.full.get() {
-            Some(Err(e)) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// The whole envelope, the event's fields included (for an entry that
-    /// is not an event after all, see [`Incoming::not_an_event`], only its
-    /// id and type).
-    pub(crate) fn envelope(&self) -> &Envelope {
-        let Some(raw) = &self.raw else {
-            return &self.head;
-        };
-        let full = self.full.get_or_init(|| {
-            Envelope::from_wire_bytes(raw).map(Ok).unwrap_or_else(|| {
-                let entry =
-                    crate::engine::Entry::new(crate::EntryId::new(0, 0), Some(raw.clone()), 0);
-                let msg = crate::queue::wire::decode(entry, usize::MAX).map_err(|u| u.reason)?;
-                Envelope::from_json(msg.data).map_err(|e| e.to_string())
-            })
+    /// The envelope's fields, `data` empty, read with the whole entry (the
+    /// handler's read of its event reads them too: then this reads
+    /// nothing). An error if the entry is not an event after all: not one
+    /// JSON object, or with a second `event_id` or `event_type` that says
+    /// otherwise.
+    pub(crate) fn checked_head(&self) -> std::result::Result<&Envelope, &str> {
+        let head = self.head.get_or_init(|| {
+            match self.read_whole::<IgnoredAny>() {
+                Ok((_, head)) => Ok(head),
+                Err(Whole::NotAnEvent(reason)) => Err(reason),
+                // A type that takes anything matches.
+                Err(Whole::Mismatch(e)) => Err(e.to_string()),
+            }
         });
-        // An entry whose head was read whole cannot fail here: the head
-        // was read from these bytes with the same checks (every value
-        // checked as a `Value` parse checks it, envelope fields of their
-        // types), and these parses accept whatever passes them.
-        full.as_ref().unwrap_or(&self.head)
+        head.as_ref().map_err(String::as_str)
     }
 
-    /// The typed event: from the bytes when they are plainly an `E`,
-    /// otherwise as [`Envelope::decode`] gives it.
+    /// [`Incoming::checked_head`], or the id and type alone if the entry
+    /// is not an event.
+    pub(crate) fn head(&self) -> &Envelope {
+        self.checked_head().unwrap_or(&self.ids)
+    }
+
+    /// The whole envelope, the event's fields included; an error if they
+    /// cannot be read as JSON values (a member no typed handler reads may
+    /// hold a number out of range or a lone surrogate escape).
+    pub(crate) fn envelope(&self) -> Result<&Envelope> {
+        let full = self
+            .full
+            .get_or_init(|| match self.read_event::<Map<String, Value>>() {
+                Ok(data) => Ok(Envelope {
+                    data,
+                    ..self.head().clone()
+                }),
+                Err(Whole::NotAnEvent(reason)) => Err(reason),
+                Err(Whole::Mismatch(e)) => Err(e.to_string()),
+            });
+        full.as_ref().map_err(|e| {
+            let (id, ty) = self.id_and_type();
+            Error::new(
+                ErrorKind::Decode,
+                format!("event {id} ({ty}): its fields cannot be read: {e}"),
+            )
+        })
+    }
+
+    /// [`Incoming::envelope`], or only its head if the event's fields
+    /// cannot be read.
+    pub(crate) fn envelope_or_head(&self) -> &Envelope {
+        self.envelope().unwrap_or(self.head())
+    }
+
+    /// The typed event, read from the entry's bytes.
     pub(crate) fn decode<E: Event>(&self) -> Result<E> {
-        if let (Some(raw), true) = (&self.raw, self.head.is::<E>()) {
-            if self.partial {
-                if self.full.get().is_none() {
-                    if let Some((event, rest)) = read_event_and_head::<E>(raw) {
-                        let _ = self.rest.set(rest);
-                        return Ok(event);
+        let (id, ty) = self.id_and_type();
+        if ty != E::TYPE {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("event {id} is a {ty}, not a {}", E::TYPE),
+            ));
+        }
+        self.read_event::<E>().map_err(|e| {
+            let reason = match e {
+                Whole::Mismatch(e) => format!("event {id} ({ty}) has unexpected fields: {e}"),
+                Whole::NotAnEvent(why) => format!("event {id} ({ty}) cannot be read: {why}"),
+            };
+            Error::new(ErrorKind::Decode, reason)
+        })
+    }
+
+    /// One pass over the whole entry: `T` from the event's fields, and the
+    /// envelope's fields.
+    fn read_whole<'s, T: Deserialize<'s>>(&'s self) -> std::result::Result<(T, Envelope), Whole> {
+        let mut taker = HeadTaker {
+            ids: &self.ids,
+            extras: Extras::default(),
+            conflict: None,
+        };
+        let read = json::read_object::<T, _>(&self.raw, &mut taker);
+        match (read, taker.conflict) {
+            (_, Some(key)) => Err(Whole::NotAnEvent(format!(
+                "`{key}` appears again with another value"
+            ))),
+            (Ok(value), None) => Ok((value, taker.extras.head(&self.ids))),
+            (Err(ReadError::Mismatch(e)), None) => Err(Whole::Mismatch(e)),
+            (Err(e), None) => Err(Whole::NotAnEvent(e.reason("JSON object"))),
+        }
+    }
+
+    /// `T` from [`Incoming::read_whole`], which is done with the envelope's
+    /// fields: they are kept for [`Incoming::checked_head`] (unless that
+    /// read them first), and so is the finding that the entry is not an
+    /// event.
+    fn read_event<'s, T: Deserialize<'s>>(&'s self) -> std::result::Result<T, Whole> {
+        let (value, head) = match self.read_whole::<T>() {
+            Ok((value, head)) => (Ok(value), Ok(head)),
+            Err(Whole::NotAnEvent(reason)) => (Err(Whole::NotAnEvent(reason.clone())), Err(reason)),
+            // The fields of another type than this one's: nothing known.
+            Err(mismatch) => return Err(mismatch),
+        };
+        let _ = self.head.set(head);
+        value
+    }
+
+    /// The value a service's `order_by(field)` orders by (see
+    /// [`Envelope::order_key`]): for an event field, its value in the
+    /// entry's bytes, a string as it is and anything else as its JSON
+    /// text; missing or null: no key.
+    pub(crate) fn order_key(&self, field: &str) -> Option<String> {
+        if RESERVED.contains(&field) {
+            return self.head().order_key(field);
+        }
+        if field.starts_with('_') {
+            return None;
+        }
+        let mut pick = Pick { field, value: None };
+        json::read_object::<IgnoredAny, _>(&self.raw, &mut pick).ok()?;
+        let text = pick.value?.get();
+        match text {
+            "null" => None,
+            _ if text.starts_with('"') => serde_json::from_str(text).ok(),
+            _ => Some(text.to_owned()),
+        }
+    }
+}
+
+/// Why a pass over the whole entry did not read it.
+enum Whole {
+    /// The entry is not an event (not one JSON object, or its id or type
+    /// repeated with another value).
+    NotAnEvent(String),
+    /// An event, whose fields do not make the type read.
+    Mismatch(serde_json::Error),
+}
+
+/// `event_id` and `event_type` from the first members of `raw`, reading no
+/// further than where both are found as strings.
+fn leading_ids(raw: &[u8]) -> Option<(String, String)> {
+    #[derive(Default)]
+    struct Ids {
+        event_id: Option<String>,
+        event_type: Option<String>,
+    }
+    impl<'de> Visitor<'de> for &mut Ids {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            while let Some(key) = map.next_key::<Key<'de>>()? {
+                let slot = match key.as_str() {
+                    "event_id" => &mut self.event_id,
+                    "event_type" => &mut self.event_type,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
                     }
+                };
+                if let Some(text) = map.next_value::<Text>()?.into_string() {
+                    slot.get_or_insert(text);
                 }
-            } else if self.plain {
-                if let Some(event) = read_event(raw, None) {
-                    return Ok(event);
+                if self.event_id.is_some() && self.event_type.is_some() {
+                    return Ok(());
                 }
             }
+            Ok(())
         }
-        let env = self.envelope();
-        if let Some(Err(e)) = self.full.get() {
-            return Err(Error::new(ErrorKind::Decode, format!("not an event: {e}")));
-        }
-        env.decode::<E>()
     }
-}
-
-/// The id and the type of an entry that starts as eddy writes events, if
-/// the rest of it cannot hold another id or type, and if skipping its values
-/// checks what parsing them would. That is:
-/// - the object's first two fields are `event_id` and `event_type`, plain
-///   strings (no escapes), and neither name appears again;
-/// - there is no `\u` escape (with one a later field's name could spell
-///   one of them, or a string hold a lone surrogate, which skipping lets
-///   through);
-/// - the bytes are UTF-8 (skipping does not check a string's), with at
-///   most 127 brackets in all (a bound on the nesting, which skipping does
-///   not limit);
-/// - nothing spells serde_json's private keys (a `Value` reads an object
-///   under one as a number or a raw value, which skipping does not check).
-///
-/// Whether it is an event at all is checked when it is read.
-fn leading_id_and_type(raw: &[u8]) -> Option<(&str, &str)> {
-    use memchr::memmem::Finder;
-    use std::sync::LazyLock;
-    static EVENT_: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"event_"));
-    let rest = raw.strip_prefix(b"{\"event_id\":\"")?;
-    let end = memchr::memchr(b'"', rest)?;
-    let (id, rest) = rest.split_at(end);
-    let rest = rest.strip_prefix(b"\",\"event_type\":\"")?;
-    let end = memchr::memchr(b'"', rest)?;
-    let (ty, rest) = rest.split_at(end);
-    let plain = |s: &[u8]| !s.iter().any(|&b| b == b'\\' || b < 0x20);
-    if !matches!(rest.get(1), Some(b',' | b'}')) || !plain(id) || !plain(ty) {
-        return None;
-    }
-    // Past the two fields, neither name again (one search: both start so).
-    let after = &rest[1..];
-    let again = EVENT_.find_iter(after).any(|at| {
-        let name = &after[at + 7..];
-        name.starts_with(b"id\"") || name.starts_with(b"type\"")
-    });
-    let unicode_escape = memchr::memchr_iter(b'\\', raw).any(|at| raw.get(at + 1) == Some(&b'u'));
-    // serde_json's private keys mean something to a `Value` (see `Watch`).
-    let private = memchr::memchr_iter(b'$', raw)
-        .any(|at| raw[at..].starts_with(super::envelope::PRIVATE_KEY.as_bytes()));
-    if again
-        || unicode_escape
-        || private
-        || memchr::memchr2_iter(b'[', b'{', raw).take(128).count() > 127
-    {
-        return None;
-    }
-    std::str::from_utf8(raw).ok()?;
-    Some((std::str::from_utf8(id).ok()?, std::str::from_utf8(ty).ok()?))
-}
-
-/// The event and the rest of the envelope of a partial entry, in one pass
-/// over its bytes: the envelope's fields as [`HeadFields`] reads them, the
-/// queue's (`_`) skipped, the event's read into `E`, watched ([`Watch`]).
-/// `None` if anything is amiss (the read fails, or is odd): the general
-/// path then decides. Skipping checks enough here: see
-/// [`leading_id_and_type`].
-fn read_event_and_head<E: Event>(raw: &[u8]) -> Option<(E, HeadFields)> {
-    let mut head = HeadFields::knowing_id_and_type();
-    let event = read_event(raw, Some(&mut head))?;
-    Some((event, head))
-}
-
-/// `E` from an entry's bytes, its fields read as [`Filtered`] shows them;
-/// `None` if the read fails or is odd.
-fn read_event<E: Event>(raw: &[u8], head: Option<&mut HeadFields>) -> Option<E> {
-    let odd = Cell::new(false);
+    let mut ids = Ids::default();
     let mut de = serde_json::Deserializer::from_slice(raw);
-    let event = E::deserialize(EventFields {
-        de: &mut de,
-        read: Reading { head, odd: &odd },
-    })
-    .ok()?;
-    de.end().ok()?;
-    (!odd.get()).then_some(event)
+    // Stopping inside the object makes the map's read end in an error: the
+    // rest of the entry is checked by the pass that reads it.
+    let _ = serde::Deserializer::deserialize_map(&mut de, &mut ids);
+    Some((ids.event_id?, ids.event_type?))
 }
 
-/// A wire object's deserializer that shows only the event's own fields:
-/// the envelope's and those starting with `_` are skipped, as
-/// [`Envelope::from_json`] leaves them out of `data`. An option or a newtype
-/// sees the object itself, as with [`super::envelope::ObjectRef`].
-struct EventFields<'c, D> {
-    de: D,
-    read: Reading<'c>,
+/// The envelope's fields besides id and type, as [`Envelope::from_json`]
+/// reads them: the extras a string or absent, `timestamp` a number or 0;
+/// a field met twice, the last wins.
+#[derive(Default)]
+struct Extras {
+    timestamp: f64,
+    source: Option<String>,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    traceparent: Option<String>,
 }
 
-/// What a read of an event's fields keeps besides the event.
-struct Reading<'c> {
-    /// Where the envelope's fields go (a partial entry's); `None`: they are
-    /// skipped.
-    head: Option<&'c mut HeadFields>,
-    /// Set when the read is odd (see [`Watch`]).
-    odd: &'c Cell<bool>,
-}
-
-impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for EventFields<'_, D> {
-    type Error = D::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(
-        self,
-        visitor: V,
-    ) -> std::result::Result<V::Value, D::Error> {
-        self.de.deserialize_map(OnlyEventFields {
-            visitor,
-            read: self.read,
-        })
-    }
-
-    crate::queue::wire::as_an_object!(D::Error);
-}
-
-struct OnlyEventFields<'c, V> {
-    visitor: V,
-    read: Reading<'c>,
-}
-
-impl<'de, V: Visitor<'de>> Visitor<'de> for OnlyEventFields<'_, V> {
-    type Value = V::Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        self.visitor.expecting(f)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<V::Value, A::Error> {
-        self.visitor.visit_map(Filtered {
-            map,
-            read: self.read,
-            seen: Vec::new(),
-        })
-    }
-}
-
-/// The event's fields of a wire object, as a map: envelope fields and the
-/// queue's (`_`) skipped, or the envelope's read into `read.head`; the
-/// event's keys compared, and its values watched ([`Watch`]).
-struct Filtered<'c, A> {
-    map: A,
-    read: Reading<'c>,
-    /// The event's keys so far, by hash.
-    seen: Vec<u64>,
-}
-
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<'_, A> {
-    type Error = A::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> std::result::Result<Option<K::Value>, A::Error> {
-        use crate::queue::wire::Key;
-        while let Some(key) = self.map.next_key::<Key<'de>>()? {
-            let k = key.as_str();
-            if let Some(head) = &mut self.read.head {
-                if head.take(k, &mut self.map)? {
-                    continue;
-                }
-            }
-            if k.starts_with('_') || (self.read.head.is_none() && RESERVED.contains(&k)) {
-                self.map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            if met_before(&mut self.seen, key_hash(k)) {
-                self.read.odd.set(true);
-            }
-            return key.deserialize_with(seed).map(Some);
+impl Extras {
+    fn head(self, ids: &Envelope) -> Envelope {
+        Envelope {
+            event_id: ids.event_id.clone(),
+            event_type: ids.event_type.clone(),
+            timestamp: self.timestamp,
+            source: self.source,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            traceparent: self.traceparent,
+            data: Map::new(),
         }
-        Ok(None)
     }
+}
 
-    fn next_value_seed<S: DeserializeSeed<'de>>(
+/// Takes the envelope's fields from an event's object and skips the
+/// queue's (`_...`): what is left are the event's own fields. Every copy
+/// of `event_id` and `event_type` must say what the leading ones said.
+struct HeadTaker<'i> {
+    ids: &'i Envelope,
+    extras: Extras,
+    /// The first of `event_id` / `event_type` found again with another
+    /// value.
+    conflict: Option<&'static str>,
+}
+
+impl<'de> Takes<'de> for HeadTaker<'_> {
+    fn take<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        let (name, want) = match key {
+            "event_id" => ("event_id", &self.ids.event_id),
+            "event_type" => ("event_type", &self.ids.event_type),
+            _ if key.starts_with('_') => {
+                map.next_value::<IgnoredAny>()?;
+                return Ok(true);
+            }
+            _ => return self.take_extra(key, map),
+        };
+        let text = map.next_value::<Text>()?;
+        if text.0.as_ref().map(Key::as_str) != Some(want.as_str()) {
+            self.conflict.get_or_insert(name);
+        }
+        Ok(true)
+    }
+}
+
+impl HeadTaker<'_> {
+    fn take_extra<'de, A: MapAccess<'de>>(
         &mut self,
-        seed: S,
-    ) -> std::result::Result<S::Value, A::Error> {
-        self.map.next_value_seed(Watch::new(seed, self.read.odd))
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        let extras = &mut self.extras;
+        let text = match key {
+            "timestamp" => {
+                extras.timestamp = json::number(map.next_value::<&RawValue>()?).unwrap_or(0.0);
+                return Ok(true);
+            }
+            "source" => &mut extras.source,
+            "correlation_id" => &mut extras.correlation_id,
+            "causation_id" => &mut extras.causation_id,
+            "traceparent" => &mut extras.traceparent,
+            _ => return Ok(false),
+        };
+        *text = map.next_value::<Text>()?.into_string();
+        Ok(true)
+    }
+}
+
+/// Takes one field's value (its last copy), as written.
+struct Pick<'f, 'de> {
+    field: &'f str,
+    value: Option<&'de RawValue>,
+}
+
+impl<'de> Takes<'de> for Pick<'_, 'de> {
+    fn take<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        if key != self.field {
+            return Ok(false);
+        }
+        self.value = Some(map.next_value()?);
+        Ok(true)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Paid {
@@ -395,321 +367,217 @@ mod tests {
     }
     crate::event!(Strict, "Paid");
 
-    /// Takes any value for `amount`: an untagged enum sees a float as an
-    /// `f64` in a `Value`, and as serde_json's private number map in the
-    /// bytes.
+    /// An untagged enum and a flattened map: types that read through
+    /// serde's buffering (with serde_json's `arbitrary_precision` on,
+    /// they do not read floats).
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     #[serde(untagged)]
     enum Amount {
         Num(f64),
-        Raw(serde_json::Value),
+        Text(String),
     }
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Priced {
         amount: Amount,
+        #[serde(flatten)]
+        rest: std::collections::BTreeMap<String, f64>,
     }
     crate::event!(Priced, "Paid");
 
-    /// Takes everything, through serde's buffering.
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    struct Loose {
-        #[serde(flatten)]
-        rest: std::collections::BTreeMap<String, serde_json::Value>,
-    }
-    crate::event!(Loose, "Paid");
-
-    /// Sees every copy of a repeated key, where the map keeps the last.
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        A { a: u32 },
-        B(std::collections::BTreeMap<String, serde_json::Value>),
-    }
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-    struct Nested {
-        inner: Either,
-    }
-    crate::event!(Either, "Paid");
-    crate::event!(Nested, "Paid");
-
-    /// The general path: the entry's message, then `from_json`.
-    fn general(raw: &[u8]) -> std::result::Result<Envelope, String> {
-        let entry = crate::engine::Entry::new(
-            crate::EntryId::new(1, 0),
-            Some(Bytes::copy_from_slice(raw)),
-            1,
-        );
-        let msg = crate::queue::wire::decode(entry, 1 << 20).map_err(|u| u.reason)?;
-        Envelope::from_json(msg.data).map_err(|e| e.to_string())
+    fn read(raw: &[u8]) -> Result<Incoming> {
+        Incoming::read(&Bytes::copy_from_slice(raw))
     }
 
-    /// The quick way first (see [`Incoming::from_wire_bytes`]).
-    fn incoming(raw: &[u8]) -> Option<Incoming> {
-        Incoming::from_wire_bytes(&Bytes::copy_from_slice(raw))
+    fn event(raw: &[u8]) -> Incoming {
+        read(raw).unwrap_or_else(|e| panic!("not an event: {e}"))
     }
 
-    /// The envelope read whole first, never the quick way.
-    fn whole(raw: &[u8]) -> Option<Incoming> {
-        let raw = Bytes::copy_from_slice(raw);
-        let (head, plain) = head_from_wire_bytes(&raw)?;
-        Some(Incoming {
-            head,
-            partial: false,
-            rest: OnceLock::new(),
-            read_head: OnceLock::new(),
-            raw: Some(raw),
-            plain,
-            full: OnceLock::new(),
-        })
-    }
-
-    fn head_of(e: &Envelope) -> impl PartialEq + std::fmt::Debug + '_ {
-        (
-            (&e.event_id, &e.event_type, e.timestamp.to_bits()),
-            (
-                &e.source,
-                &e.correlation_id,
-                &e.causation_id,
-                &e.traceparent,
-            ),
-        )
-    }
-
-    /// Every way in reads `raw` as the general path does, as a service
-    /// uses it: the typed event first, then whether it is an event at all,
-    /// the head and the envelope. Returns how many ways took it (a way may
-    /// step aside).
-    fn same_as_general<E: Event + PartialEq + std::fmt::Debug>(raw: &[u8]) -> usize {
-        let expected = general(raw);
-        let what = String::from_utf8_lossy(raw);
-        let mut took = 0;
-        for inc in [incoming(raw), whole(raw)].into_iter().flatten() {
-            took += 1;
-            let got = inc.decode::<E>().map_err(|e| e.to_string());
-            match &expected {
-                Ok(env) => {
-                    assert_eq!(inc.not_an_event(), None, "{what}");
-                    let want = env.decode::<E>().map_err(|e| e.to_string());
-                    assert_eq!(got, want, "{what}");
-                    assert_eq!(head_of(inc.head()), head_of(env), "{what}");
-                    assert_eq!(inc.envelope(), env, "{what}");
-                }
-                Err(_) => {
-                    assert!(inc.partial, "only a partial read can be wrong: {what}");
-                    assert!(got.is_err(), "{what}");
-                    assert!(inc.not_an_event().is_some(), "{what}");
-                }
-            }
-        }
-        took
-    }
-
-    fn all_types(raw: &[u8]) -> usize {
-        let n = same_as_general::<Paid>(raw);
-        for m in [
-            same_as_general::<Strict>(raw),
-            same_as_general::<Priced>(raw),
-            same_as_general::<Loose>(raw),
-            same_as_general::<Either>(raw),
-            same_as_general::<Nested>(raw),
-        ] {
-            assert_eq!(m, n);
-        }
-        n
-    }
+    const PAID: &[u8] = br#"{"event_id":"e1","event_type":"Paid","timestamp":2.5,"order_id":"o1","amount":9.99,"n":3,"source":"s","correlation_id":"c","_failures":[{"reason":"r"}],"_metadata":{"id":"e1","timestamp":2.5,"ttl":null}}"#;
 
     #[test]
-    fn every_way_in_reads_events_as_the_general_path() {
-        let deep = format!(
-            r#"{{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"junk":{}1{}}}"#,
-            "[".repeat(200),
-            "]".repeat(200)
-        );
-        let cases: Vec<&[u8]> = vec![
-            // As eddy writes them.
-            br#"{"event_id":"e1","event_type":"Paid","timestamp":2.5,"order_id":"o1","amount":9.99,"n":3,"_metadata":{"id":"e1","timestamp":2.5,"ttl":null}}"#,
-            br#"{"event_id":"e1","event_type":"Paid","timestamp":2.5,"order_id":"o1","amount":9.99,"n":3,"source":"s","correlation_id":"c","causation_id":"x","traceparent":"t","_failures":[{"reason":"r"}],"_metadata":{"id":"e1"}}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":7,"n":3}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1"}"#,
-            br#"{"event_id":"e1","event_type":"Paid"}"#,
-            br#"{"event_id":"e1","event_type":"Other","order_id":"o1","amount":1,"n":1}"#,
-            // Numbers a `Value` and the bytes show differently.
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":1e300,"n":3}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":[1,{"x":-0.5}],"n":3}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":123456789012345678901234567890,"n":3}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":-7,"n":18446744073709551615}"#,
-            // The queue's metadata, of any shape.
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":1,"n":3,"_metadata":5}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o1","amount":1,"n":3,"_metadata":{"id":5,"ttl":"x"}}"#,
-            br#"{"event_id":"e1","event_type":"Paid","_metadata":null,"order_id":"o1","amount":1,"n":3,"_metadata":{}}"#,
-            // Duplicates: the last wins, as in the map.
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"order_id":"b"}"#,
-            br#"{"event_id":"e1","event_type":"Paid","source":"a","order_id":"a","amount":1,"n":1,"source":"b"}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"event_id":"e2"}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"event\u005fid":"e2"}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"event_id","amount":1,"n":1}"#,
-            // Keys repeated where a type sees every copy.
-            br#"{"event_id":"e1","event_type":"Paid","a":1,"a":2}"#,
-            br#"{"event_id":"e1","event_type":"Paid","inner":{"a":1,"a":2}}"#,
-            br#"{"a":1,"event_id":"e1","event_type":"Paid","a":2}"#,
-            br#"{"event_type":"Paid","event_id":"e1","inner":{"a":1,"a":2}}"#,
-            br#"{"event_id":"e1","event_type":"Paid","inner":{"a":1,"b":2}}"#,
-            br#"{"event_id":"e1","event_type":"Paid","inner":{"a":7}}"#,
-            // serde_json's private keys, which a `Value` reads as numbers.
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"_x":{"$serde_json::private::Number":"abc"}}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"junk":{"$serde_json::private::Number":"1","y":2}}"#,
-            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":1,"n":1,"_x":{"$serde_json::private::Number":"abc"}}"#,
-            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":1,"n":1,"junk":{"$serde_json::private::Number":"1","y":2}}"#,
-            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":{"$serde_json::private::Number":"1.5"},"n":1}"#,
-            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":1,"n":1,"junk":{"$serde_json::private::RawValue":"[1]"}}"#,
-            br#"{"event_type":"Paid","event_id":"e1","order_id":"o","amount":1,"n":1,"junk":{"y":{"$serde_json::private::Number":"x"}}}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"_metadata":{"id":{"$serde_json::private::Number":"1"}}}"#,
-            // Envelope fields of the wrong type, after the id and type.
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"source":null}"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"source":5}"#,
-            br#"{"event_id":"e1","event_type":"Paid","timestamp":"now","order_id":"a","amount":1,"n":1}"#,
-            // Not JSON, or not an object, after a good start.
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1} trailing"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1"#,
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a",,"amount":1,"n":1}"#,
-            br#"{"event_id":"e1","event_type":"Paid"]"#,
-            // What skipping would let through and parsing does not.
-            b"{\"event_id\":\"e1\",\"event_type\":\"Paid\",\"order_id\":\"a\",\"amount\":1,\"n\":1,\"junk\":\"\xff\"}",
-            b"{\"event_id\":\"e1\",\"event_type\":\"Paid\",\"order_id\":\"a\",\"amount\":1,\"n\":1,\"_junk\":[\"\xff\"]}",
-            b"{\"event_id\":\"e1\",\"event_type\":\"Paid\",\"order_id\":\"a\",\"amount\":1,\"n\":1,\"junk\":\"\x01\"}",
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1,"junk":"\ud800"}"#,
-            deep.as_bytes(),
-            // Ids and types that are not plain strings, or other starts.
-            br#"{"event_id":"e\"1","event_type":"Paid","order_id":"a","amount":1,"n":1}"#,
-            br#"{"event_id":1,"event_type":"Paid","order_id":"a","amount":1,"n":1}"#,
-            br#"{"event_type":"Paid","event_id":"e1","order_id":"a","amount":1,"n":1}"#,
-            br#"{"order_id":"a","event_id":"e1","event_type":"Paid","amount":1,"n":1}"#,
-            br#"{"event_type":"Paid","order_id":"a"}"#,
-            b"[1]",
-        ];
-        let mut quick = 0;
-        for raw in cases {
-            all_types(raw);
-            if incoming(raw).is_some_and(|i| i.partial) {
-                quick += 1;
-            }
-        }
-        assert!(quick >= 20, "the quick way was taken {quick} times");
-    }
-
-    #[test]
-    fn reads_the_envelope_now_and_the_event_when_asked() {
-        let raw = br#"{"order_id":"o1","event_id":"e1","event_type":"Paid","timestamp":2.5,"amount":9,"n":3,"_failures":[{"reason":"r"}],"source":"s","_metadata":{"id":"e1","timestamp":2.5,"ttl":null}}"#;
-        let inc = incoming(raw).unwrap();
-        assert!(!inc.partial);
-        let head = inc.head();
-        assert_eq!(
-            (
-                head.event_id.as_str(),
-                head.event_type.as_str(),
-                head.timestamp,
-                head.source.as_deref()
-            ),
-            ("e1", "Paid", 2.5, Some("s"))
-        );
-        assert!(head.data.is_empty(), "the event's fields are not read yet");
-        assert_eq!(
-            inc.decode::<Paid>().unwrap(),
-            Paid {
-                order_id: "o1".into(),
-                amount: 9.0,
-                n: 3
-            }
-        );
-        assert!(inc.full.get().is_none(), "read from the bytes");
-    }
-
-    #[test]
-    fn reads_an_eddy_event_and_its_envelope_in_one_pass() {
-        let raw = br#"{"event_id":"e1","event_type":"Paid","timestamp":2.5,"order_id":"o1","amount":9.99,"n":3,"source":"s","correlation_id":"c","_metadata":{"id":"e1","timestamp":2.5,"ttl":null}}"#;
-        let inc = incoming(raw).unwrap();
-        assert!(inc.partial);
+    fn reads_the_ids_then_the_event_and_the_envelope_in_one_pass() {
+        let inc = event(PAID);
         assert_eq!(inc.id_and_type(), ("e1", "Paid"));
-        assert_eq!(
-            inc.decode::<Paid>().unwrap(),
-            Paid {
-                order_id: "o1".into(),
-                amount: 9.99,
-                n: 3
-            }
-        );
-        assert!(inc.full.get().is_none(), "read in one pass, not twice");
-        assert_eq!(inc.not_an_event(), None);
-        let head = inc.head();
+        assert!(inc.head.get().is_none(), "nothing read past the ids");
+        let paid = Paid {
+            order_id: "o1".into(),
+            amount: 9.99,
+            n: 3,
+        };
+        assert_eq!(inc.decode::<Paid>().unwrap(), paid);
+        let head = inc.head.get().and_then(|h| h.as_ref().ok());
+        let head = head.expect("the typed read read the envelope's fields");
         assert_eq!(
             (
                 head.timestamp,
                 head.source.as_deref(),
-                head.correlation_id.as_deref()
+                head.correlation_id.as_deref(),
+                head.causation_id.as_deref()
             ),
-            (2.5, Some("s"), Some("c"))
+            (2.5, Some("s"), Some("c"), None)
         );
         assert!(head.data.is_empty());
-        // A type that takes any value for a float: read from the map.
-        let float = br#"{"event_id":"e1","event_type":"Paid","amount":9.99}"#;
-        let inc = incoming(float).unwrap();
-        assert_eq!(
-            inc.decode::<Priced>().unwrap(),
-            Priced {
-                amount: Amount::Num(9.99)
-            }
-        );
-        assert!(inc.full.get().is_some(), "the odd read was thrown away");
-        // Whole integers read alike either way: from the bytes.
-        let ints =
-            br#"{"event_id":"e1","event_type":"Paid","amount":-7,"_metadata":{"timestamp":1.5}}"#;
-        let inc = incoming(ints).unwrap();
-        assert_eq!(
-            inc.decode::<Priced>().unwrap(),
-            Priced {
-                amount: Amount::Num(-7.0)
-            }
-        );
-        assert!(inc.full.get().is_none());
+        assert!(inc.full.get().is_none(), "no map built for a typed read");
+        // Envelope and queue fields are not the event's: a type that
+        // refuses unknown fields does not see them.
+        assert!(inc.decode::<Strict>().is_err(), "amount and n are unknown");
+        let env = inc.envelope().unwrap();
+        assert_eq!(env.decode::<Paid>().unwrap(), paid);
+        assert_eq!(env.source.as_deref(), Some("s"));
+        let keys: Vec<&str> = env.data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["amount", "n", "order_id"]);
     }
 
     #[test]
-    fn an_eddy_start_is_not_yet_an_event() {
-        // (Envelope fields of other types are not an event's fault: the
-        // general path reads them as absent. Only a broken entry is not
-        // an event.)
-        let raw =
-            br#"{"event_id":"e1","event_type":"Paid","order_id":"a","amount":1,"n":1} and more"#;
-        let inc = incoming(raw).unwrap();
-        assert!(inc.partial && inc.decode::<Paid>().is_err());
-        assert!(inc.not_an_event().unwrap().contains("trailing"));
-        // Asked without reading the event (no typed handler), too.
-        let inc = incoming(raw).unwrap();
-        assert!(inc.not_an_event().is_some());
-        assert_eq!(inc.id_and_type(), ("e1", "Paid"));
+    fn an_event_no_handler_reads_is_checked_on_its_own() {
+        let inc = event(PAID);
+        assert_eq!(inc.checked_head().map(|h| h.timestamp), Ok(2.5));
+        // Its id and type need not lead.
+        let inc = event(br#"{"n":[1,{"a":2}],"event_type":"T","x":"y","event_id":"e2"}"#);
+        assert_eq!(inc.id_and_type(), ("e2", "T"));
+        assert_eq!(inc.checked_head().map(|h| h.event_id.as_str()), Ok("e2"));
     }
 
     #[test]
-    fn only_plain_events_take_the_fast_path() {
-        for raw in [
-            &br#"{"event_type":"T","source":null,"event_id":"e1"}"#[..],
-            br#"{"event_id":1,"event_type":"T"}"#,
-            br#"{"event_type":"T","a":1}"#,
-            br#"{"a":1,"event_id":"e1","event_type":"T"} trailing"#,
-            b"{\"a\":1,\"event_id\":\"e1\",\"event_type\":\"T\",\"skipped\":\"\xff\"}",
-            br#"{"a":1,"event_id":"e1","event_type":"T","junk":"\ud800"}"#,
-            b"[1]",
+    fn untagged_and_flattened_floats_read_from_the_bytes() {
+        let raw = br#"{"event_id":"e1","event_type":"Paid","amount":9.5,"a":1.25,"b":-3,"_metadata":{"timestamp":1}}"#;
+        let got = event(raw).decode::<Priced>().unwrap();
+        assert_eq!(got.amount, Amount::Num(9.5));
+        assert_eq!(
+            got.rest.into_iter().collect::<Vec<_>>(),
+            [("a".to_owned(), 1.25), ("b".to_owned(), -3.0)]
+        );
+    }
+
+    #[test]
+    fn the_envelope_reads_as_from_json_reads_a_map() {
+        // Fields of other types are absent, a repeated one's last copy
+        // counts, an escaped key is the same key.
+        let inc = event(br#"{"event_id":"e1","event_type":"T","source":null,"timestamp":"x","correlation_id":"a","correlation_id":"b","caus\u0061tion_id":"k"}"#);
+        let head = inc.head();
+        assert_eq!(
+            (
+                head.source.as_deref(),
+                head.timestamp,
+                head.correlation_id.as_deref(),
+                head.causation_id.as_deref()
+            ),
+            (None, 0.0, Some("b"), Some("k"))
+        );
+        let inc = event(br#"{"event_id":"e1","event_type":"T","timestamp":17}"#);
+        assert_eq!(inc.head().timestamp, 17.0);
+        let inc = event(br#"{"event_\u0069d":"e\u0031","event_type":"T"}"#);
+        assert_eq!(inc.id_and_type(), ("e1", "T"));
+    }
+
+    #[test]
+    fn what_is_not_an_event_says_why() {
+        for (raw, why) in [
+            (&br#"{"event_type":"T"}"#[..], "event_id"),
+            (br#"{"event_id":5,"event_type":"T"}"#, "event_id"),
+            (br#"{"a":1}"#, "event_id"),
+            (b"[1]", "not an object"),
+            (b"not json", "not valid JSON"),
+            (br#"{"event_id":"e1","event_type"#, "not valid JSON"),
         ] {
-            assert!(incoming(raw).is_none(), "{raw:?}");
+            match read(raw) {
+                Err(e) => assert!(e.to_string().contains(why), "{e}"),
+                Ok(_) => panic!("{raw:?} read as an event"),
+            }
         }
-        let decoded =
-            Incoming::decoded(general(br#"{"event_id":"e1","event_type":"T","a":1}"#).unwrap());
-        assert_eq!(decoded.envelope().data["a"], json!(1));
+        // Read by its leading id and type, then found not to be one when
+        // read whole: by whichever reads it first, for every reader.
+        for (raw, why) in [
+            (
+                &br#"{"event_id":"e1","event_type":"T","x":1} trailing"#[..],
+                "not valid JSON",
+            ),
+            (
+                b"{\"x\":\"\xff\",\"event_id\":\"e1\",\"event_type\":\"T\"}",
+                "not UTF-8",
+            ),
+            (
+                b"{\"event_id\":\"e1\",\"event_type\":\"T\",\"x\":\"\xff\"}",
+                "not UTF-8",
+            ),
+            (
+                br#"{"event_id":"e1","event_type":"T","x":[1,}"#,
+                "not valid JSON",
+            ),
+            (
+                br#"{"event_id":"e1","event_type":"T","event_type":"U"}"#,
+                "`event_type` appears again",
+            ),
+            (
+                br#"{"event_id":"e1","event_type":"T","event_id":7}"#,
+                "`event_id` appears again",
+            ),
+        ] {
+            let inc = event(raw);
+            assert!(
+                inc.checked_head().is_err_and(|e| e.contains(why)),
+                "{raw:?}"
+            );
+            let inc = event(raw);
+            assert!(inc.envelope().is_err(), "{raw:?}");
+            assert!(
+                inc.checked_head().is_err_and(|e| e.contains(why)),
+                "{raw:?}"
+            );
+            assert_eq!(inc.head().event_id, "e1");
+        }
+        let again = event(br#"{"event_id":"e1","event_type":"T","event_type":"T"}"#);
+        assert!(again.checked_head().is_ok(), "the same value again is fine");
+    }
+
+    #[test]
+    fn a_typed_read_that_fails_says_why() {
+        let inc = event(br#"{"event_id":"e1","event_type":"Paid","order_id":7}"#);
+        let e = inc.decode::<Paid>().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Decode);
+        assert!(e.to_string().contains("unexpected fields"), "{e}");
+        assert!(inc.head.get().is_none(), "a mismatch stops the read");
+        assert!(inc.checked_head().is_ok(), "but it is an event");
+        let other = event(br#"{"event_id":"e1","event_type":"Other","order_id":"o"}"#);
+        assert!(other
+            .decode::<Paid>()
+            .unwrap_err()
+            .to_string()
+            .contains("not a Paid"));
+        let broken =
+            event(br#"{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1} x"#);
+        let e = broken.decode::<Paid>().unwrap_err();
+        assert!(e.to_string().contains("cannot be read"), "{e}");
+        assert!(broken.checked_head().is_err(), "found by the typed read");
+        // A member nobody reads may hold what a `Map` cannot: the typed
+        // read takes the event, the envelope says what is wrong.
+        let odd = event(
+            br#"{"event_id":"e1","event_type":"Paid","order_id":"o","amount":1,"n":1,"x":1e400}"#,
+        );
+        assert!(odd.decode::<Strict>().is_err());
         #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        struct T {
-            a: u8,
+        struct Narrow {
+            order_id: String,
         }
-        crate::event!(T);
-        assert_eq!(decoded.decode::<T>().unwrap(), T { a: 1 });
+        crate::event!(Narrow, "Paid");
+        assert_eq!(odd.decode::<Narrow>().unwrap().order_id, "o");
+        assert!(odd.envelope().is_err());
+        assert_eq!(odd.envelope_or_head().event_id, "e1");
+    }
+
+    #[test]
+    fn order_keys_come_from_the_event_or_its_envelope() {
+        let inc = event(br#"{"event_id":"e1","event_type":"T","order_id":"o1","n":7,"f":[1, 2],"gone":null,"correlation_id":"c1","_x":"q","n":8}"#);
+        let key = |f: &str| inc.order_key(f);
+        assert_eq!(key("order_id").as_deref(), Some("o1"));
+        assert_eq!(key("n").as_deref(), Some("8"), "the last copy");
+        assert_eq!(key("f").as_deref(), Some("[1, 2]"));
+        assert_eq!(key("gone"), None);
+        assert_eq!(key("missing"), None);
+        assert_eq!(key("_x"), None, "the queue's, not the event's");
+        assert_eq!(key("correlation_id").as_deref(), Some("c1"));
+        assert_eq!(key("event_type").as_deref(), Some("T"));
+        assert_eq!(key("source"), None);
+        assert!(inc.full.get().is_none());
     }
 }

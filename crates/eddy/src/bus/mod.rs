@@ -18,16 +18,15 @@
 
 mod batch;
 mod envelope;
-mod flat;
 mod incoming;
-mod watch;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-pub(crate) use envelope::{new_traceparent, ObjectRef};
 pub use envelope::{Envelope, Event, RESERVED};
 pub(crate) use incoming::Incoming;
 
@@ -70,6 +69,30 @@ pub struct Published {
     pub event_id: String,
     /// The services it was delivered to (their subscription queues).
     pub delivered_to: Vec<String>,
+}
+
+/// The envelope's fields of an event being published, besides its type.
+struct Head<'a> {
+    event_id: String,
+    timestamp: f64,
+    source: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+    causation_id: Option<&'a str>,
+    traceparent: Option<String>,
+}
+
+impl Head<'_> {
+    /// A fresh id, the time now, no extras.
+    fn new() -> Self {
+        Self {
+            event_id: envelope::new_event_id(),
+            timestamp: crate::queue::wire::now_secs(),
+            source: None,
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+        }
+    }
 }
 
 /// The event bus. Cheap to clone.
@@ -211,23 +234,65 @@ impl Bus {
 
     /// Publish a typed event.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Published> {
-        // The event's fields straight into the entry; anything unusual (a
-        // field named like an envelope field, an event that is not a struct)
-        // goes the general way, which builds the envelope and says what is
-        // wrong, if anything.
-        match self.encode_typed(event) {
-            Ok((event_id, data)) => self.fan_out(E::TYPE, event_id, data).await,
-            Err(_) => self.publish_envelope(&Envelope::new(event)?).await,
-        }
+        self.publish_fields(E::TYPE, event, &Head::new()).await
     }
 
     /// Publish an event with its envelope (source, correlation, ...) set by
     /// the caller. Publishing the same envelope twice delivers two copies
-    /// with the same `event_id`, which consumers can drop.
+    /// with the same `event_id`, which consumers can drop. An event field
+    /// named like an envelope field (see [`RESERVED`]) is refused, as
+    /// [`Envelope::from_parts`] refuses it.
     pub async fn publish_envelope(&self, env: &Envelope) -> Result<Published> {
-        let data = self.encode(env)?;
-        self.fan_out(&env.event_type, env.event_id.clone(), data)
-            .await
+        let head = Head {
+            event_id: env.event_id.clone(),
+            timestamp: env.timestamp,
+            source: env.source.as_deref(),
+            correlation_id: env.correlation_id.as_deref(),
+            causation_id: env.causation_id.as_deref(),
+            traceparent: env.traceparent.clone(),
+        };
+        self.publish_fields(&env.event_type, &env.data, &head).await
+    }
+
+    /// Publish an event from outside any handler on behalf of `service`:
+    /// `source` is `service`, and the event starts its own correlation and
+    /// trace (handlers publish through [`crate::service::Context`] instead).
+    pub async fn publish_as<E: Event>(&self, service: &str, event: &E) -> Result<Published> {
+        let mut head = Head::new();
+        let id = head.event_id.clone();
+        head.source = Some(service);
+        head.correlation_id = Some(&id);
+        head.traceparent = Some(envelope::new_traceparent(None));
+        self.publish_fields(E::TYPE, event, &head).await
+    }
+
+    /// Publish a follow-up of `cause` from `service`'s handler: `source` is
+    /// the service, `causation_id` the cause, `correlation_id` the cause's
+    /// (or its id if it had none), and `traceparent` continues its trace.
+    pub(crate) async fn publish_caused<E: Event>(
+        &self,
+        service: &str,
+        cause: &Envelope,
+        event: &E,
+    ) -> Result<Published> {
+        let mut head = Head::new();
+        head.source = Some(service);
+        head.causation_id = Some(&cause.event_id);
+        head.correlation_id = Some(cause.correlation_id.as_deref().unwrap_or(&cause.event_id));
+        head.traceparent = Some(envelope::new_traceparent(cause.traceparent.as_deref()));
+        self.publish_fields(E::TYPE, event, &head).await
+    }
+
+    /// Publish the event `data` (any value that serializes as a JSON
+    /// object: a typed event, or an envelope's `Map`) of type `event_type`.
+    async fn publish_fields<D: serde::Serialize + ?Sized>(
+        &self,
+        event_type: &str,
+        data: &D,
+        head: &Head<'_>,
+    ) -> Result<Published> {
+        let entry = self.encode(event_type, data, head)?;
+        self.fan_out(event_type, head.event_id.clone(), entry).await
     }
 
     async fn fan_out(&self, event_type: &str, event_id: String, data: Bytes) -> Result<Published> {
@@ -244,36 +309,54 @@ impl Bus {
         })
     }
 
-    /// A typed event's entry, serialized without a `Map` of its fields.
-    fn encode_typed<E: Event>(&self, event: &E) -> Result<(String, Bytes)> {
-        validate_name(E::TYPE)?;
-        let event_id = envelope::new_event_id();
-        let timestamp = crate::queue::wire::now_secs();
-        let wire = flat::TypedWire {
-            event_id: &event_id,
-            event_type: E::TYPE,
-            timestamp,
-            event,
+    /// The entry of an event, the seed's flat JSON: `event_id`,
+    /// `event_type` and `timestamp` first, the event's fields as they
+    /// serialize, the envelope's extras that are set, then the queue's
+    /// `_metadata`, whose id is the event's. The event is serialized once,
+    /// straight into the entry, by the queue's encoder.
+    fn encode<D: serde::Serialize + ?Sized>(
+        &self,
+        event_type: &str,
+        data: &D,
+        head: &Head<'_>,
+    ) -> Result<Bytes> {
+        use crate::queue::wire::{Beside, Field};
+        validate_name(event_type).map_err(|_| envelope::invalid_type(event_type))?;
+        let lead = [
+            ("event_id", Field::Text(&head.event_id)),
+            ("event_type", Field::Text(event_type)),
+            ("timestamp", Field::Number(head.timestamp)),
+        ];
+        let extras = [
+            ("source", head.source),
+            ("correlation_id", head.correlation_id),
+            ("causation_id", head.causation_id),
+            ("traceparent", head.traceparent.as_deref()),
+        ];
+        let mut tail = [("", Field::Number(0.0)); 4];
+        let mut set = 0;
+        for (name, value) in extras {
+            if let Some(value) = value {
+                tail[set] = (name, Field::Text(value));
+                set += 1;
+            }
+        }
+        let beside = Beside {
+            lead: &lead,
+            tail: &tail[..set],
+            reserved: &RESERVED,
+            reserved_by: "the event envelope",
         };
-        let opts = crate::SendOptions::new().message_id(event_id.clone());
-        let data = self.mq.encode_at(&wire, &opts, timestamp)?;
-        Ok((event_id, data))
-    }
-
-    fn encode(&self, env: &Envelope) -> Result<Bytes> {
-        let opts = crate::SendOptions::new().message_id(env.event_id.clone());
-        self.mq.encode_at(&env.wire(), &opts, env.timestamp)
-    }
-
-    /// Publish an event from outside any handler on behalf of `service`:
-    /// `source` is `service`, and the event starts its own correlation and
-    /// trace (handlers publish through [`crate::service::Context`] instead).
-    pub async fn publish_as<E: Event>(&self, service: &str, event: &E) -> Result<Published> {
-        let mut env = Envelope::new(event)?;
-        env.source = Some(service.to_owned());
-        env.correlation_id = Some(env.event_id.clone());
-        env.traceparent = Some(envelope::new_traceparent(None));
-        self.publish_envelope(&env).await
+        let opts = crate::SendOptions::new().message_id(head.event_id.clone());
+        self.mq
+            .encode_beside(data, &opts, head.timestamp, &beside)
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotAnObject => Error::new(
+                    ErrorKind::NotAnObject,
+                    format!("event {event_type} must serialize to a JSON object: {e}"),
+                ),
+                _ => e,
+            })
     }
 
     /// Remove events older than `keep` from the `all` log (it is a replay

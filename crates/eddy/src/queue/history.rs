@@ -10,12 +10,58 @@
 //! foreign writer put on the entry moves with it.
 
 use bytes::Bytes;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 
-use super::wire::{Key, METADATA};
+use super::wire::METADATA;
 use crate::engine::{EntryId, Transfer};
+use crate::json::{span, Members};
+
+/// One record of a history list, as the JSON text a move appends: its
+/// fields in LeanMQ's order.
+#[derive(Debug, Clone)]
+pub(crate) struct Record(String);
+
+impl Record {
+    /// `{timestamp, reason}`: a dead-letter's.
+    pub(crate) fn failure(reason: &str) -> Self {
+        #[derive(Serialize)]
+        struct Failure<'a> {
+            timestamp: f64,
+            reason: &'a str,
+        }
+        Self::of(&Failure {
+            timestamp: super::wire::now_secs(),
+            reason,
+        })
+    }
+
+    /// `{timestamp, from_dlq, to_queue}`: a requeue's.
+    pub(crate) fn requeue(from_dlq: &str, to_queue: &str) -> Self {
+        #[derive(Serialize)]
+        struct Requeue<'a> {
+            timestamp: f64,
+            from_dlq: &'a str,
+            to_queue: &'a str,
+        }
+        Self::of(&Requeue {
+            timestamp: super::wire::now_secs(),
+            from_dlq,
+            to_queue,
+        })
+    }
+
+    fn of<T: Serialize>(record: &T) -> Self {
+        // A struct of a float and strings always serializes (a non-finite
+        // float as null).
+        Self(serde_json::to_string(record).unwrap_or_else(|_| "{}".to_owned()))
+    }
+
+    /// The record's JSON text.
+    pub(crate) fn text(&self) -> &str {
+        &self.0
+    }
+}
 
 /// The move of entry `id` (its stored `data` and other stream fields) with
 /// `record` appended to the history list `list`.
@@ -24,38 +70,49 @@ pub(crate) fn transfer(
     data: Option<&Bytes>,
     fields: &[(Bytes, Bytes)],
     list: &str,
-    record: &Value,
+    record: &Record,
 ) -> Transfer {
-    let record_bytes = record.to_string();
-    if let Some(spliced) = data.and_then(|raw| splice(raw, list, record_bytes.as_bytes())) {
+    if let Some(spliced) = data.and_then(|raw| splice(raw, list, record.text().as_bytes())) {
         return Transfer::new(id, Bytes::from(spliced));
     }
     Transfer::keep_data(id).field(
         Bytes::copy_from_slice(list.as_bytes()),
-        Bytes::from(field_with(fields, list, record).to_string()),
+        Bytes::from(field_with(fields, list, record.text())),
     )
 }
 
 /// The stream field `list` of an entry with `record` appended: a JSON array
 /// as it is kept beside a `data` that is not a JSON object. Whatever the
-/// field held before stays in the list, as its first element if it was not
-/// an array itself.
-fn field_with(fields: &[(Bytes, Bytes)], list: &str, record: &Value) -> Value {
+/// field held before stays in the list as it was written, as its first
+/// element if it was not an array itself (as a JSON string if it was not
+/// JSON).
+fn field_with(fields: &[(Bytes, Bytes)], list: &str, record: &str) -> String {
     let old = fields
         .iter()
         .rev()
         .find(|(k, _)| k.as_ref() == list.as_bytes())
-        .map(|(_, v)| {
-            serde_json::from_slice::<Value>(v)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(v).into_owned()))
-        });
-    match old {
-        Some(Value::Array(mut items)) => {
-            items.push(record.clone());
-            Value::Array(items)
+        .map(|(_, v)| v);
+    let Some(old) = old else {
+        return format!("[{record}]");
+    };
+    let text = std::str::from_utf8(old)
+        .ok()
+        .filter(|t| serde_json::from_str::<&RawValue>(t).is_ok())
+        .map(str::trim);
+    match text {
+        Some(t) => match serde_json::from_str::<Vec<&RawValue>>(t) {
+            // Before the closing bracket: what the list held stays as it was.
+            Ok(items) => {
+                let open = t.strip_suffix(']').unwrap_or(t);
+                let comma = if items.is_empty() { "" } else { "," };
+                format!("{open}{comma}{record}]")
+            }
+            Err(_) => format!("[{t},{record}]"),
+        },
+        None => {
+            let lossy = serde_json::to_string(&String::from_utf8_lossy(old)).unwrap_or_default();
+            format!("[{lossy},{record}]")
         }
-        Some(other) => Value::Array(vec![other, record.clone()]),
-        None => Value::Array(vec![record.clone()]),
     }
 }
 
@@ -76,7 +133,7 @@ pub(crate) fn splice(raw: &[u8], list: &str, record: &[u8]) -> Option<Vec<u8>> {
     }
     match top.last(list) {
         Some(old) if old.get().starts_with('[') => {
-            let (start, end) = span(raw, old);
+            let (_, end) = span(raw, old);
             let empty = serde_json::from_str::<Vec<&RawValue>>(old.get())
                 .ok()?
                 .is_empty();
@@ -87,7 +144,6 @@ pub(crate) fn splice(raw: &[u8], list: &str, record: &[u8]) -> Option<Vec<u8>> {
             text.extend_from_slice(record);
             // Before the array's closing bracket: what it held stays as it was.
             edits.push(Edit::replace((end - 1, end - 1), text));
-            let _ = start;
         }
         Some(old) => {
             let mut text = Vec::with_capacity(old.get().len() + record.len() + 3);
@@ -133,70 +189,6 @@ impl Edit {
     fn replace(at: (usize, usize), text: Vec<u8>) -> Self {
         Self { at, text }
     }
-}
-
-/// Where a value borrowed from `raw` sits in it.
-fn span(raw: &[u8], value: &RawValue) -> (usize, usize) {
-    let start = value.get().as_ptr() as usize - raw.as_ptr() as usize;
-    (start, start + value.get().len())
-}
-
-/// A JSON object's members as they are written: each key (unescaped) with
-/// its value's text, borrowed from the input.
-struct Members<'a> {
-    members: Vec<(Key<'a>, &'a RawValue)>,
-}
-
-impl<'a> Members<'a> {
-    /// The members of `raw`, or `None` if it is not one JSON object.
-    fn read(raw: &'a [u8]) -> Option<Self> {
-        let mut de = serde_json::Deserializer::from_slice(raw);
-        let members = Members::deserialize(&mut de).ok()?;
-        de.end().ok()?;
-        Some(members)
-    }
-
-    fn last(&self, key: &str) -> Option<&'a RawValue> {
-        self.members
-            .iter()
-            .rev()
-            .find(|(k, _)| k.as_str() == key)
-            .map(|(_, v)| *v)
-    }
-}
-
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> Visitor<'de> for Visit {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut members = Vec::new();
-                while let Some(key) = map.next_key::<Key<'de>>()? {
-                    members.push((key, map.next_value::<&'de RawValue>()?));
-                }
-                Ok(Members { members })
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Members<'de>, A::Error> {
-                Err(serde::de::Error::custom("not an object"))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
-/// The top-level keys of a JSON object, in order (repeats included), or
-/// `None` if `raw` is not one.
-pub(crate) fn top_level_keys(raw: &[u8]) -> Option<Vec<String>> {
-    Members::read(raw).map(|m| {
-        m.members
-            .iter()
-            .map(|(k, _)| k.as_str().to_owned())
-            .collect()
-    })
 }
 
 #[cfg(test)]
@@ -276,7 +268,7 @@ mod tests {
             Some(&Bytes::from_static(b"\xff")),
             &fields,
             "_failures",
-            &serde_json::json!({"reason": "second"}),
+            &Record(r#"{"reason":"second"}"#.to_owned()),
         );
         assert!(t.data.is_none());
         assert_eq!(
@@ -290,5 +282,34 @@ mod tests {
         assert_eq!(moved[0].1, Bytes::from_static(b"\xff"));
         assert_eq!(moved[1], fields[0]);
         assert_eq!(moved.len(), 3);
+    }
+
+    #[test]
+    fn a_history_beside_the_data_keeps_what_it_held_as_written() {
+        let with = |old: &[u8]| {
+            let fields = [(
+                Bytes::from_static(b"_failures"),
+                Bytes::copy_from_slice(old),
+            )];
+            field_with(&fields, "_failures", r#"{"r":1}"#)
+        };
+        assert_eq!(
+            with(br#" [ {"n": 123456789012345678901234567890, "a":1} ] "#),
+            r#"[ {"n": 123456789012345678901234567890, "a":1} ,{"r":1}]"#
+        );
+        assert_eq!(with(b"[ ]"), r#"[ {"r":1}]"#);
+        assert_eq!(with(br#"{"b":2,"a":1}"#), r#"[{"b":2,"a":1},{"r":1}]"#);
+        assert_eq!(with(b"not json \xff"), "[\"not json \u{fffd}\",{\"r\":1}]");
+        assert_eq!(field_with(&[], "_failures", "{}"), "[{}]");
+        let record = Record::failure("why \"quoted\"");
+        let v: serde_json::Value = serde_json::from_str(record.text()).unwrap();
+        assert_eq!(v["reason"], "why \"quoted\"");
+        assert!(
+            record.text().starts_with(r#"{"timestamp":"#),
+            "LeanMQ's order"
+        );
+        assert!(Record::requeue("a", "b")
+            .text()
+            .ends_with(r#","from_dlq":"a","to_queue":"b"}"#));
     }
 }

@@ -4,7 +4,10 @@
 //! at read time, undecodable entries dead-lettered instead of dropped).
 
 pub mod consumer;
+mod dead_letter;
 mod history;
+mod info;
+mod options;
 mod transaction;
 pub(crate) mod wire;
 
@@ -13,14 +16,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 pub use crate::engine::ParkedRetry;
-use crate::engine::{
-    self, Append, Appended, ConsumerInfo, EntryId, KeyLayout, QueueKeys, SharedEngine, Transfer,
-};
+use crate::engine::{self, Append, Appended, EntryId, KeyLayout, QueueKeys, SharedEngine};
 use crate::error::{Error, ErrorKind, Result};
 
+pub use info::{ConsumerStatus, QueueInfo};
+pub use options::{Receive, SendOptions};
 pub use transaction::Transaction;
 pub(crate) use wire::Delivered;
 pub use wire::{Failure, Message, TypedMessage};
@@ -124,166 +126,6 @@ impl EddyBuilder {
     pub fn with_engine(self, engine: SharedEngine) -> Result<Eddy> {
         let layout = KeyLayout::new(&self.prefix)?;
         Ok(Eddy::from_parts(engine, layout, self.max_payload_bytes))
-    }
-}
-
-/// A queue as [`Eddy::list_queues`] and [`Queue::info`] describe it.
-///
-/// A queue [`Eddy::list_queues`] could not read (a key of the wrong type,
-/// its stream deleted by hand) is a row with [`QueueInfo::error`] set: its
-/// name, stream, DLQ flag and group are right, its counts are zero and its
-/// consumers empty because they are unknown. Check `error` before adding
-/// counts up.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct QueueInfo {
-    /// The queue's name (`orders`, or `orders:dlq` for a DLQ).
-    pub name: String,
-    /// The stream key.
-    pub stream: String,
-    /// Whether this is a dead-letter queue.
-    pub is_dlq: bool,
-    /// The consumer group.
-    pub consumer_group: String,
-    /// Entries in the stream, acknowledged or not.
-    pub length: u64,
-    /// Delivered, not yet acknowledged.
-    pub pending: u64,
-    /// Not yet delivered.
-    pub lag: u64,
-    /// Waiting for their delivery time.
-    pub delayed: u64,
-    /// The maximum length, if one is set.
-    pub max_length: Option<u64>,
-    /// The group's consumers.
-    pub consumers: Vec<ConsumerStatus>,
-    /// How long the oldest pending message has waited since its delivery.
-    pub oldest_pending_idle_ms: Option<u64>,
-    /// How long the oldest pending message has existed since it was sent
-    /// (server clock): the age of the oldest unfinished work.
-    pub oldest_pending_age_ms: Option<u64>,
-    /// When the queue was created (float epoch seconds).
-    pub created_at: Option<f64>,
-    /// Why the queue could not be read, and what to do about it; `None`
-    /// for a healthy queue (always, from [`Queue::info`], which returns the
-    /// error instead).
-    pub error: Option<String>,
-}
-
-/// A consumer of a queue's group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct ConsumerStatus {
-    /// The consumer's name.
-    pub name: String,
-    /// Messages delivered to it and not yet acknowledged.
-    pub pending: u64,
-    /// Milliseconds since it last read.
-    pub idle_ms: u64,
-}
-
-impl From<ConsumerInfo> for ConsumerStatus {
-    fn from(c: ConsumerInfo) -> Self {
-        Self {
-            name: c.name,
-            pending: c.pending,
-            idle_ms: c.idle_ms,
-        }
-    }
-}
-
-/// Options for one send.
-///
-/// ```
-/// use std::time::Duration;
-/// let opts = eddy::SendOptions::new()
-///     .ttl(Duration::from_secs(60))
-///     .delay(Duration::from_secs(5))
-///     .message_id("order-7-created");
-/// # let _ = opts;
-/// ```
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct SendOptions {
-    /// Remove the message unread after this long (server clock).
-    pub ttl: Option<Duration>,
-    /// Deliver no earlier than this long from now (server clock).
-    pub delay: Option<Duration>,
-    /// The message id stored in `_metadata.id` (a UUID v4 if not set).
-    pub message_id: Option<String>,
-    /// Reserved payload fields this sender writes itself (a webhook's
-    /// `_leanmq`); every other reserved field is refused.
-    pub(crate) own_fields: &'static [&'static str],
-}
-
-impl SendOptions {
-    /// No TTL, no delay, a fresh UUID.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Set a TTL.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-    /// Set a delay.
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
-        self
-    }
-    /// Set the message id.
-    pub fn message_id(mut self, id: impl Into<String>) -> Self {
-        self.message_id = Some(id.into());
-        self
-    }
-    /// Allow the reserved fields `fields`, which the caller writes.
-    pub(crate) fn own_fields(mut self, fields: &'static [&'static str]) -> Self {
-        self.own_fields = fields;
-        self
-    }
-}
-
-/// Options for [`Queue::receive`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Receive {
-    /// At most this many messages (default 1).
-    pub count: usize,
-    /// Wait up to this long for the first message (default: don't wait).
-    pub block: Option<Duration>,
-    /// The consumer name (default `default-consumer`).
-    pub consumer: String,
-}
-
-impl Default for Receive {
-    fn default() -> Self {
-        Self {
-            count: 1,
-            block: None,
-            consumer: DEFAULT_CONSUMER.to_owned(),
-        }
-    }
-}
-
-impl Receive {
-    /// One message, no waiting, consumer `default-consumer`.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Set the maximum count.
-    pub fn count(mut self, n: usize) -> Self {
-        self.count = n;
-        self
-    }
-    /// Wait up to `d` for the first message.
-    pub fn block(mut self, d: Duration) -> Self {
-        self.block = Some(d);
-        self
-    }
-    /// Set the consumer name.
-    pub fn consumer(mut self, name: impl Into<String>) -> Self {
-        self.consumer = name.into();
-        self
     }
 }
 
@@ -532,6 +374,27 @@ impl Eddy {
         opts: &SendOptions,
         timestamp: f64,
     ) -> Result<Bytes> {
+        let tail: Vec<(&str, wire::Field<'_>)> = opts
+            .members
+            .iter()
+            .map(|(name, value)| (*name, wire::Field::Json(value)))
+            .collect();
+        let beside = wire::Beside {
+            tail: &tail,
+            ..wire::Beside::default()
+        };
+        self.encode_beside(payload, opts, timestamp, &beside)
+    }
+
+    /// [`Eddy::encode_at`] with members of the sender's own around the
+    /// payload's (a bus event's envelope).
+    pub(crate) fn encode_beside<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+        opts: &SendOptions,
+        timestamp: f64,
+        beside: &wire::Beside<'_>,
+    ) -> Result<Bytes> {
         if opts.ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid_argument("TTL must be longer than zero"));
         }
@@ -558,7 +421,7 @@ impl Eddy {
             timestamp,
             ttl_secs,
             self.inner.max_payload_bytes,
-            opts.own_fields,
+            beside,
         )
     }
 }
@@ -703,7 +566,8 @@ impl Queue {
     /// what receiving costs the client. Entries that are not JSON objects
     /// go to the DLQ as with `receive`; so do objects that do not
     /// deserialize into `T`, with the serde error as the reason: this
-    /// consumer could never handle them, and retrying would not help.
+    /// consumer could never handle them, and retrying would not help. The
+    /// members `T` does not take are skipped, checked only for JSON syntax.
     pub async fn receive_as<T: serde::de::DeserializeOwned>(
         &self,
         opts: &Receive,
@@ -717,67 +581,15 @@ impl Queue {
         let entries = self.read_new(opts).await?;
         let max = self.mq.inner.max_payload_bytes;
         let mut out = Vec::with_capacity(entries.len());
-        let mut rest = Vec::new();
+        let mut bad = Vec::new();
         for e in entries {
-            match wire::decode_as::<T>(&e, max) {
-                Some(m) => out.push(m),
-                None => rest.push(e),
+            match wire::decode_as::<T>(e, max) {
+                Ok(m) => out.push(m),
+                Err(u) => bad.push(u),
             }
         }
-        if rest.is_empty() {
-            return Ok(out);
-        }
-        // The general decode decides: it moves what is not a JSON object to
-        // the DLQ; what is one but not a `T` goes there with serde's reason.
-        let mut moves = Vec::new();
-        let mut reasons = Vec::new();
-        for m in self.decode_delivered::<Message>(rest).await? {
-            match m.payload::<T>() {
-                Ok(payload) => out.push(TypedMessage {
-                    id: m.id,
-                    payload,
-                    timestamp: m.timestamp,
-                    delivery_count: m.delivery_count,
-                    message_id: m.message_id,
-                    ttl: m.ttl,
-                }),
-                Err(e) => {
-                    let reason = format!("not a {}: {e}", std::any::type_name::<T>());
-                    reasons.push((m.id, reason.clone()));
-                    moves.push(m.transfer(wire::FAILURES, &failure_record(&reason)));
-                }
-            }
-        }
-        if !moves.is_empty() {
-            let moved = self.engine().transfer(&self.keys, &self.dlq, &moves).await;
-            self.log_dead_lettered("message", &reasons, &moved);
-            moved?;
-        }
-        out.sort_by_key(|m| m.id);
+        self.dead_letter_undecodable(&bad).await?;
         Ok(out)
-    }
-
-    /// Log a move to the DLQ as done only if it was (an entry already gone
-    /// from the queue moved nowhere).
-    fn log_dead_lettered(
-        &self,
-        what: &str,
-        moves: &[(EntryId, String)],
-        moved: &Result<Vec<Option<EntryId>>>,
-    ) {
-        for (i, (id, reason)) in moves.iter().enumerate() {
-            match moved {
-                Ok(to) if to.get(i).is_some_and(Option::is_some) => {
-                    tracing::warn!(queue = %self.keys.name, %id, %reason, "{what} moved to the dead-letter queue")
-                }
-                Ok(_) => {
-                    tracing::debug!(queue = %self.keys.name, %id, "{what} was no longer in the queue; nothing moved")
-                }
-                Err(e) => {
-                    tracing::error!(queue = %self.keys.name, %id, %reason, error = %e, "{what} not dead-lettered; it stays pending")
-                }
-            }
-        }
     }
 
     /// Decode delivered entries; move undecodable ones to the DLQ.
@@ -792,7 +604,7 @@ impl Queue {
             if self.is_dlq() {
                 // A DLQ has nowhere further to send an entry: it is handed
                 // over whatever its size or shape.
-                out.push(T::from(wire::decode_any(e)));
+                out.push(T::decode_any(e));
                 continue;
             }
             match T::decode(e, max) {
@@ -800,16 +612,7 @@ impl Queue {
                 Err(u) => bad.push(u),
             }
         }
-        if !bad.is_empty() {
-            let moves: Vec<Transfer> = bad
-                .iter()
-                .map(|u| u.transfer(&failure_record(&u.reason)))
-                .collect();
-            let moved = self.engine().transfer(&self.keys, &self.dlq, &moves).await;
-            let reasons: Vec<_> = bad.iter().map(|u| (u.id, u.reason.clone())).collect();
-            self.log_dead_lettered("undecodable entry", &reasons, &moved);
-            moved?;
-        }
+        self.dead_letter_undecodable(&bad).await?;
         Ok(out)
     }
 
@@ -828,90 +631,6 @@ impl Queue {
     /// Acknowledge and permanently delete messages; returns how many existed.
     pub async fn delete(&self, ids: &[EntryId]) -> Result<u64> {
         self.engine().delete(&self.keys, ids).await
-    }
-
-    /// Move messages to the DLQ with a reason, atomically (appends
-    /// `{timestamp, reason}` to `_failures`). Returns how many moved; ids no
-    /// longer in the queue are skipped.
-    pub async fn dead_letter(&self, ids: &[EntryId], reason: &str) -> Result<u64> {
-        self.ensure_main("dead-letter")?;
-        let messages = self.fetch(ids).await?;
-        self.dead_letter_messages(&messages, reason).await
-    }
-
-    /// Like [`Queue::dead_letter`] for messages already in hand: no read first.
-    pub async fn dead_letter_messages(&self, messages: &[Message], reason: &str) -> Result<u64> {
-        self.ensure_main("dead-letter")?;
-        let record = failure_record(reason);
-        let moves: Vec<Transfer> = messages
-            .iter()
-            .map(|m| m.transfer(wire::FAILURES, &record))
-            .collect();
-        self.transfer(&self.keys, &self.dlq, &moves).await
-    }
-
-    /// Move messages from this DLQ back to its queue, atomically (appends
-    /// `{timestamp, from_dlq, to_queue}` to `_requeues`). Returns how many
-    /// moved.
-    pub async fn requeue(&self, ids: &[EntryId]) -> Result<u64> {
-        if !self.is_dlq() {
-            return Err(Error::invalid_argument(format!(
-                "`{}` is not a dead-letter queue: only DLQ messages can be requeued",
-                self.name()
-            )));
-        }
-        let messages = self.fetch(ids).await?;
-        self.requeue_messages(&messages).await
-    }
-
-    /// Requeue every message in this DLQ; returns how many moved.
-    pub async fn requeue_all(&self) -> Result<u64> {
-        let mut total = 0;
-        loop {
-            let batch = self.peek(500).await?;
-            if batch.is_empty() {
-                return Ok(total);
-            }
-            let moved = self.requeue_messages(&batch).await?;
-            if moved == 0 {
-                return Ok(total);
-            }
-            total += moved;
-        }
-    }
-
-    async fn requeue_messages(&self, messages: &[Message]) -> Result<u64> {
-        if !self.is_dlq() {
-            return Err(Error::invalid_argument("only DLQ messages can be requeued"));
-        }
-        let record = json!({
-            "timestamp": wire::now_secs(),
-            "from_dlq": self.keys.stream,
-            "to_queue": self.dlq.stream,
-        });
-        let moves: Vec<Transfer> = messages
-            .iter()
-            .map(|m| m.transfer(wire::REQUEUES, &record))
-            .collect();
-        self.transfer(&self.keys, &self.dlq, &moves).await
-    }
-
-    async fn transfer(&self, from: &QueueKeys, to: &QueueKeys, moves: &[Transfer]) -> Result<u64> {
-        if moves.is_empty() {
-            return Ok(0);
-        }
-        let out = self.engine().transfer(from, to, moves).await?;
-        Ok(out.iter().filter(|o| o.is_some()).count() as u64)
-    }
-
-    fn ensure_main(&self, what: &str) -> Result<()> {
-        if self.is_dlq() {
-            return Err(Error::invalid_argument(format!(
-                "cannot {what} from `{}`: it is already a dead-letter queue",
-                self.name()
-            )));
-        }
-        Ok(())
     }
 
     /// The messages with these ids that are still in the queue, in id order.
@@ -1007,10 +726,6 @@ impl Queue {
     pub async fn sweep_expired(&self) -> Result<u64> {
         self.engine().sweep(&self.keys).await
     }
-}
-
-fn failure_record(reason: &str) -> Value {
-    json!({ "timestamp": wire::now_secs(), "reason": reason })
 }
 
 /// Lease operations the consumer loop builds on.

@@ -69,7 +69,7 @@ pub use metrics::{Histogram, ServiceMetrics, Snapshot, TypeMetrics};
 pub use crate::handler::{shutdown_signal, Fail};
 
 use crate::bus::{Bus, Envelope, Event, Incoming, Published, Subscription};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::queue::consumer::{self, Backoff, ConsumerOptions, ConsumerStats, KeyOf};
 use crate::queue::Message;
 
@@ -94,7 +94,7 @@ impl Context {
     /// straight from the entry; the envelope's `data` (the event's fields
     /// as JSON) is built on the first call here, and kept.
     pub fn envelope(&self) -> &Envelope {
-        self.envelope.envelope()
+        self.envelope.envelope_or_head()
     }
 
     /// Deliveries of this event to this service so far, this one included.
@@ -106,18 +106,8 @@ impl Context {
     /// the incoming event, `correlation_id` the incoming event's (or its id
     /// if it had none), and `traceparent` continues the incoming trace.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Published> {
-        let mut env = Envelope::new(event)?;
-        let incoming = self.envelope.head();
-        env.source = Some(self.service.to_string());
-        env.causation_id = Some(incoming.event_id.clone());
-        env.correlation_id = Some(
-            incoming
-                .correlation_id
-                .clone()
-                .unwrap_or_else(|| incoming.event_id.clone()),
-        );
-        env.traceparent = Some(crate::bus::new_traceparent(incoming.traceparent.as_deref()));
-        let out = self.bus.publish_envelope(&env).await?;
+        let cause = self.envelope.head();
+        let out = self.bus.publish_caused(&self.service, cause, event).await?;
         self.metrics.published();
         Ok(out)
     }
@@ -240,8 +230,14 @@ impl ServiceBuilder {
     {
         let handler = Arc::new(handler);
         self.fallback = Some(Arc::new(move |ctx: Context, event: &Incoming| {
-            let (handler, env) = (handler.clone(), event.envelope().clone());
-            Box::pin(async move { handler(ctx, env).await })
+            let (handler, env) = (handler.clone(), event.envelope().cloned());
+            Box::pin(async move {
+                match env {
+                    Ok(env) => handler(ctx, env).await,
+                    // Fields that cannot be read never get better.
+                    Err(e) => Err(Fail::reject(e)),
+                }
+            })
         }));
         self
     }
@@ -356,23 +352,23 @@ impl ServiceBuilder {
         let stats = Arc::new(ConsumerStats::default());
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let options = self.consumer_settings();
-        // The service's own ordering (`order_by`) reads the decoded event,
+        // The service's own ordering (`order_by`) reads the event's field,
         // and wins over an ordering key given with `consumer_options`, as
-        // the builder's own settings do. Such a key takes messages: without
-        // `order_by`, events are then read as messages first, as that key
-        // expects.
-        let message_key = match self.order_by {
-            Some(_) => None,
-            None => options.ordering_key.clone(),
-        };
-        let order_by: Option<KeyOf<EventDelivery>> = self.order_by.clone().map(|field| {
-            Arc::new(move |d: &EventDelivery| {
-                d.event
-                    .as_ref()
-                    .ok()
-                    .and_then(|event| event.envelope().order_key(&field))
-            }) as KeyOf<EventDelivery>
-        });
+        // the builder's own settings do. Such a key takes messages: it gets
+        // the entry decoded as one.
+        let order_by: Option<KeyOf<EventDelivery>> =
+            match (self.order_by.clone(), options.ordering_key.clone()) {
+                (Some(field), _) => Some(Arc::new(move |d: &EventDelivery| {
+                    d.event
+                        .as_ref()
+                        .ok()
+                        .and_then(|event| event.order_key(&field))
+                })),
+                (None, Some(key)) => Some(Arc::new(move |d: &EventDelivery| {
+                    d.message().and_then(|m| key(&m))
+                })),
+                (None, None) => None,
+            };
         let dispatch = Arc::new(Dispatch {
             bus: self.bus.clone(),
             service: self.name.clone().into(),
@@ -389,36 +385,18 @@ impl ServiceBuilder {
                     let _ = stop_rx.wait_for(|stop| *stop).await;
                 };
                 tracing::info!(service = %name, "service started");
-                let result = match message_key {
-                    None => {
-                        consumer::run_loop(
-                            queue,
-                            options,
-                            order_by,
-                            move |d: EventDelivery| {
-                                let dispatch = dispatch.clone();
-                                async move { dispatch.handle(d).await }
-                            },
-                            shutdown,
-                            stats,
-                        )
-                        .await
-                    }
-                    Some(key) => {
-                        consumer::run_loop(
-                            queue,
-                            options,
-                            Some(key),
-                            move |m: Message| {
-                                let dispatch = dispatch.clone();
-                                async move { dispatch.handle(EventDelivery::from(m)).await }
-                            },
-                            shutdown,
-                            stats,
-                        )
-                        .await
-                    }
-                };
+                let result = consumer::run_loop(
+                    queue,
+                    options,
+                    order_by,
+                    move |d: EventDelivery| {
+                        let dispatch = dispatch.clone();
+                        async move { dispatch.handle(d).await }
+                    },
+                    shutdown,
+                    stats,
+                )
+                .await;
                 tracing::info!(service = %name, "service stopped");
                 result
             }
@@ -433,33 +411,36 @@ impl ServiceBuilder {
     }
 }
 
-/// An event read from a service's subscription queue: its envelope (or, as
-/// eddy writes events, only its id and type) read and its fields left in
-/// the entry's bytes ([`Incoming`]), or, for anything else, decoded the
-/// general way (the entry's `Map`, then [`Envelope::from_json`]), whose
-/// answer stands. Not an event: `event` says why, and the handler step
-/// dead-letters it.
-///
-/// An entry read by its id and type only is checked when its event is read,
-/// in the handler step: one that starts as an eddy event but is not JSON at
-/// all is dead-lettered there ("not an event: entry is not valid JSON: …",
-/// counted as malformed), not moved to the dead-letter queue as it is read,
-/// as other undecodable entries are. Either way it ends in the dead-letter
-/// queue with its bytes, and no handler sees it.
+/// An event read from a service's subscription queue: its head read from
+/// the entry's bytes, its fields left in them ([`Incoming`]). An entry that
+/// is not an event (not a JSON object, or one without a string `event_id`
+/// and `event_type`): `event` says why, and the handler step dead-letters
+/// it. One without `data`, or over the payload limit, goes to the
+/// dead-letter queue as it is read.
 pub(crate) struct EventDelivery {
     id: crate::EntryId,
     delivery_count: u64,
     event: Result<Arc<Incoming>>,
+    /// The entry, for an ordering key that takes messages.
+    entry: crate::engine::Entry,
 }
 
-impl From<Message> for EventDelivery {
-    fn from(m: Message) -> Self {
+impl EventDelivery {
+    /// Not an event (`event` is an error): the handler step dead-letters
+    /// it, and counts it as malformed.
+    fn new(entry: crate::engine::Entry, event: Result<Incoming>) -> Self {
         Self {
-            id: m.id,
-            delivery_count: m.delivery_count,
-            // The message is ours: its fields move, uncopied.
-            event: Envelope::from_json(m.data).map(|env| Arc::new(Incoming::decoded(env))),
+            id: entry.id,
+            delivery_count: entry.delivery_count,
+            event: event.map(Arc::new),
+            entry,
         }
+    }
+
+    /// The entry decoded as a message, for an ordering key given with
+    /// [`ServiceBuilder::consumer_options`].
+    fn message(&self) -> Option<Message> {
+        crate::queue::wire::decode(self.entry.clone(), usize::MAX).ok()
     }
 }
 
@@ -468,19 +449,20 @@ impl crate::queue::Delivered for EventDelivery {
         entry: crate::engine::Entry,
         max_bytes: usize,
     ) -> std::result::Result<Self, Box<crate::queue::wire::Undecodable>> {
-        let fast = entry
-            .data
-            .as_ref()
-            .filter(|raw| raw.len() <= max_bytes)
-            .and_then(Incoming::from_wire_bytes);
-        match fast {
-            Some(event) => Ok(Self {
-                id: entry.id,
-                delivery_count: entry.delivery_count,
-                event: Ok(Arc::new(event)),
-            }),
-            None => crate::queue::wire::decode(entry, max_bytes).map(Self::from),
+        match crate::queue::wire::data_of(&entry, max_bytes) {
+            Ok(raw) => {
+                let read = Incoming::read(raw);
+                Ok(Self::new(entry, read))
+            }
+            Err(reason) => Err(crate::queue::wire::Undecodable::new(entry, reason)),
         }
+    }
+    fn decode_any(entry: crate::engine::Entry) -> Self {
+        let read = match crate::queue::wire::data_of(&entry, usize::MAX) {
+            Ok(raw) => Incoming::read(raw),
+            Err(reason) => Err(Error::new(ErrorKind::Decode, reason)),
+        };
+        Self::new(entry, read)
     }
     fn id(&self) -> crate::EntryId {
         self.id
@@ -516,10 +498,7 @@ impl Dispatch {
         let (event_id, event_type) = event.id_and_type();
         let handler = self.handlers.get(event_type).or(self.fallback.as_ref());
         // The handler is called (a typed one reads its event: see
-        // `ServiceBuilder::on`) before anything counts the entry as an
-        // event: an entry read the quick way is known to be one only once
-        // read (`Incoming::from_wire_bytes`). Its future does nothing
-        // until awaited.
+        // `ServiceBuilder::on`) now; its future does nothing until awaited.
         let ctx = Context {
             bus: self.bus.clone(),
             service: self.service.clone(),
@@ -528,7 +507,9 @@ impl Dispatch {
             envelope: event.clone(),
         };
         let run = handler.map(|handler| handler(ctx, &event));
-        if let Some(e) = event.not_an_event() {
+        // Known to be an event once read whole: by the handler's read of
+        // its event just now, or here.
+        if let Err(e) = event.checked_head() {
             self.metrics.malformed();
             return Err(Fail::reject(format!("not an event: {e}")));
         }

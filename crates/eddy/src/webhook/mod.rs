@@ -90,7 +90,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 pub use path::{normalize_path, queue_name};
 pub use reply::RequestStats;
@@ -372,34 +373,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The payload as a JSON object, refused if it holds a field the queue or
-/// the webhook writes itself (`_leanmq` would be overwritten).
-fn to_object<T: Serialize + ?Sized>(payload: &T) -> Result<Map<String, Value>> {
-    match serde_json::to_value(payload) {
-        Ok(Value::Object(map)) => match crate::queue::wire::RESERVED
-            .iter()
-            .find(|k| map.contains_key(**k))
-        {
-            Some(k) => Err(Error::new(
-                ErrorKind::InvalidArgument,
-                format!("webhook payload field `{k}` is reserved (the webhook and its queue write it); rename it"),
-            )),
-            None => Ok(map),
-        },
-        Ok(_) => Err(Error::new(
-            ErrorKind::NotAnObject,
-            "webhook payload must be a JSON object (`{...}`), not an array, string, number, boolean or null",
-        )),
-        Err(e) => Err(Error::new(
-            ErrorKind::NotAnObject,
-            format!("webhook payload cannot be serialized as JSON: {e}"),
-        )),
-    }
-}
-
 /// LeanMQ's `_leanmq` value for a send to `normalized_path` now.
-fn leanmq_field(normalized_path: &str) -> Value {
-    json!({ "webhook": { "path": normalized_path, "timestamp": crate::queue::wire::now_secs() } })
+fn leanmq_field(normalized_path: &str) -> Result<Box<RawValue>> {
+    #[derive(Serialize)]
+    struct Sent<'a> {
+        path: &'a str,
+        timestamp: f64,
+    }
+    #[derive(Serialize)]
+    struct Field<'a> {
+        webhook: Sent<'a>,
+    }
+    Ok(serde_json::value::to_raw_value(&Field {
+        webhook: Sent {
+            path: normalized_path,
+            timestamp: crate::queue::wire::now_secs(),
+        },
+    })?)
 }
 
 impl Webhook {
@@ -482,19 +472,23 @@ impl Webhook {
         lock(&self.inner.known).remove(name);
     }
 
-    /// Send to the queue `name`, creating it if missing (again if it was
-    /// deleted since this client created it).
-    async fn append(
+    /// Send `payload` to the queue `name` as LeanMQ's webhook does, with
+    /// `_leanmq` for `path` after the payload's own members (and the
+    /// members `opts` already holds), creating the queue if missing (again
+    /// if it was deleted since this client created it). The payload is
+    /// serialized once and kept as it serialized (key order, big integers).
+    async fn append<T: Serialize + ?Sized>(
         &self,
         name: &str,
-        data: &Map<String, Value>,
-        opts: &SendOptions,
+        path: &str,
+        payload: &T,
+        opts: SendOptions,
     ) -> Result<Option<EntryId>> {
-        let opts = &opts.clone().own_fields(&[LEANMQ]);
-        match self.created(name).await?.send_with(data, opts).await {
+        let opts = &opts.member(LEANMQ, leanmq_field(&normalize_path(path))?);
+        match self.created(name).await?.send_with(payload, opts).await {
             Err(e) if e.kind() == ErrorKind::QueueNotFound => {
                 self.forget(name);
-                self.created(name).await?.send_with(data, opts).await
+                self.created(name).await?.send_with(payload, opts).await
             }
             other => other,
         }
@@ -518,9 +512,7 @@ impl Webhook {
     /// ```
     pub async fn send<T: Serialize + ?Sized>(&self, path: &str, payload: &T) -> Result<EntryId> {
         let name = queue_name(path)?;
-        let mut data = to_object(payload)?;
-        data.insert(LEANMQ.to_owned(), leanmq_field(&normalize_path(path)));
-        self.append(&name, &data, &SendOptions::default())
+        self.append(&name, path, payload, SendOptions::default())
             .await?
             .ok_or_else(|| {
                 Error::new(
@@ -551,9 +543,7 @@ impl Webhook {
         opts: &SendOptions,
     ) -> Result<Option<EntryId>> {
         let name = queue_name(path)?;
-        let mut data = to_object(payload)?;
-        data.insert(LEANMQ.to_owned(), leanmq_field(&normalize_path(path)));
-        self.append(&name, &data, opts).await
+        self.append(&name, path, payload, opts.clone()).await
     }
 
     /// Send `payload` to `path` as a request and wait up to `timeout` for
@@ -588,19 +578,18 @@ impl Webhook {
     ) -> Result<Value> {
         let name = queue_name(path)?;
         let normalized = normalize_path(path);
-        let mut data = to_object(payload)?;
         let replies = self.replies().await?;
         let correlation_id = uuid::Uuid::new_v4().to_string();
-        data.insert(REPLY_TO.to_owned(), Value::String(replies.path.clone()));
-        data.insert(
-            CORRELATION_ID.to_owned(),
-            Value::String(correlation_id.clone()),
-        );
-        data.insert(LEANMQ.to_owned(), leanmq_field(&normalized));
+        let opts = SendOptions::default()
+            .member(REPLY_TO, serde_json::value::to_raw_value(&replies.path)?)
+            .member(
+                CORRELATION_ID,
+                serde_json::value::to_raw_value(&correlation_id)?,
+            );
         // Registered before sending: a fast reply must find its caller.
         let (_waiting, reply) = replies.wait_for(&correlation_id);
         drop(replies);
-        self.append(&name, &data, &SendOptions::default()).await?;
+        self.append(&name, path, payload, opts).await?;
         let counters = &self.inner.counters;
         Counters::bump(&counters.sent);
         match tokio::time::timeout(timeout, reply).await {
@@ -770,8 +759,7 @@ impl Webhook {
             Ok(value) => data.insert(REPLY.to_owned(), value),
             Err(reason) => data.insert(REPLY_ERROR.to_owned(), Value::String(reason)),
         };
-        data.insert(LEANMQ.to_owned(), leanmq_field(&normalize_path(reply_to)));
-        let opts = SendOptions::new().own_fields(&[LEANMQ]);
+        let opts = SendOptions::new().member(LEANMQ, leanmq_field(&normalize_path(reply_to))?);
         match queue.send_with(&data, &opts).await.map(|_| ()) {
             Err(e) if e.kind() == ErrorKind::QueueNotFound => {
                 self.forget(&name);

@@ -13,11 +13,12 @@ use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::splice;
+use super::{splice, Record};
 use crate::engine::{Entry, EntryId};
 use crate::error::ErrorKind;
 use crate::queue::wire::{
-    decode, decode_any, decode_as, encode, undecodable_message, FAILURES, METADATA, RESERVED,
+    decode, decode_any, decode_as, encode, undecodable_message, Beside, FAILURES, METADATA,
+    RESERVED,
 };
 
 fn config() -> Config {
@@ -386,29 +387,33 @@ pub(crate) fn check_decode(
         .collect();
     let entry = Entry::new(EntryId::new(7, 1), data.map(Bytes::copy_from_slice), 3)
         .with_fields(fields.clone());
-    let typed = decode_as::<Value>(&entry, max);
+    match decode_as::<Value>(entry.clone(), max) {
+        Ok(t) => {
+            prop_assert!(data.is_some_and(|d| d.len() <= max));
+            prop_assert!(t.payload.is_object());
+        }
+        Err(u) => {
+            prop_assert_eq!(&u.entry, &entry);
+            prop_assert!(!u.reason.is_empty());
+        }
+    }
     match decode(entry.clone(), max) {
         Ok(m) => {
             prop_assert!(data.is_some_and(|d| d.len() <= max));
             prop_assert_eq!(m.raw_data(), data);
             prop_assert_eq!(&m.stored.fields, &fields);
             prop_assert_eq!((m.id, m.delivery_count), (entry.id, 3));
-            if let Some(t) = typed {
-                prop_assert_eq!(t.payload, Value::Object(m.data.clone()));
-                prop_assert_eq!((t.message_id, t.ttl), (m.message_id, m.ttl));
-            }
         }
         Err(u) => {
-            prop_assert!(typed.is_none(), "decode_as took what decode refused");
             prop_assert_eq!(&u.entry, &entry);
             prop_assert!(!u.reason.is_empty());
             let shown = undecodable_message(&u, 3);
             prop_assert_eq!(shown.raw_data(), data);
-            let record = serde_json::json!({"timestamp": 1.5, "reason": u.reason});
+            let record = Record::failure(&u.reason);
             let moved = u
                 .transfer(&record)
                 .apply(entry.data.as_ref(), &entry.fields);
-            check_moved(&entry, &moved, FAILURES, &record.to_string())?;
+            check_moved(&entry, &moved, FAILURES, record.text())?;
         }
     }
     if let Some(d) = data.filter(|d| d.len() <= max) {
@@ -539,12 +544,12 @@ proptest! {
         };
         let text = text.clone();
         payload.retain(|k, _| !RESERVED.contains(&k.as_str()));
-        let bytes = encode(&payload, &id, timestamp, ttl, usize::MAX, &[]).map_err(fail)?;
+        let bytes = encode(&payload, &id, timestamp, ttl, usize::MAX, &Beside::default()).map_err(fail)?;
         let m = decode(Entry::new(EntryId::new(1, 0), Some(bytes.clone()), 1), bytes.len())
             .map_err(|u| fail(u.reason))?;
         prop_assert_eq!(&m.data, &payload);
         prop_assert_eq!((m.message_id.as_str(), m.timestamp, m.ttl), (id.as_str(), timestamp, ttl));
-        let over = encode(&payload, &id, timestamp, ttl, bytes.len() - 1, &[]);
+        let over = encode(&payload, &id, timestamp, ttl, bytes.len() - 1, &Beside::default());
         prop_assert_eq!(over.err().map(|e| e.kind()), Some(ErrorKind::PayloadTooLarge));
 
         // Dead-lettered: the same payload, the record added, the ttl gone.
@@ -565,7 +570,7 @@ proptest! {
         let has_reserved = members(trimmed.as_bytes())
             .is_some_and(|m| m.iter().any(|(k, _)| RESERVED.contains(&k.as_str())));
         let raw = RawValue::from_string(trimmed.to_owned()).map_err(fail)?;
-        match encode(&raw, &id, timestamp, ttl, usize::MAX, &[]) {
+        match encode(&raw, &id, timestamp, ttl, usize::MAX, &Beside::default()) {
             Ok(bytes) => {
                 prop_assert!(!has_reserved, "sent a reserved field: {trimmed:?}");
                 prop_assert_eq!(&bytes[..trimmed.len() - 1], &trimmed.as_bytes()[..trimmed.len() - 1]);
@@ -586,7 +591,7 @@ proptest! {
         for field in RESERVED {
             let mut bad = payload.clone();
             bad.insert(field.to_owned(), Value::Null);
-            let e = encode(&bad, &id, timestamp, ttl, usize::MAX, &[]);
+            let e = encode(&bad, &id, timestamp, ttl, usize::MAX, &Beside::default());
             prop_assert_eq!(e.err().map(|e| e.kind()), Some(ErrorKind::InvalidArgument));
         }
     }
@@ -651,7 +656,7 @@ fn corpus() {
 fn an_empty_object_with_whitespace_inside_encodes_as_json() {
     for text in ["{ }", "{\n\t}", "{\r\n }"] {
         let raw = RawValue::from_string(text.to_owned()).unwrap();
-        let bytes = encode(&raw, "m", 1.5, None, usize::MAX, &[]).unwrap();
+        let bytes = encode(&raw, "m", 1.5, None, usize::MAX, &Beside::default()).unwrap();
         let m = decode(
             Entry::new(EntryId::new(1, 0), Some(bytes.clone()), 1),
             usize::MAX,
