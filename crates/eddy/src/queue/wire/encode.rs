@@ -136,15 +136,8 @@ pub(crate) fn too_large(len: usize, max: usize) -> Error {
 }
 
 /// Refuse a payload with a reserved top-level field: the queue's own or
-/// one of `beside.reserved`. serde_json writes `_` unescaped, so a payload
-/// without `"_` (and without a `\u` escape, which could spell one in a raw
-/// value written by hand) holds none of the queue's, and unless the sender
-/// reserves more names only the rest pay for reading their keys.
+/// one of `beside.reserved`. One streaming pass over the payload's keys.
 fn check_reserved(buf: &[u8], beside: &Beside<'_>) -> Result<()> {
-    let hinted = RESERVED_HINT.find(buf).is_some() || ESCAPE_HINT.find(buf).is_some();
-    if !hinted && beside.reserved.is_empty() {
-        return Ok(());
-    }
     let mut scan = KeyScan {
         names: beside.reserved,
         found: None,
@@ -195,13 +188,6 @@ impl<'de> Visitor<'de> for &mut KeyScan<'_> {
         Ok(())
     }
 }
-
-/// The start of a reserved key. Built once: building a searcher per
-/// message shows up in a sender's profile.
-static RESERVED_HINT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"_"));
-static ESCAPE_HINT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
 
 #[cfg(test)]
 mod tests {
