@@ -5,7 +5,9 @@
 //! reader keeps for itself ([`Takes`]: a message's `_metadata`, an event's
 //! envelope fields) are handed to it as they are met; every other member
 //! goes to the value being read, which is a payload `Map` or the caller's
-//! own type straight from the bytes.
+//! own type straight from the bytes. (A bus event's id and type are read
+//! first from its leading members alone, see `bus/incoming.rs`; the pass
+//! that reads the event is this one.)
 //!
 //! What a read checks: the bytes are UTF-8 and one JSON object with nothing
 //! after it; each member read is checked by serde_json as it reads it (a

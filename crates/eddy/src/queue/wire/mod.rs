@@ -4,9 +4,10 @@
 //! `_requeues: [{timestamp, from_dlq, to_queue}]`.
 //!
 //! One way in each direction: [`encode`] serializes a payload once and
-//! splices `_metadata` in; [`decode`] reads an entry's bytes once
-//! ([`crate::json::read_object`]), `_metadata` into the message's fields on
-//! the way and the payload into a `Map` (or, for
+//! splices the sender's own members (a bus event's envelope, a webhook's
+//! `_leanmq`) and `_metadata` in around its bytes; [`decode`] reads an
+//! entry's bytes once ([`crate::json::read_object`]), `_metadata` into the
+//! message's fields on the way and the payload into a `Map` (or, for
 //! [`crate::Queue::receive_as`], straight into the caller's type).
 
 mod decode;
