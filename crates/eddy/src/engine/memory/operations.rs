@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::state::{Delayed, Group, Pending};
+use super::state::{group_mut, Delayed, Group, Pending};
 use super::{epoch_secs_string, no_group, not_found, queue_full, MemoryEngine};
 use crate::engine::{
     Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, ParkedRetry,
@@ -700,24 +700,7 @@ impl MemoryEngine {
             return Ok(0);
         }
         let mut st = self.lock();
-        let Some(group) = st
-            .streams
-            .get_mut(&queue.stream)
-            .and_then(|s| s.groups.get_mut(&queue.group))
-        else {
-            return Err(no_group(queue));
-        };
-        let mut n = 0;
-        for id in ids {
-            if let Some(p) = group
-                .pending
-                .get_mut(id)
-                .filter(|p| &*p.consumer == consumer)
-            {
-                f(p);
-                n += 1;
-            }
-        }
-        Ok(n)
+        let group = group_mut(&mut st.streams, queue)?;
+        Ok(group.for_owned(consumer, ids, |_, p| f(p)))
     }
 }

@@ -12,7 +12,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{no_group, HashMap, State};
+use super::state::group_mut;
+use super::{HashMap, State};
 use crate::engine::{EntryId, ParkedRetry, QueueKeys};
 use crate::error::Result;
 
@@ -73,23 +74,12 @@ impl State {
         let State {
             streams, parked, ..
         } = self;
-        let group = streams
-            .get_mut(&keys.stream)
-            .and_then(|s| s.groups.get_mut(&keys.group))
-            .ok_or_else(|| no_group(keys))?;
+        let group = group_mut(streams, keys)?;
         let markers = parked.entry(keys.delayed.clone()).or_default();
-        let mut n = 0;
-        for id in ids {
-            if let Some(p) = group
-                .pending
-                .get_mut(id)
-                .filter(|p| &*p.consumer == consumer)
-            {
-                p.delivered_ms = now;
-                markers.set(*id, p.count, due_ms);
-                n += 1;
-            }
-        }
+        let n = group.for_owned(consumer, ids, |id, p| {
+            p.delivered_ms = now;
+            markers.set(id, p.count, due_ms);
+        });
         if markers.len() == 0 {
             parked.remove(&keys.delayed);
         }
@@ -109,25 +99,14 @@ impl State {
         let State {
             streams, parked, ..
         } = self;
-        let group = streams
-            .get_mut(&keys.stream)
-            .and_then(|s| s.groups.get_mut(&keys.group))
-            .ok_or_else(|| no_group(keys))?;
+        let group = group_mut(streams, keys)?;
         let mut markers = parked.get_mut(&keys.delayed);
-        let mut n = 0;
-        for id in ids {
-            if let Some(p) = group
-                .pending
-                .get_mut(id)
-                .filter(|p| &*p.consumer == consumer)
-            {
-                p.delivered_ms = at;
-                if let Some(m) = markers.as_deref_mut() {
-                    m.unset(*id, p.count);
-                }
-                n += 1;
+        let n = group.for_owned(consumer, ids, |id, p| {
+            p.delivered_ms = at;
+            if let Some(m) = markers.as_deref_mut() {
+                m.unset(id, p.count);
             }
-        }
+        });
         if markers.is_some_and(|m| m.len() == 0) {
             parked.remove(&keys.delayed);
         }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::log::Log;
-use super::{park, HashMap};
+use super::{no_group, park, HashMap};
 use crate::engine::{Entry, EntryId, QueueKeys};
+use crate::error::Result;
 
 #[derive(Debug, Default)]
 pub(super) struct State {
@@ -61,7 +62,41 @@ pub(super) struct Group {
     pub(super) consumers: BTreeMap<Arc<str>, u64>,
 }
 
+/// The consumer group of `keys` in `streams`: a missing stream or group is
+/// the queue deleted or purged by hand.
+pub(super) fn group_mut<'a>(
+    streams: &'a mut HashMap<String, Stream>,
+    keys: &QueueKeys,
+) -> Result<&'a mut Group> {
+    streams
+        .get_mut(&keys.stream)
+        .and_then(|s| s.groups.get_mut(&keys.group))
+        .ok_or_else(|| no_group(keys))
+}
+
 impl Group {
+    /// Apply `f` to the pending entries among `ids` that `consumer` owns;
+    /// returns how many there were.
+    pub(super) fn for_owned(
+        &mut self,
+        consumer: &str,
+        ids: &[EntryId],
+        mut f: impl FnMut(EntryId, &mut Pending),
+    ) -> u64 {
+        let mut n = 0;
+        for id in ids {
+            if let Some(p) = self
+                .pending
+                .get_mut(id)
+                .filter(|p| &*p.consumer == consumer)
+            {
+                f(*id, p);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Record that `consumer` read at `now`; returns its shared name.
     pub(super) fn seen(&mut self, consumer: &str, now: u64) -> Arc<str> {
         if let Some(seen) = self.consumers.get_mut(consumer) {
