@@ -111,6 +111,10 @@ pub struct CommonArgs {
     /// another instance after this long (e.g. 500ms, 2s, 1m).
     #[arg(long, default_value = "30s", value_name = "DUR", value_parser = crate::duration::parse_duration)]
     pub visibility_timeout: std::time::Duration,
+    /// Handled events kept on the service's subscription queue, trimmed as
+    /// it goes (e.g. 0s keeps none, 30s, 10m).
+    #[arg(long, default_value = "1m", value_name = "DUR", value_parser = crate::duration::parse_duration)]
+    pub history: std::time::Duration,
 }
 
 /// `eddy shop order-service`
@@ -266,6 +270,7 @@ fn plan(command: ShopCommand) -> (ShopService, ShopConfig, Option<String>) {
             .seed(0)
             .concurrency(common.concurrency as usize)
             .visibility_timeout(common.visibility_timeout)
+            .history(common.history)
     };
     match command {
         ShopCommand::Order(a) => (ShopService::Order, base(&a.common), Some(a.listen)),
@@ -460,6 +465,10 @@ mod tests {
         assert_eq!(service, ShopService::Order);
         assert_eq!(listen.as_deref(), Some("127.0.0.1:8080"));
         assert_eq!((config.seed, config.concurrency), (0, 64));
+        // `--history`'s default is the library's.
+        assert_eq!(config.history, eddy::queue::consumer::DEFAULT_HISTORY);
+        let (_, config, _) = plan(parse(&["shipping-service", "--history", "0s"]).unwrap());
+        assert_eq!(config.history, Duration::ZERO);
 
         let (service, config, listen) = plan(
             parse(&[

@@ -144,6 +144,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
     Service::builder(NAME, bus)
         .concurrency(shared.config.concurrency)
         .visibility_timeout(shared.config.visibility_timeout)
+        .history(Some(shared.config.history))
         // A customer must not hear "shipped" before "payment succeeded".
         .order_by("order_id")
         .on_any(move |_ctx: Context, env: Envelope| {

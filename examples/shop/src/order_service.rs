@@ -21,6 +21,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
     Service::builder(NAME, bus)
         .concurrency(shared.config.concurrency)
         .visibility_timeout(shared.config.visibility_timeout)
+        .history(Some(shared.config.history))
         // Unknown orders are retried quickly: the record is usually a moment away.
         .retry(Backoff::new(
             Duration::from_millis(100),

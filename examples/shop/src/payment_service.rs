@@ -26,6 +26,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
     Service::builder(NAME, bus)
         .concurrency(shared.config.concurrency)
         .visibility_timeout(shared.config.visibility_timeout)
+        .history(Some(shared.config.history))
         .on(move |ctx: Context, order: OrderCreatedEvent| {
             let shared = shared.clone();
             async move {

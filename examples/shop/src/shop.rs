@@ -43,6 +43,9 @@ pub struct ShopConfig {
     /// Events held by a crashed instance of a service are taken over by
     /// another after this long.
     pub visibility_timeout: Duration,
+    /// Handled events each service keeps on its subscription queue
+    /// (default [`eddy::queue::consumer::DEFAULT_HISTORY`]).
+    pub history: Duration,
 }
 
 impl Default for ShopConfig {
@@ -54,6 +57,7 @@ impl Default for ShopConfig {
             seed: rand::random(),
             concurrency: 64,
             visibility_timeout: Duration::from_secs(30),
+            history: eddy::queue::consumer::DEFAULT_HISTORY,
         }
     }
 }
@@ -107,6 +111,12 @@ impl ShopConfig {
     /// Set how long before another instance takes over a crashed one's events.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
         self.visibility_timeout = d;
+        self
+    }
+
+    /// Set how long each service keeps handled events (zero keeps none).
+    pub fn history(mut self, keep: Duration) -> Self {
+        self.history = keep;
         self
     }
 

@@ -245,3 +245,32 @@ pub async fn pipelined_publishes_from_one_task_keep_their_order(h: &Harness) -> 
     assert_eq!(ids, want);
     Ok(Outcome::Passed)
 }
+
+/// Publishers keep the `all` log to its window (ten minutes by default)
+/// without anyone calling `trim_log`.
+pub async fn all_log_is_bounded_by_its_publishers(h: &Harness) -> CaseResult {
+    h.pause_time();
+    let bus = eddy::bus::Bus::new(h.eddy_with_prefix("bounded:")).await?;
+    assert_eq!(bus.log_history_kept(), Some(eddy::bus::DEFAULT_LOG_HISTORY));
+    let bus = bus.log_history(Some(Duration::ZERO));
+    let log = bus.queues().queue("all").await?;
+    for i in 0..5 {
+        bus.publish(&order(&format!("old-{i}"))).await?;
+    }
+    h.advance(Duration::from_millis(300)).await;
+    bus.publish(&order("new")).await?;
+    let bounded = super::support::eventually(Duration::from_secs(5), || async {
+        log.info().await.is_ok_and(|i| i.length <= 1)
+    })
+    .await;
+    assert!(bounded, "the old events went from the log");
+    let kept = bus.log_history(None);
+    for i in 0..3 {
+        kept.publish(&order(&format!("kept-{i}"))).await?;
+    }
+    h.advance(Duration::from_millis(300)).await;
+    kept.publish(&order("last")).await?;
+    h.advance(Duration::from_millis(300)).await;
+    assert!(log.info().await?.length >= 4, "`None` keeps the log");
+    Ok(Outcome::Passed)
+}

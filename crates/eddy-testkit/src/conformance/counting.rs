@@ -151,6 +151,10 @@ impl Engine for CountingEngine {
         self.call().trim(queue, retention).await
     }
 
+    async fn forget_consumers(&self, queue: &QueueKeys, idle: Duration) -> Result<Vec<String>> {
+        self.call().forget_consumers(queue, idle).await
+    }
+
     async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
         self.call().trim_log(stream, before_ms).await
     }

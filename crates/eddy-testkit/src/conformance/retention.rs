@@ -223,3 +223,132 @@ pub async fn max_length_rejects_instead_of_dropping(h: &Harness) -> CaseResult {
     assert_eq!(q.info().await?.length, 4);
     Ok(Outcome::Passed)
 }
+
+/// The consumer loop trims the history it acknowledges as it goes: with
+/// no history kept, the queue is empty once everything is handled, a
+/// message retried on the way included.
+pub async fn consumer_loop_trims_what_it_acknowledges(h: &Harness) -> CaseResult {
+    use eddy::queue::consumer;
+    use eddy::Fail;
+    h.pause_time();
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("bounded-loop").await?;
+    send_numbered(&q, 0..20).await?;
+    let stop = tokio::time::sleep(Duration::from_secs(3));
+    let opts = super::consumer::fast().history(Duration::ZERO);
+    let stats = consumer::run(
+        q.clone(),
+        opts,
+        |m| async move {
+            if m.data["n"] == 5 && m.delivery_count < 3 {
+                return Err(Fail::retry("not yet"));
+            }
+            Ok(())
+        },
+        stop,
+    )
+    .await?;
+    let acked = stats.acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(acked, 20);
+    let info = q.info().await?;
+    assert_eq!(
+        (info.length, info.pending, info.lag),
+        (0, 0, 0),
+        "nothing acknowledged is kept"
+    );
+    assert_eq!(stats.trimmed.load(std::sync::atomic::Ordering::SeqCst), 20);
+    Ok(Outcome::Passed)
+}
+
+/// A loop keeps acknowledged history for its window (a minute by
+/// default) and trims it after, also once the queue has gone quiet.
+pub async fn consumer_loop_keeps_history_for_its_window(h: &Harness) -> CaseResult {
+    use eddy::queue::consumer::{self, DEFAULT_HISTORY};
+    // The default window where time can be advanced; a short one on a
+    // real clock.
+    let (opts, window) = if h.pause_time() {
+        let opts = super::consumer::fast();
+        assert_eq!(opts.history, Some(DEFAULT_HISTORY));
+        (opts, DEFAULT_HISTORY)
+    } else {
+        let window = Duration::from_secs(1);
+        (super::consumer::fast().history(window), window)
+    };
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("windowed").await?;
+    send_numbered(&q, 0..10).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(consumer::run(
+        q.clone(),
+        opts,
+        |_| async { Ok(()) },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let handled = super::support::eventually(Duration::from_secs(5), || async {
+        q.info().await.is_ok_and(|i| i.pending == 0 && i.lag == 0)
+    })
+    .await;
+    assert!(handled, "the loop handles all ten");
+    h.advance(window / 2).await;
+    assert_eq!(q.info().await?.length, 10, "inside the window: all kept");
+    let trimmed = super::support::eventually(window * 3, || async {
+        q.info().await.is_ok_and(|i| i.length == 0)
+    })
+    .await;
+    assert!(trimmed, "past the window, a quiet queue is trimmed too");
+    let _ = stop.send(());
+    let stats = run.await??;
+    assert_eq!(stats.trimmed.load(std::sync::atomic::Ordering::SeqCst), 10);
+    Ok(Outcome::Passed)
+}
+
+/// Consumers that hold nothing and have not read for the limit are
+/// removed from the group, by hand and by a starting loop; a consumer
+/// holding a message stays, however idle.
+pub async fn idle_consumers_that_hold_nothing_are_forgotten(h: &Harness) -> CaseResult {
+    use eddy::queue::consumer;
+    h.pause_time();
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("crowd").await?;
+    send_numbered(&q, 0..2).await?;
+    let old = q.receive(&take(1, "old")).await?;
+    q.ack(&ids(&old)).await?;
+    let held = q.receive(&take(1, "holder")).await?;
+    assert_eq!(held.len(), 1);
+    h.advance(Duration::from_millis(400)).await;
+    assert!(q.receive(&take(1, "fresh")).await?.is_empty());
+    let names = |info: eddy::QueueInfo| {
+        let mut n: Vec<String> = info.consumers.into_iter().map(|c| c.name).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(q.info().await?), ["fresh", "holder", "old"]);
+    assert_eq!(
+        q.forget_idle_consumers(Duration::from_millis(200)).await?,
+        ["old"]
+    );
+    assert_eq!(names(q.info().await?), ["fresh", "holder"]);
+    assert!(q
+        .forget_idle_consumers(Duration::from_secs(3600))
+        .await?
+        .is_empty());
+
+    // A loop that starts forgets the names its predecessors left.
+    h.advance(Duration::from_millis(400)).await;
+    let opts = super::consumer::fast()
+        .name("next".into())
+        .visibility_timeout(Duration::from_secs(3600))
+        .forget_idle(Some(Duration::from_millis(200)));
+    let stop = tokio::time::sleep(Duration::from_millis(300));
+    consumer::run(q.clone(), opts, |_| async { Ok(()) }, stop).await?;
+    assert_eq!(
+        names(q.info().await?),
+        ["holder", "next"],
+        "`fresh` went; `holder` still holds its message"
+    );
+    let info = q.info().await?;
+    assert_eq!(info.pending, 1);
+    Ok(Outcome::Passed)
+}

@@ -19,6 +19,7 @@
 mod batch;
 mod envelope;
 mod incoming;
+mod log;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +30,7 @@ use bytes::Bytes;
 
 pub use envelope::{Envelope, Event, RESERVED};
 pub(crate) use incoming::Incoming;
+pub use log::DEFAULT_LOG_HISTORY;
 
 use crate::engine::{validate_name, EntryId, Publish, SharedEngine};
 use crate::error::{Error, ErrorKind, Result};
@@ -122,6 +124,8 @@ pub struct Bus {
     mq: Eddy,
     /// Overlapping publishes share engine calls (see `batch.rs`).
     batcher: Arc<batch::Batcher>,
+    /// The `all` log's retention, applied as events are published.
+    log: Arc<log::LogHistory>,
 }
 
 impl Bus {
@@ -146,7 +150,21 @@ impl Bus {
         Ok(Self {
             mq,
             batcher: Arc::default(),
+            log: Arc::new(log::LogHistory::new(Some(DEFAULT_LOG_HISTORY))),
         })
+    }
+
+    /// Keep this much of the `all` log (default ten minutes,
+    /// [`DEFAULT_LOG_HISTORY`]); `None` keeps it all, for something else
+    /// to trim with [`Bus::trim_log`]. Publishers trim it as they publish.
+    pub fn log_history(mut self, keep: Option<Duration>) -> Self {
+        self.log = Arc::new(log::LogHistory::new(keep));
+        self
+    }
+
+    /// What [`Bus::log_history`] set.
+    pub fn log_history_kept(&self) -> Option<Duration> {
+        self.log.keep()
     }
 
     /// The queues underneath (prefix `events:`).
@@ -303,6 +321,14 @@ impl Bus {
         )
         .log(format!("{}{ALL_LOG}", self.mq.prefix()));
         let delivered_to = self.batcher.publish(self.mq.engine(), publish).await?;
+        if let Some(keep) = self.log.claim() {
+            let bus = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = bus.trim_log(keep).await {
+                    tracing::warn!(error = %e, "trimming the bus's `all` log failed; the next publish tries again");
+                }
+            });
+        }
         Ok(Published {
             event_id,
             delivered_to,

@@ -363,6 +363,12 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// yet delivered. Returns how many were removed.
     async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64>;
 
+    /// Remove from the queue's group every consumer that holds no pending
+    /// entry and has not read for at least `idle`; returns their names. A
+    /// consumer that holds entries stays until they are acknowledged or
+    /// claimed by another.
+    async fn forget_consumers(&self, queue: &QueueKeys, idle: Duration) -> Result<Vec<String>>;
+
     /// Remove every entry older than `before` (epoch ms), acknowledged or
     /// not. Only for logs nobody consumes through the group (the bus's `all`
     /// log); a queue's history is trimmed with [`Engine::trim`].

@@ -712,6 +712,13 @@ impl Queue {
         self.engine().trim(&self.keys, retention).await
     }
 
+    /// Remove from this queue's group the consumers that hold no message and
+    /// have not read for at least `idle` (processes that ended; each run
+    /// of a service joins under a new name). Returns their names.
+    pub async fn forget_idle_consumers(&self, idle: Duration) -> Result<Vec<String>> {
+        self.engine().forget_consumers(&self.keys, idle).await
+    }
+
     /// Cap the queue at `max` entries (`None` removes the cap): a send that
     /// would go past it fails with [`ErrorKind::QueueFull`] instead of
     /// dropping anything. The count is the stream's length, acknowledged

@@ -139,6 +139,7 @@ struct Overrides {
     handler_timeout: Option<Duration>,
     visibility_timeout: Option<Duration>,
     shutdown_timeout: Option<Duration>,
+    history: Option<Option<Duration>>,
 }
 
 impl Overrides {
@@ -160,6 +161,9 @@ impl Overrides {
         }
         if let Some(d) = self.shutdown_timeout {
             options.shutdown_timeout = d;
+        }
+        if let Some(h) = self.history {
+            options.history = h;
         }
         options
     }
@@ -279,6 +283,16 @@ impl ServiceBuilder {
         self
     }
 
+    /// Acknowledged events kept on the subscription queue, trimmed as the
+    /// service goes (default one minute,
+    /// [`crate::queue::consumer::DEFAULT_HISTORY`]; zero keeps none, `None`
+    /// keeps all for something else to trim). Pending and undelivered
+    /// events are never trimmed.
+    pub fn history(mut self, keep: Option<Duration>) -> Self {
+        self.overrides.history = Some(keep);
+        self
+    }
+
     /// Handle events with the same value of field `field` (e.g. `order_id`,
     /// or an envelope field such as `correlation_id`) one at a time, in the
     /// order they arrive. Events without the field (or with it null) are
@@ -301,8 +315,8 @@ impl ServiceBuilder {
     /// The consumer loop settings (the consumer name, reclaim interval,
     /// read wait, an ordering key on messages...). What this builder sets
     /// with its own methods ([`ServiceBuilder::concurrency`],
-    /// [`ServiceBuilder::retry`], [`ServiceBuilder::max_deliveries`] and the
-    /// timeouts) wins over the same settings here, whichever is called
+    /// [`ServiceBuilder::retry`], [`ServiceBuilder::max_deliveries`],
+    /// [`ServiceBuilder::history`] and the timeouts) wins over the same settings here, whichever is called
     /// first; a second call replaces the first one's settings.
     ///
     /// ```

@@ -624,6 +624,34 @@ impl Engine for MemoryEngine {
         Ok(n as u64)
     }
 
+    async fn forget_consumers(&self, queue: &QueueKeys, idle: Duration) -> Result<Vec<String>> {
+        let now = self.clock_ms();
+        let limit = idle.as_millis() as u64;
+        let mut st = self.lock();
+        let Some(group) = st
+            .streams
+            .get_mut(&queue.stream)
+            .and_then(|s| s.groups.get_mut(&queue.group))
+        else {
+            return Ok(Vec::new());
+        };
+        let holding: std::collections::HashSet<&str> =
+            group.pending.values().map(|p| &*p.consumer).collect();
+        let gone: Vec<std::sync::Arc<str>> = group
+            .consumers
+            .iter()
+            .filter(|(name, seen)| {
+                now.saturating_sub(**seen) >= limit && !holding.contains(&***name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        drop(holding);
+        for name in &gone {
+            group.consumers.remove(name);
+        }
+        Ok(gone.iter().map(|n| n.to_string()).collect())
+    }
+
     async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
         let mut st = self.lock();
         let Some(s) = st.streams.get_mut(stream) else {

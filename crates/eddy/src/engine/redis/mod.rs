@@ -485,6 +485,14 @@ impl Engine for RedisEngine {
         self.invoke(&inv).await
     }
 
+    async fn forget_consumers(&self, queue: &QueueKeys, idle: Duration) -> Result<Vec<String>> {
+        let mut inv = self.scripts.forget_consumers.prepare_invoke();
+        inv.key(&queue.stream)
+            .arg(&queue.group)
+            .arg(idle.as_millis() as u64);
+        self.invoke(&inv).await
+    }
+
     async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
         redis::cmd("XTRIM")
             .arg(stream)

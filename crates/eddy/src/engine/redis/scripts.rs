@@ -35,6 +35,7 @@ pub(super) struct Scripts {
     pub park: Script,
     pub publish_many: Script,
     pub trim: Script,
+    pub forget_consumers: Script,
     pub set_metadata: Script,
 }
 
@@ -57,6 +58,7 @@ impl Scripts {
             park: script!("park.lua"),
             publish_many: script!("publish_many.lua"),
             trim: script!("trim.lua"),
+            forget_consumers: script!("forget_consumers.lua"),
             set_metadata: script!("set_metadata.lua"),
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::janitor::Janitor;
 use super::{ConsumerStats, Settle};
 use crate::engine::EntryId;
 use crate::queue::Queue;
@@ -23,17 +24,33 @@ pub(super) enum AckRequest {
 }
 
 /// Acknowledge in batches: whatever has accumulated goes in one XACK.
+/// Between batches, the janitor's trims and sweeps when they are due.
 /// Ends once every sender is gone.
 pub(super) async fn ack_batches(
     queue: Queue,
     mut rx: mpsc::UnboundedReceiver<AckRequest>,
     stats: Arc<ConsumerStats>,
     done: Arc<AtomicU64>,
+    mut janitor: Janitor,
 ) {
     let mut requests = Vec::with_capacity(512);
     let mut ids = Vec::with_capacity(512);
     let mut flushed = Vec::new();
-    while rx.recv_many(&mut requests, 512).await > 0 {
+    loop {
+        let got = match janitor.due() {
+            Some(at) => tokio::select! {
+                biased;
+                n = rx.recv_many(&mut requests, 512) => n,
+                () = tokio::time::sleep_until(at) => {
+                    janitor.run(&stats).await;
+                    continue;
+                }
+            },
+            None => rx.recv_many(&mut requests, 512).await,
+        };
+        if got == 0 {
+            break;
+        }
         for r in requests.drain(..) {
             match r {
                 AckRequest::Ack(id) => ids.push(id),
@@ -45,9 +62,13 @@ pub(super) async fn ack_batches(
             ack_with_retries(&queue, &ids, &stats).await;
             done.fetch_add(ids.len() as u64, Ordering::Relaxed);
             ids.clear();
+            janitor.acked();
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
+        }
+        if janitor.is_due() {
+            janitor.run(&stats).await;
         }
     }
 }

@@ -24,6 +24,10 @@
 //!   because it killed its process each time (`retry.rs`).
 //! - Messages with the same ordering key run one at a time, in order
 //!   (`ordering.rs`).
+//! - The queue stays bounded: acknowledged history older than
+//!   [`ConsumerOptions::history`] is trimmed as the loop acknowledges, and
+//!   consumers that ended are removed from the group after
+//!   [`ConsumerOptions::forget_idle`] (`janitor.rs`).
 //! - Engine errors (lost connection, Redis restarting, NOGROUP, OOM) are
 //!   logged, counted and retried with backoff: never a silent drop or a hot
 //!   loop. On stop, handlers in flight may finish up to a deadline
@@ -32,6 +36,7 @@
 mod acker;
 mod fetch;
 mod inline;
+mod janitor;
 mod leases;
 mod options;
 mod ordering;
@@ -50,6 +55,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+pub use janitor::{DEFAULT_FORGET_IDLE, DEFAULT_HISTORY};
 pub use options::{default_consumer_name, Backoff, ConsumerOptions, ConsumerStats, OrderingKey};
 pub(crate) use retry::{out_of_deliveries, retry_delay};
 
@@ -93,6 +99,7 @@ impl Settle {
             ack_rx,
             stats.clone(),
             acks_done.clone(),
+            janitor::Janitor::new(queue.clone(), &opts),
         ));
         let settle = Arc::new(Settle {
             queue,

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::janitor::{DEFAULT_FORGET_IDLE, DEFAULT_HISTORY};
 use crate::queue::Message;
 
 /// Exponential backoff with jitter: attempt `n` waits a random time in
@@ -88,6 +89,14 @@ pub struct ConsumerOptions {
     /// Handle messages with the same key one at a time, in order (a retried
     /// message comes back after later ones, as with any broker).
     pub ordering_key: Option<OrderingKey>,
+    /// Acknowledged history the loop keeps on its queue, trimmed as it
+    /// goes (default [`DEFAULT_HISTORY`]; `Some(ZERO)` keeps none, `None`
+    /// keeps everything for something else to trim).
+    pub history: Option<Duration>,
+    /// Consumers of the queue's group that hold nothing and have not read
+    /// for this long are removed (default [`DEFAULT_FORGET_IDLE`]; `None`
+    /// keeps them).
+    pub forget_idle: Option<Duration>,
 }
 
 impl std::fmt::Debug for ConsumerOptions {
@@ -103,6 +112,8 @@ impl std::fmt::Debug for ConsumerOptions {
             .field("poll", &self.poll)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("ordering_key", &self.ordering_key.is_some())
+            .field("history", &self.history)
+            .field("forget_idle", &self.forget_idle)
             .finish()
     }
 }
@@ -120,6 +131,8 @@ impl Default for ConsumerOptions {
             poll: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
             ordering_key: None,
+            history: Some(DEFAULT_HISTORY),
+            forget_idle: Some(DEFAULT_FORGET_IDLE),
         }
     }
 }
@@ -146,7 +159,8 @@ macro_rules! setters {
 
 impl ConsumerOptions {
     /// Defaults: 16 at once, visibility 30 s, handler timeout 60 s,
-    /// 5 deliveries, backoff 200 ms doubling to 30 s.
+    /// 5 deliveries, backoff 200 ms doubling to 30 s, 1 minute of
+    /// acknowledged history, consumers idle for an hour removed.
     pub fn new() -> Self {
         Self::default()
     }
@@ -170,6 +184,26 @@ impl ConsumerOptions {
         poll: Duration,
         /// Set the drain deadline.
         shutdown_timeout: Duration,
+    }
+
+    /// Keep this much acknowledged history on the queue (zero keeps none).
+    pub fn history(mut self, keep: Duration) -> Self {
+        self.history = Some(keep);
+        self
+    }
+
+    /// Never trim the queue's acknowledged history (something else does,
+    /// such as [`crate::Eddy::spawn_janitor`]).
+    pub fn keep_all_history(mut self) -> Self {
+        self.history = None;
+        self
+    }
+
+    /// Remove the group's consumers that hold nothing after `idle` without
+    /// reading (`None`: never).
+    pub fn forget_idle(mut self, idle: Option<Duration>) -> Self {
+        self.forget_idle = idle;
+        self
     }
 
     /// Handle messages with the same key (by `key`) one at a time, in order.
@@ -202,6 +236,8 @@ pub struct ConsumerStats {
     pub timeouts: AtomicU64,
     /// Engine errors (each followed by a backoff).
     pub errors: AtomicU64,
+    /// Acknowledged entries trimmed from the queue's history.
+    pub trimmed: AtomicU64,
 }
 
 impl ConsumerStats {
