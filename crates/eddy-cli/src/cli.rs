@@ -126,8 +126,12 @@ pub enum QueueCommand {
     /// Send a message; prints its stream id.
     ///
     /// With `-` instead of JSON, reads one JSON object per line from stdin
-    /// (blank lines are skipped), checks every line, then sends them in
-    /// atomic batches and prints the count. A bad line sends nothing.
+    /// (blank lines are skipped) and sends them as they come, in atomic
+    /// batches (500 messages, or fewer once stdin pauses for 100 ms), then
+    /// prints the count; a pipe that never ends keeps sending, in bounded
+    /// memory, with a progress line when stderr is a terminal. --ttl and
+    /// --delay apply to every line. A bad line stops it: the lines before
+    /// it are sent, nothing from it on, and the error says how many.
     Send(SendArgs),
     /// Receive new messages for a consumer; they stay pending until
     /// acknowledged (or use --ack). With --follow --ack, keep consuming until
@@ -192,6 +196,29 @@ pub enum QueueCommand {
     },
     /// List every queue and dead-letter queue under the prefix.
     List,
+    /// Remove acknowledged history older than DUR from a queue: messages
+    /// its consumers have received and acknowledged. Never one that is
+    /// pending or not yet delivered; prints how many were removed.
+    ///
+    /// Consumer loops (`receive --follow`, services, webhooks) trim their
+    /// queue as they go; this is for queues used otherwise.
+    Trim {
+        /// The queue name.
+        name: String,
+        /// Keep acknowledged messages younger than this: 0s, 500ms, 2s, 1m, 1h.
+        #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+        older_than: Duration,
+    },
+    /// Remove a queue's expired messages (TTL passed) and the consumers that
+    /// hold nothing and have not read for --idle (processes that ended);
+    /// prints both counts.
+    Sweep {
+        /// The queue name.
+        name: String,
+        /// Remove consumers idle this long that hold no message (default 1h).
+        #[arg(long, value_parser = parse_duration, value_name = "DUR", default_value = "1h")]
+        idle: Duration,
+    },
     /// Remove every message from a queue (not from its dead-letter queue).
     Purge {
         /// The queue name.
@@ -227,13 +254,6 @@ pub struct SendArgs {
     pub id: Option<String>,
 }
 
-impl SendArgs {
-    /// Whether any per-message option is set (they apply to one message).
-    pub fn has_options(&self) -> bool {
-        self.ttl.is_some() || self.delay.is_some() || self.id.is_some()
-    }
-}
-
 /// `eddy queue receive`
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
@@ -261,6 +281,10 @@ pub struct ReceiveArgs {
     /// process may stay silent before others take its messages.
     #[arg(long, value_parser = parse_duration, value_name = "DUR", requires = "follow")]
     pub visibility_timeout: Option<Duration>,
+    /// With --follow: keep acknowledged messages on the queue this long,
+    /// trimmed as it goes (default 1m; 0s keeps none).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR", requires = "follow")]
+    pub history: Option<Duration>,
 }
 
 /// `eddy dlq ...`

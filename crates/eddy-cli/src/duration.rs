@@ -48,9 +48,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A duration as the command line spells it: the largest unit that
+/// divides it (`1h`, `90s`, `250ms`).
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".to_owned(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shows_durations_in_their_largest_unit() {
+        for (text, shown) in [
+            ("0", "0s"),
+            ("1h", "1h"),
+            ("90s", "90s"),
+            ("2m", "2m"),
+            ("0.25", "250ms"),
+        ] {
+            assert_eq!(
+                parse_duration(text).map(show_duration).as_deref(),
+                Ok(shown)
+            );
+        }
+    }
 
     #[test]
     fn parses_seconds_and_units() {

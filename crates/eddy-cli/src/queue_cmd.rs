@@ -1,13 +1,12 @@
 //! `eddy queue ...`
 
 mod follow;
+mod stdin;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 
-use eddy::{Eddy, Queue, Receive, SendOptions, Transaction};
+use eddy::{Eddy, Receive, SendOptions};
 
 use crate::cli::{parse_ids, QueueCommand, ReceiveArgs, SendArgs};
 use crate::error::{CliError, CliResult};
@@ -15,13 +14,6 @@ use crate::output::Output;
 
 /// How `queue list` names a dead-letter queue: `orders:dlq`.
 const DLQ_SUFFIX: &str = ":dlq";
-/// Messages per atomic append when sending from stdin.
-const BATCH_MESSAGES: usize = 500;
-/// Encoded bytes per atomic append (a batch ends at whichever comes first),
-/// so large messages do not make one huge script call.
-const BATCH_BYTES: usize = 8 << 20;
-/// Batches in flight at once: Redis pipelines them on one connection.
-const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Run one `eddy queue` command.
 pub async fn run(mq: &Eddy, command: QueueCommand, out: &mut Output) -> CliResult {
@@ -38,12 +30,14 @@ pub async fn run(mq: &Eddy, command: QueueCommand, out: &mut Output) -> CliResul
             )?;
         }
         QueueCommand::Send(args) if args.message == "-" => {
-            if args.has_options() {
+            if args.id.is_some() {
                 return Err(CliError::new(
-                    "--ttl, --delay and --id apply to one message; they cannot be used with `-` (stdin)",
+                    "--id names one message; it cannot be used with `-` (stdin), whose messages each get their own",
                 ));
             }
-            let count = send_stdin(mq, &args.name).await?;
+            // Looked up first: an unknown queue fails before waiting for stdin.
+            let queue = mq.queue(&args.name).await?;
+            let count = stdin::send(mq, &queue, &send_options(&args)).await?;
             out.result(
                 json!({ "count": count }),
                 &format!("sent {count} message{}", plural(count)),
@@ -100,6 +94,36 @@ pub async fn run(mq: &Eddy, command: QueueCommand, out: &mut Output) -> CliResul
                 )));
             }
         }
+        QueueCommand::Trim { name, older_than } => {
+            let n = mq.queue(&name).await?.trim_history(older_than).await?;
+            out.result(
+                json!({ "trimmed": n }),
+                &format!(
+                    "removed {n} acknowledged message{} older than {} from `{name}`",
+                    plural(n),
+                    crate::duration::show_duration(older_than)
+                ),
+            )?;
+        }
+        QueueCommand::Sweep { name, idle } => {
+            let queue = mq.queue(&name).await?;
+            let expired = queue.sweep_expired().await?;
+            let consumers = queue.forget_idle_consumers(idle).await?;
+            let n = consumers.len() as u64;
+            out.result(
+                json!({ "expired": expired, "consumers_removed": consumers }),
+                &format!(
+                    "removed {expired} expired message{} and {n} idle consumer{} from `{name}`{}",
+                    plural(expired),
+                    plural(n),
+                    if consumers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", consumers.join(", "))
+                    }
+                ),
+            )?;
+        }
         QueueCommand::Purge { name } => {
             let n = mq.queue(&name).await?.purge().await?;
             out.result(
@@ -123,13 +147,7 @@ pub async fn run(mq: &Eddy, command: QueueCommand, out: &mut Output) -> CliResul
 async fn send_one(mq: &Eddy, args: SendArgs, out: &mut Output) -> CliResult {
     let payload = payload(&args.message)
         .map_err(|e| CliError::new(format!("invalid JSON: {}", json_error(&e))))?;
-    let mut opts = SendOptions::new();
-    if let Some(ttl) = args.ttl {
-        opts = opts.ttl(ttl);
-    }
-    if let Some(delay) = args.delay {
-        opts = opts.delay(delay);
-    }
+    let mut opts = send_options(&args);
     if let Some(id) = args.id {
         opts = opts.message_id(id);
     }
@@ -144,78 +162,16 @@ async fn send_one(mq: &Eddy, args: SendArgs, out: &mut Output) -> CliResult {
     Ok(())
 }
 
-/// Read every stdin line, check them all (JSON, object, size) by staging
-/// them in transactions, then commit the batches a few at a time. A bad line
-/// sends nothing. Returns how many messages were sent.
-async fn send_stdin(mq: &Eddy, name: &str) -> CliResult<usize> {
-    // Looked up first: an unknown queue fails before waiting for stdin.
-    let queue = mq.queue(name).await?;
-    let mut input = Vec::new();
-    tokio::io::stdin().read_to_end(&mut input).await?;
-    let input = String::from_utf8(input)
-        .map_err(|e| CliError::new(format!("stdin is not UTF-8: {e}; nothing was sent")))?;
-    let batches = stage_batches(mq, &queue, &input)?;
-    let total: usize = batches.iter().map(Transaction::len).sum();
-
-    let mut batches = batches.into_iter();
-    let mut in_flight = FuturesUnordered::new();
-    let (mut sent, mut failure) = (0, None);
-    loop {
-        while failure.is_none() && in_flight.len() < BATCHES_IN_FLIGHT {
-            let Some(tx) = batches.next() else { break };
-            let n = tx.len();
-            in_flight.push(async move { (n, tx.commit().await) });
-        }
-        // After a failure, wait for the batches already in flight so the
-        // count of what was sent is exact.
-        let Some((n, result)) = in_flight.next().await else {
-            break;
-        };
-        match result {
-            Ok(_) => sent += n,
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
+/// `--ttl` and `--delay`, for one message or for each of stdin's.
+fn send_options(args: &SendArgs) -> SendOptions {
+    let mut opts = SendOptions::new();
+    if let Some(ttl) = args.ttl {
+        opts = opts.ttl(ttl);
     }
-    match failure {
-        None => Ok(sent),
-        Some(e) => Err(CliError::new(format!(
-            "{} ({sent} of {total} messages were sent before this error, in whole batches of up to {BATCH_MESSAGES})",
-            e.message()
-        ))),
+    if let Some(delay) = args.delay {
+        opts = opts.delay(delay);
     }
-}
-
-/// Validate every non-blank line and group them into transactions.
-fn stage_batches(mq: &Eddy, queue: &Queue, input: &str) -> CliResult<Vec<Transaction>> {
-    let mut batches = Vec::new();
-    let mut tx = mq.transaction();
-    let mut bytes = 0;
-    for (index, line) in input.lines().enumerate() {
-        let line_no = index + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let payload = payload(line).map_err(|e| {
-            CliError::new(format!(
-                "line {line_no}: invalid JSON: {}; nothing was sent",
-                json_error(&e)
-            ))
-        })?;
-        if tx.len() >= BATCH_MESSAGES || bytes + line.len() > BATCH_BYTES && !tx.is_empty() {
-            batches.push(std::mem::replace(&mut tx, mq.transaction()));
-            bytes = 0;
-        }
-        tx.send(queue, &payload).map_err(|e| {
-            CliError::new(format!("line {line_no}: {}; nothing was sent", e.message()))
-        })?;
-        bytes += line.len();
-    }
-    if !tx.is_empty() {
-        batches.push(tx);
-    }
-    Ok(batches)
+    opts
 }
 
 async fn receive(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {

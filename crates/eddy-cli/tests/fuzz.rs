@@ -3,7 +3,8 @@
 //! reserved fields) to `eddy queue send q -` and `eddy queue send q JSON`
 //! against a real `redis-server`. The binary never panics: it exits 0 having
 //! sent exactly the non-blank lines, or 1 with one `error:` line having
-//! sent nothing.
+//! sent exactly the non-blank lines before the first bad one (stdin is
+//! sent as it comes) — for an argument, nothing.
 //!
 //! `PROPTEST_CASES` sets the number of cases (32 by default; each runs the
 //! binary twice).
@@ -143,14 +144,43 @@ fn xlen(conn: &mut redis::Connection) -> Result<u64, TestCaseError> {
         .map_err(|e| TestCaseError::fail(e.to_string()))
 }
 
-/// Run `eddy queue send q ARGS` and check its outcome against `accept`
-/// (`Some(n)`: n messages sent; `None`: refused).
+/// What a run should do: send this many messages, and then succeed or
+/// refuse the rest.
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    sent: u64,
+    refused: bool,
+}
+
+/// What `eddy queue send q -` should make of these stdin lines: the
+/// non-blank ones up to the first that is not UTF-8 or not accepted.
+fn expect_stdin<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Expect {
+    let mut sent = 0;
+    for line in lines {
+        match std::str::from_utf8(line) {
+            Ok(text) if text.trim().is_empty() => {}
+            Ok(text) if accepted(text) => sent += 1,
+            _ => {
+                return Expect {
+                    sent,
+                    refused: true,
+                }
+            }
+        }
+    }
+    Expect {
+        sent,
+        refused: false,
+    }
+}
+
+/// Run `eddy queue send q ARGS` and check its outcome against `expect`.
 fn check(
     url: &str,
     conn: &mut redis::Connection,
     args: &[&str],
     stdin: Option<Vec<u8>>,
-    accept: Option<u64>,
+    expect: Expect,
     what: &str,
 ) -> Result<(), TestCaseError> {
     let before = xlen(conn)?;
@@ -165,27 +195,23 @@ fn check(
         )
     };
     prop_assert!(!run.stderr.contains("panicked"), "{}", show());
-    match accept {
-        Some(n) => {
-            prop_assert_eq!(run.code, Some(0), "{}", show());
-            prop_assert_eq!(after - before, n, "{}", show());
-        }
-        None => {
-            prop_assert_eq!(run.code, Some(1), "{}", show());
-            prop_assert!(run.stdout.is_empty(), "{}", show());
-            prop_assert!(
-                run.stderr.starts_with("error: ") && run.stderr.lines().count() == 1,
-                "{}",
-                show()
-            );
-            prop_assert_eq!(after, before, "a refused send wrote: {}", show());
-        }
+    prop_assert_eq!(after - before, expect.sent, "{}", show());
+    if expect.refused {
+        prop_assert_eq!(run.code, Some(1), "{}", show());
+        prop_assert!(run.stdout.is_empty(), "{}", show());
+        prop_assert!(
+            run.stderr.starts_with("error: ") && run.stderr.lines().count() == 1,
+            "{}",
+            show()
+        );
+    } else {
+        prop_assert_eq!(run.code, Some(0), "{}", show());
     }
     Ok(())
 }
 
 #[test]
-fn send_takes_valid_lines_and_refuses_the_rest_whole() {
+fn send_takes_the_valid_lines_up_to_the_first_bad_one() {
     let server = RedisServer::start().expect("start redis-server");
     let url = server.url();
     let created = eddy(&url, &["queue", "create", "q"], None);
@@ -206,13 +232,7 @@ fn send_takes_valid_lines_and_refuses_the_rest_whole() {
         .run(&input, |(lines, crlf)| {
             let mut stdin = lines.join(if crlf { &b"\r\n"[..] } else { b"\n" });
             stdin.push(b'\n');
-            let expected = std::str::from_utf8(&stdin).ok().and_then(|text| {
-                let given: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-                given
-                    .iter()
-                    .all(|l| accepted(l))
-                    .then_some(given.len() as u64)
-            });
+            let expected = expect_stdin(lines.iter().map(Vec::as_slice));
             let what = format!("stdin {:?}", String::from_utf8_lossy(&stdin));
             check(
                 &url,
@@ -227,7 +247,11 @@ fn send_takes_valid_lines_and_refuses_the_rest_whole() {
             // hold invalid UTF-8 or a NUL; `-` means stdin).
             if let Ok(first) = std::str::from_utf8(&lines[0]) {
                 if !first.contains('\0') && first.trim() != "-" {
-                    let expected = accepted(first).then_some(1);
+                    let ok = accepted(first);
+                    let expected = Expect {
+                        sent: u64::from(ok),
+                        refused: !ok,
+                    };
                     let what = format!("argument {first:?}");
                     check(
                         &url,
@@ -253,32 +277,44 @@ fn corpus() {
     let mut conn = redis::Client::open(url.as_str())
         .and_then(|c| c.get_connection())
         .expect("a connection");
-    let run = |conn: &mut redis::Connection, stdin: &[u8], accept: Option<u64>| {
+    let run = |conn: &mut redis::Connection, stdin: &[u8], sent: u64, refused: bool| {
         let what = format!(
             "stdin {:?}",
             String::from_utf8_lossy(&stdin[..stdin.len().min(200)])
         );
-        check(&url, conn, &["-"], Some(stdin.to_vec()), accept, &what)
+        let expect = Expect { sent, refused };
+        check(&url, conn, &["-"], Some(stdin.to_vec()), expect, &what)
             .unwrap_or_else(|e| panic!("{e}"));
     };
-    run(&mut conn, b"{\"a\":1}\n\n   \n{\"b\":2}\n", Some(2));
-    run(&mut conn, b"{\"a\":1}\n{\"x\": NaN}\n", None);
-    run(&mut conn, b"{\"a\":1}\n{\"x\":\"\xff\"}\n", None);
-    run(&mut conn, b"{\"x\":\"\\udc00\"}\n", None);
-    run(&mut conn, b"{\"price\": 1e308, \"quantity\": 2}\n", Some(1));
+    run(&mut conn, b"{\"a\":1}\n\n   \n{\"b\":2}\n", 2, false);
+    run(&mut conn, b"{\"a\":1}\n{\"x\": NaN}\n{\"c\":3}\n", 1, true);
+    run(
+        &mut conn,
+        b"{\"a\":1}\n{\"x\":\"\xff\"}\n{\"c\":3}\n",
+        1,
+        true,
+    );
+    run(&mut conn, b"{\"x\":\"\\udc00\"}\n", 0, true);
+    run(
+        &mut conn,
+        b"{\"price\": 1e308, \"quantity\": 2}\n",
+        1,
+        false,
+    );
     for field in RESERVED {
         run(
             &mut conn,
             format!("{{\"a\":1}}\n{{\"{field}\":[]}}\n").as_bytes(),
-            None,
+            1,
+            true,
         );
     }
-    run(&mut conn, b"{\"a\":1}\n{\"\\u005ffailures\":[]}\n", None);
+    run(&mut conn, b"{\"a\":1}\n{\"\\u005ffailures\":[]}\n", 1, true);
     let deep = format!("{{\"x\":{}0{}}}\n", "[".repeat(200), "]".repeat(200));
-    run(&mut conn, deep.as_bytes(), None);
+    run(&mut conn, deep.as_bytes(), 0, true);
     // Over the default 1 MiB limit, then within a raised one.
     let big = format!("{{\"blob\":\"{}\"}}\n", "z".repeat(2 << 20));
-    run(&mut conn, big.as_bytes(), None);
+    run(&mut conn, big.as_bytes(), 0, true);
     let before = xlen(&mut conn).unwrap();
     let raised = eddy_big(&url, big.into_bytes());
     assert_eq!(raised.code, Some(0), "{}", raised.stderr);

@@ -42,10 +42,13 @@ pub async fn run(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
         return Err(CliError::new("count must be at least 1"));
     }
     let queue = mq.queue(&args.name).await?;
-    let opts = ConsumerOptions::new()
+    let mut opts = ConsumerOptions::new()
         .name(args.consumer.unwrap_or_else(default_consumer_name))
         .concurrency(args.count)
         .visibility_timeout(visibility);
+    if let Some(keep) = args.history {
+        opts = opts.history(keep);
+    }
 
     // Set up before the first read, so that from now on a signal stops the
     // loop cleanly instead of killing the process mid-batch.
