@@ -22,12 +22,14 @@ Output:
     dlq list                  the same, plus \"failures\": [{\"timestamp\",\"reason\"}]
     queue list                one queue object per line (as queue info)
     queue info                {\"name\",\"stream\",\"is_dlq\",\"consumer_group\",\"length\",
-                              \"pending\",\"lag\",\"delayed\",\"consumers\",
+                              \"pending\",\"lag\",\"lag_estimated\",\"delayed\",\"consumers\",
                               \"oldest_pending_idle_ms\",\"oldest_pending_age_ms\",\"created_at\"}
     queue create              {\"created\": NAME, \"dlq\": \"NAME:dlq\"}
     queue send NAME JSON      {\"id\": ID} ({\"id\": null, \"delayed\": true} with --delay)
     queue send NAME -         {\"count\": N}
     queue ack                 {\"acknowledged\": N}
+    queue trim                {\"trimmed\": N}
+    queue sweep               {\"expired\": N, \"consumers_removed\": [NAME...]}
     queue dead-letter         {\"dead_lettered\": N}
     queue purge, dlq purge    {\"purged\": N}
     queue delete              {\"deleted\": NAME, \"dlq_deleted\": BOOL}
@@ -37,7 +39,8 @@ Output:
 Errors:
   One line `error: <message>` on stderr and exit status 1 (2 for usage
   errors). Ids and JSON are checked before anything is sent: a bad input
-  changes nothing.
+  changes nothing (`queue send NAME -` sends stdin as it comes: a bad line
+  stops it, and the lines before it are sent).
 
 Environment:
   EDDY_URL   default for --url
@@ -182,6 +185,11 @@ pub enum QueueCommand {
     },
     /// Show a queue's length, pending, lag, delayed and consumers.
     ///
+    /// `lag` counts messages not yet delivered; `~N` (and `lag_estimated`
+    /// with --json) marks an estimate: on Redis, once a message was deleted
+    /// from the stream (dead-lettered, expired) and more than 100 wait,
+    /// counting exactly would read them all, so `info` costs the same
+    /// whatever the backlog and gives the stream's counters instead.
     /// `pending` counts messages delivered and not yet acknowledged;
     /// `oldest pending idle` is how long ago the oldest of them (by id) was
     /// last delivered: past the consumers' visibility timeout it is due to

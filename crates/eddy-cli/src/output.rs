@@ -154,7 +154,7 @@ impl Output {
             ("consumer group", info.consumer_group.clone()),
             ("length", info.length.to_string()),
             ("pending", info.pending.to_string()),
-            ("lag", info.lag.to_string()),
+            ("lag", lag(info)),
             ("delayed", info.delayed.to_string()),
             (
                 "oldest pending idle",
@@ -227,7 +227,7 @@ impl Output {
                     q.name.clone(),
                     q.length.to_string(),
                     q.pending.to_string(),
-                    q.lag.to_string(),
+                    lag(q),
                     q.delayed.to_string(),
                     q.consumers.len().to_string(),
                     format_timestamp(q.created_at),
@@ -323,6 +323,15 @@ impl Table {
 /// terminals obey like ESC sequences) and the bidirectional overrides and
 /// isolates (which reorder what is shown) as `\u{9b}`-style escapes.
 /// Backslashes are left alone: --json shows the exact text.
+/// A queue's lag, `~N` where it is an estimate.
+fn lag(info: &QueueInfo) -> String {
+    if info.lag_estimated {
+        format!("~{}", info.lag)
+    } else {
+        info.lag.to_string()
+    }
+}
+
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
     let unsafe_char =
         |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');

@@ -800,20 +800,27 @@ async fn python_sees_nothing_of_a_failed_lib_transaction() {
 }
 
 #[tokio::test]
-async fn python_sees_nothing_of_a_rejected_cli_batch() {
+async fn python_sees_the_cli_lines_before_a_bad_one_and_nothing_after() {
     let server = redis();
     cli(&server, &["queue", "create", "batch"]).await;
-    // The third line is not an object: the CLI sends none of them.
+    // The third line is not an object: the CLI stops there, having sent
+    // the two before it (stdin is sent as it comes) and nothing after.
     let out = cli_run(
         &server,
         &["queue", "send", "batch", "-"],
-        "{\"n\": 1}\n{\"n\": 2}\n[3]\n",
+        "{\"n\": 1}\n{\"n\": 2}\n[3]\n{\"n\": 4}\n",
     )
     .await;
-    assert!(!out.status.success(), "a bad line must fail the batch");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
-    assert!(py_receive(&server, "batch", &[]).await.records.is_empty());
-    assert_eq!(py_queue_info(&server, "mq:batch").await["message_count"], 0);
+    assert!(!out.status.success(), "a bad line must fail the command");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("2 messages before it were sent"), "{err}");
+    assert_eq!(py_queue_info(&server, "mq:batch").await["message_count"], 2);
+    let got = py_receive(&server, "batch", &["--count", "10"])
+        .await
+        .records;
+    let ns: Vec<&Value> = got.iter().map(|r| &r["data"]["n"]).collect();
+    assert_eq!(ns, [&json!(1), &json!(2)], "{got:?}");
 }
 
 #[tokio::test]

@@ -62,6 +62,13 @@ impl Engine for CountingEngine {
         self.call().metadata(meta_key).await
     }
 
+    async fn metadata_many(
+        &self,
+        meta_keys: &[String],
+    ) -> Vec<Result<Option<Vec<(String, String)>>>> {
+        self.call().metadata_many(meta_keys).await
+    }
+
     async fn members(&self, key: &str) -> Result<Vec<String>> {
         self.call().members(key).await
     }
@@ -137,6 +144,10 @@ impl Engine for CountingEngine {
 
     async fn info(&self, queue: &QueueKeys) -> Result<StreamInfo> {
         self.call().info(queue).await
+    }
+
+    async fn info_many(&self, queues: &[QueueKeys]) -> Vec<Result<StreamInfo>> {
+        self.call().info_many(queues).await
     }
 
     async fn parked(&self, queue: &QueueKeys) -> Result<Vec<ParkedRetry>> {

@@ -154,12 +154,14 @@ pub struct StreamInfo {
     pub oldest_pending_age_ms: Option<u64>,
     /// Entries waiting in the delayed set.
     pub delayed: u64,
-    /// Entries with a TTL that are still in the stream.
-    pub expiring: u64,
     /// The id of the first entry, if any.
     pub first_id: Option<EntryId>,
     /// The id of the last entry, if any.
     pub last_id: Option<EntryId>,
+    /// Whether `lag` is an estimate: counting it exactly would mean
+    /// reading the backlog (on Redis, after entries were deleted from the
+    /// stream; see [`crate::QueueInfo::lag_estimated`]).
+    pub lag_estimated: bool,
 }
 
 /// A move of one entry from one queue to another: the destination gets a new
@@ -274,6 +276,19 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// The fields of a metadata hash, or `None` if it does not exist.
     async fn metadata(&self, meta_key: &str) -> Result<Option<Vec<(String, String)>>>;
 
+    /// [`Engine::metadata`] of several hashes, in their order; an engine may
+    /// read them together (Redis pipelines them).
+    async fn metadata_many(
+        &self,
+        meta_keys: &[String],
+    ) -> Vec<Result<Option<Vec<(String, String)>>>> {
+        let mut out = Vec::with_capacity(meta_keys.len());
+        for key in meta_keys {
+            out.push(self.metadata(key).await);
+        }
+        out
+    }
+
     /// Every member of a set (the registry, a route set), sorted.
     async fn members(&self, key: &str) -> Result<Vec<String>>;
 
@@ -353,6 +368,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
 
     /// The state of the queue's stream and group.
     async fn info(&self, queue: &QueueKeys) -> Result<StreamInfo>;
+
+    /// [`Engine::info`] of several queues, in their order; an engine may
+    /// read them together (Redis pipelines them).
+    async fn info_many(&self, queues: &[QueueKeys]) -> Vec<Result<StreamInfo>> {
+        let mut out = Vec::with_capacity(queues.len());
+        for q in queues {
+            out.push(self.info(q).await);
+        }
+        out
+    }
 
     /// Remove entries whose TTL has passed and make due delayed entries
     /// visible; returns how many entries expired.

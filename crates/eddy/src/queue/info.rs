@@ -28,6 +28,13 @@ pub struct QueueInfo {
     pub pending: u64,
     /// Not yet delivered.
     pub lag: u64,
+    /// Whether `lag` is an estimate. On Redis, once any entry was deleted
+    /// from the stream (a dead-letter, a TTL expiry, a delete by id) Redis
+    /// stops counting the lag itself, and where more than 100 messages
+    /// wait, counting them would mean reading them all: `info` then gives
+    /// an estimate from the stream's counters (it may include deleted
+    /// entries or acknowledged history).
+    pub lag_estimated: bool,
     /// Waiting for their delivery time.
     pub delayed: u64,
     /// The maximum length, if one is set.

@@ -19,7 +19,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 pub use crate::engine::ParkedRetry;
-use crate::engine::{self, Append, Appended, EntryId, KeyLayout, QueueKeys, SharedEngine};
+use crate::engine::{
+    self, Append, Appended, EntryId, KeyLayout, QueueKeys, SharedEngine, StreamInfo,
+};
 use crate::error::{Error, ErrorKind, Result};
 
 pub use info::{ConsumerStatus, QueueInfo};
@@ -217,7 +219,7 @@ impl Eddy {
     /// registry itself fails the call.
     pub async fn list_queues(&self) -> Result<Vec<QueueInfo>> {
         let layout = &self.inner.layout;
-        let mut out = Vec::new();
+        let mut queues = Vec::new();
         for key in self.inner.engine.registry(&layout.registry()).await? {
             let Some((name, is_dlq)) = layout.parse_stream_key(&key) else {
                 continue;
@@ -225,45 +227,61 @@ impl Eddy {
             let (Ok(keys), Ok(dlq)) = (layout.queue(&name), layout.dlq(&name)) else {
                 continue; // a foreign registry member eddy cannot name
             };
-            let q = if is_dlq {
+            queues.push(if is_dlq {
                 self.handle(dlq, keys)
             } else {
                 self.handle(keys, dlq)
-            };
-            let error = match self.inner.engine.metadata(&q.keys.meta).await {
-                Ok(None) => continue,
-                Ok(Some(_)) => match q.info().await {
-                    Ok(info) => {
-                        out.push(info);
-                        continue;
-                    }
-                    // The metadata is there, so the stream is what is gone.
-                    Err(e) if e.kind() == ErrorKind::QueueNotFound => {
-                        engine::stream_missing(&q.keys.stream)
-                    }
-                    Err(e) => e,
-                },
-                Err(e) => e,
-            };
-            out.push(QueueInfo {
-                name: q.keys.name.clone(),
-                stream: q.keys.stream.clone(),
-                is_dlq: q.keys.is_dlq,
-                consumer_group: q.keys.group.clone(),
-                length: 0,
-                pending: 0,
-                lag: 0,
-                delayed: 0,
-                max_length: None,
-                consumers: Vec::new(),
-                oldest_pending_idle_ms: None,
-                oldest_pending_age_ms: None,
-                created_at: None,
-                error: Some(error.to_string()),
             });
         }
+        // Every queue's metadata and state at once: the engine batches them
+        // (on Redis a pipeline per hundred queues).
+        let keys: Vec<QueueKeys> = queues.iter().map(|q| q.keys.clone()).collect();
+        let meta_keys: Vec<String> = queues.iter().map(|q| q.keys.meta.clone()).collect();
+        let metadata = self.inner.engine.metadata_many(&meta_keys);
+        let (metadata, infos) = tokio::join!(metadata, self.inner.engine.info_many(&keys));
+        let mut out: Vec<QueueInfo> = queues
+            .iter()
+            .zip(metadata)
+            .zip(infos)
+            .filter_map(|((q, meta), info)| Self::list_row(q, meta, info))
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// One row of [`Eddy::list_queues`] from the queue's metadata and
+    /// state: `None` for a queue whose metadata is gone.
+    fn list_row(
+        q: &Queue,
+        meta: Result<Option<Vec<(String, String)>>>,
+        info: Result<StreamInfo>,
+    ) -> Option<QueueInfo> {
+        let error = match (meta, info) {
+            (Ok(None), _) => return None,
+            (Ok(Some(meta)), Ok(info)) => return Some(q.assemble(&meta, info)),
+            // The metadata is there, so the stream is what is gone.
+            (Ok(Some(_)), Err(e)) if e.kind() == ErrorKind::QueueNotFound => {
+                engine::stream_missing(&q.keys.stream)
+            }
+            (Ok(Some(_)), Err(e)) | (Err(e), _) => e,
+        };
+        Some(QueueInfo {
+            name: q.keys.name.clone(),
+            stream: q.keys.stream.clone(),
+            is_dlq: q.keys.is_dlq,
+            consumer_group: q.keys.group.clone(),
+            length: 0,
+            pending: 0,
+            lag: 0,
+            lag_estimated: false,
+            delayed: 0,
+            max_length: None,
+            consumers: Vec::new(),
+            oldest_pending_idle_ms: None,
+            oldest_pending_age_ms: None,
+            created_at: None,
+            error: Some(error.to_string()),
+        })
     }
 
     /// Delete queue `name` with all its messages, and its DLQ unless
@@ -680,6 +698,11 @@ impl Queue {
         let Some(meta) = meta else {
             return Err(queue_not_found(self.name()));
         };
+        Ok(self.assemble(&meta, info))
+    }
+
+    /// A queue's [`QueueInfo`] from its metadata hash and its stream's state.
+    fn assemble(&self, meta: &[(String, String)], info: StreamInfo) -> QueueInfo {
         let field = |name: &str| {
             meta.iter()
                 .find(|(k, _)| k == name)
@@ -687,7 +710,7 @@ impl Queue {
         };
         let created_at = field("created_at").and_then(|v| v.parse().ok());
         let max_length = field("max_length").and_then(|v| v.parse().ok());
-        Ok(QueueInfo {
+        QueueInfo {
             name: self.keys.name.clone(),
             stream: self.keys.stream.clone(),
             is_dlq: self.keys.is_dlq,
@@ -695,6 +718,7 @@ impl Queue {
             length: info.length,
             pending: info.pending,
             lag: info.lag,
+            lag_estimated: info.lag_estimated,
             delayed: info.delayed,
             max_length,
             consumers: info.consumers.into_iter().map(Into::into).collect(),
@@ -702,7 +726,7 @@ impl Queue {
             oldest_pending_age_ms: info.oldest_pending_age_ms,
             created_at,
             error: None,
-        })
+        }
     }
 
     /// Remove acknowledged history older than `retention`: entries this

@@ -506,9 +506,9 @@ impl Engine for MemoryEngine {
                 .map(|(_, p)| now.saturating_sub(p.delivered_ms)),
             delayed: st.delayed.get(&queue.delayed).map_or(0, |d| d.len() as u64)
                 + st.parked.get(&queue.delayed).map_or(0, |m| m.len() as u64),
-            expiring: st.expiry.get(&queue.expiry).map_or(0, |z| z.len() as u64),
             first_id: s.entries.first().map(|(id, _)| id),
             last_id: s.entries.last_id(),
+            lag_estimated: false,
         })
     }
 

@@ -88,6 +88,13 @@ fn ms_arg(d: Option<Duration>) -> String {
     d.map(|d| d.as_millis().to_string()).unwrap_or_default()
 }
 
+/// Queues per pipeline when listing many (`info_many`, `metadata_many`).
+#[cfg(feature = "redis")]
+const INFO_BATCH: usize = 100;
+/// Pipelines of those in flight at once.
+#[cfg(feature = "redis")]
+const BATCHES_IN_FLIGHT: usize = 4;
+
 #[cfg(feature = "redis")]
 #[async_trait]
 impl Engine for RedisEngine {
@@ -420,6 +427,72 @@ impl Engine for RedisEngine {
 
     async fn info(&self, queue: &QueueKeys) -> Result<StreamInfo> {
         values::info(&mut self.conn(), queue).await
+    }
+
+    async fn info_many(&self, queues: &[QueueKeys]) -> Vec<Result<StreamInfo>> {
+        use futures::stream::{self, StreamExt};
+        let now = match self.now_ms().await {
+            Ok(now) => now,
+            Err(e) => return queues.iter().map(|_| Err(e.clone())).collect(),
+        };
+        // A pipeline per batch of queues, a few batches in flight: one
+        // request and one reply per batch rather than per queue, which is
+        // what listing ten thousand queues spends its time on. The futures
+        // own what they read (see `Eddy::list_queues`).
+        let reads: Vec<_> = queues
+            .chunks(INFO_BATCH)
+            .map(|batch| {
+                let (mut conn, batch) = (self.conn(), batch.to_vec());
+                async move { values::info_batch(&mut conn, &batch, now).await }
+            })
+            .collect();
+        let batches: Vec<Vec<Result<StreamInfo>>> = stream::iter(reads)
+            .buffered(BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        batches.into_iter().flatten().collect()
+    }
+
+    async fn metadata_many(
+        &self,
+        meta_keys: &[String],
+    ) -> Vec<Result<Option<Vec<(String, String)>>>> {
+        use futures::stream::{self, StreamExt};
+        let reads: Vec<_> = meta_keys
+            .chunks(INFO_BATCH)
+            .map(|batch| {
+                let mut conn = self.conn();
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for key in batch {
+                    pipe.cmd("HGETALL").arg(key);
+                }
+                let n = batch.len();
+                async move {
+                    let replies: redis::RedisResult<
+                        Vec<redis::RedisResult<Vec<(String, String)>>>,
+                    > = pipe.query_async(&mut conn).await;
+                    match replies {
+                        Ok(replies) => replies
+                            .into_iter()
+                            .map(|r| {
+                                r.map(|fields| (!fields.is_empty()).then_some(fields))
+                                    .map_err(map_err)
+                            })
+                            .collect(),
+                        Err(e) => {
+                            let e = map_err(e);
+                            (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>()
+                        }
+                    }
+                }
+            })
+            .collect();
+        let batches: Vec<Vec<_>> = stream::iter(reads)
+            .buffered(BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        batches.into_iter().flatten().collect()
     }
 
     async fn sweep(&self, queue: &QueueKeys) -> Result<u64> {

@@ -36,17 +36,24 @@ pub(super) async fn ack_batches(
     let mut requests = Vec::with_capacity(512);
     let mut ids = Vec::with_capacity(512);
     let mut flushed = Vec::new();
+    // One timer for the janitor, moved only when its next turn changes,
+    // rather than a timer registered and dropped with every batch.
+    let mut armed = janitor.due();
+    let timer = tokio::time::sleep_until(armed.unwrap_or_else(far_future));
+    tokio::pin!(timer);
     loop {
-        let got = match janitor.due() {
-            Some(at) => tokio::select! {
-                biased;
-                n = rx.recv_many(&mut requests, 512) => n,
-                () = tokio::time::sleep_until(at) => {
-                    janitor.run(&stats).await;
-                    continue;
-                }
-            },
-            None => rx.recv_many(&mut requests, 512).await,
+        let due = janitor.due();
+        if due != armed {
+            timer.as_mut().reset(due.unwrap_or_else(far_future));
+            armed = due;
+        }
+        let got = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut requests, 512) => n,
+            () = &mut timer, if due.is_some() => {
+                janitor.run(&stats).await;
+                continue;
+            }
         };
         if got == 0 {
             break;
@@ -71,6 +78,11 @@ pub(super) async fn ack_batches(
             janitor.run(&stats).await;
         }
     }
+}
+
+/// A deadline that never comes, for a timer with nothing to wait for.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 async fn ack_with_retries(queue: &Queue, ids: &[EntryId], stats: &ConsumerStats) {

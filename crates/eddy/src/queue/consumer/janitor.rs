@@ -80,9 +80,7 @@ impl Janitor {
 
     /// When the next piece of work is due, if any is.
     pub(super) fn due(&self) -> Option<Instant> {
-        let trim = self
-            .trim_until
-            .map(|_| (self.last_trim + self.trim_every).max(Instant::now()));
+        let trim = self.trim_until.map(|_| self.last_trim + self.trim_every);
         let forget = self.forget_idle.map(|_| self.next_forget);
         match (trim, forget) {
             (Some(a), Some(b)) => Some(a.min(b)),
