@@ -267,10 +267,11 @@ pub struct SendArgs {
 pub struct ReceiveArgs {
     /// The queue name.
     pub name: String,
-    /// At most this many messages (1 to 1000000). With --follow: how many
-    /// are read and handled at once (1 keeps them in order).
-    #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
-    pub count: usize,
+    /// At most this many messages (1 to 1000000) [default: 1]. With
+    /// --follow: how many are read at once [default: 100]; they are printed
+    /// and acknowledged one at a time, in the order they were received.
+    #[arg(long, value_name = "N", value_parser = parse_count, allow_negative_numbers = true)]
+    pub count: Option<usize>,
     /// Wait up to this long for the first message: seconds or 500ms, 2s, 1m.
     #[arg(long, value_parser = parse_duration, allow_negative_numbers = true, value_name = "SECS", conflicts_with = "follow")]
     pub block: Option<Duration>,

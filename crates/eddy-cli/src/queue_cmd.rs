@@ -181,7 +181,9 @@ async fn receive(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
     let consumer = args
         .consumer
         .unwrap_or_else(|| eddy::queue::DEFAULT_CONSUMER.to_owned());
-    let mut opts = Receive::new().count(args.count).consumer(consumer);
+    let mut opts = Receive::new()
+        .count(args.count.unwrap_or(1))
+        .consumer(consumer);
     if let Some(block) = args.block {
         opts = opts.block(block);
     }

@@ -1025,3 +1025,44 @@ fn stdin_is_sent_as_it_comes() {
     let swept = eddy(url, &["--json", "queue", "sweep", "q"]).json();
     assert_eq!(swept["expired"], 2, "{swept}");
 }
+
+/// `receive --follow` reads in batches by default and still prints the
+/// messages in the order they were sent.
+#[test]
+fn follow_prints_in_order_by_default() {
+    use std::io::{BufRead, BufReader};
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "q"]).ok();
+    eddy_with_stdin(url, &["queue", "send", "q", "-"], Some(lines(500))).ok();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "--url", url, "--json", "queue", "receive", "q", "--follow", "--ack",
+        ])
+        .env_remove("EDDY_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the eddy binary");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut ns = Vec::new();
+    for line in BufReader::new(stdout).lines().take(500) {
+        let m: Value = serde_json::from_str(&line.expect("a line")).expect("JSON");
+        ns.push(m["data"]["n"].as_u64().unwrap_or(u64::MAX));
+    }
+    let stop = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    let out = child.wait_with_output().expect("eddy ends");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(ns, (0..500).collect::<Vec<u64>>());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counts(url, "q") != (500, 0, 0) {
+        assert!(Instant::now() < deadline, "{:?}", counts(url, "q"));
+        thread::sleep(Duration::from_millis(50));
+    }
+}

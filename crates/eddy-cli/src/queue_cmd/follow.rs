@@ -22,6 +22,10 @@ use crate::output::Output;
 /// consumer loop's default).
 const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Messages read at once when --count is not given: a read per message
+/// (the plain `receive` default) would make a round trip per message.
+const FOLLOW_COUNT: usize = 100;
+
 /// Exit status after a second SIGINT/SIGTERM (128 + SIGINT, as shells do).
 const INTERRUPTED_TWICE: i32 = 130;
 
@@ -38,14 +42,18 @@ pub async fn run(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
             "--visibility-timeout must be longer than zero (e.g. 500ms, 30s)",
         ));
     }
-    if args.count == 0 {
+    let count = args.count.unwrap_or(FOLLOW_COUNT);
+    if count == 0 {
         return Err(CliError::new("count must be at least 1"));
     }
     let queue = mq.queue(&args.name).await?;
     let mut opts = ConsumerOptions::new()
         .name(args.consumer.unwrap_or_else(default_consumer_name))
-        .concurrency(args.count)
-        .visibility_timeout(visibility);
+        .concurrency(count)
+        .visibility_timeout(visibility)
+        // One chain for every message: read `count` at a time, printed one
+        // at a time in the order received.
+        .ordering_key(|_| Some(String::new()));
     if let Some(keep) = args.history {
         opts = opts.history(keep);
     }
@@ -60,7 +68,7 @@ pub async fn run(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
 
-    let (to_print, mut printing) = mpsc::channel::<ToPrint>(args.count);
+    let (to_print, mut printing) = mpsc::channel::<ToPrint>(count);
     let handler = move |msg: Message| {
         let to_print = to_print.clone();
         async move {
