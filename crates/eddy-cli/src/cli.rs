@@ -38,7 +38,7 @@ Output:
 
 Errors:
   One line `error: <message>` on stderr and exit status 1 (2 for usage
-  errors). Ids and JSON are checked before anything is sent: a bad input
+  errors); with --json that line is {\"error\": \"<message>\"}. Ids and JSON are checked before anything is sent: a bad input
   changes nothing (`queue send NAME -` sends stdin as it comes: a bad line
   stops it, and the lines before it are sent).
 
@@ -101,6 +101,25 @@ pub enum Command {
     /// Inspect, requeue and purge a queue's dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Print a queue's messages as they are sent, without receiving them
+    /// (no consumer joins, nothing becomes pending), until interrupted.
+    Tail {
+        /// The queue name.
+        name: String,
+        /// Start this far back instead of now: 30s, 10m.
+        #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+        since: Option<Duration>,
+    },
+    /// Publish events, see routes, follow and replay the bus (under the
+    /// prefix events:).
+    #[command(subcommand)]
+    Events(crate::events_cmd::EventsCommand),
+    /// Print a completion script for a shell: bash, zsh, fish, elvish,
+    /// powershell (e.g. `eddy completions bash > /etc/bash_completion.d/eddy`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Send webhooks to paths, listen on a path, make requests (LeanMQ's
     /// webhooks, under the prefix webhook:).
     #[command(subcommand, after_long_help = crate::webhook_cmd::WEBHOOK_HELP)]

@@ -16,6 +16,7 @@ mod demo_cmd;
 mod dlq_cmd;
 mod duration;
 mod error;
+mod events_cmd;
 mod output;
 mod queue_cmd;
 mod shop_cmd;
@@ -65,17 +66,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.global.json;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         // `eddy queue peek q | head -1` closes stdout early: not a failure.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             // Nothing useful can be done if stderr itself is gone.
-            let _ = writeln!(
-                io::stderr(),
-                "error: {}",
-                output::escape_controls(&e.one_line())
-            );
+            let _ = if json {
+                // A program reading --json output gets the error as JSON too.
+                writeln!(
+                    io::stderr(),
+                    "{}",
+                    serde_json::json!({ "error": e.one_line() })
+                )
+            } else {
+                writeln!(
+                    io::stderr(),
+                    "error: {}",
+                    output::escape_controls(&e.one_line())
+                )
+            };
             ExitCode::FAILURE
         }
     }
@@ -85,6 +96,17 @@ async fn run(cli: Cli) -> CliResult {
     let g = cli.global;
     let default_prefix = match cli.command {
         Command::Webhook(_) => webhook_cmd::DEFAULT_PREFIX,
+        Command::Events(_) => events_cmd::DEFAULT_PREFIX,
+        Command::Completions { shell } => {
+            // Needs no engine.
+            // Written to a buffer first: clap_complete panics if its writer
+            // fails, and stdout may be a closed pipe.
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "eddy", &mut script);
+            io::stdout().write_all(&script)?;
+            return Ok(());
+        }
         _ => "mq:",
     };
     let mq = eddy::EddyBuilder::new(&g.url)
@@ -96,6 +118,9 @@ async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Queue(command) => queue_cmd::run(&mq, command, &mut out).await?,
         Command::Dlq(command) => dlq_cmd::run(&mq, command, &mut out).await?,
+        Command::Tail { name, since } => events_cmd::tail(&mq, &name, since, &mut out).await?,
+        Command::Events(command) => events_cmd::run(&mq, command, &mut out).await?,
+        Command::Completions { .. } => {}
         Command::Webhook(command) => webhook_cmd::run(&mq, command, &mut out).await?,
         Command::Demo(args) => demo_cmd::run(&g.url, args, &mut out).await?,
         Command::Shop(command) => shop_cmd::run(&g.url, command, g.json).await?,

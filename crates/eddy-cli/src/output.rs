@@ -85,6 +85,17 @@ impl Output {
         self.out.flush()
     }
 
+    /// One line of text as it is (JSON already), flushed; control
+    /// characters escaped for people.
+    pub fn line(&mut self, text: &str) -> io::Result<()> {
+        if self.json {
+            writeln!(self.out, "{text}")?;
+        } else {
+            writeln!(self.out, "{}", escape_controls(text))?;
+        }
+        self.out.flush()
+    }
+
     /// Dead-letter queue messages, each with its failures.
     pub fn dead_letters(&mut self, messages: &[Message]) -> io::Result<()> {
         if self.json {

@@ -199,17 +199,19 @@ async fn receive(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
     Ok(())
 }
 
-/// A serde_json error without its "at line 1 column N" (the input is one
-/// line), with the column kept.
 /// A payload as given: checked to be JSON that reads as a `Value` (a
 /// number in range, no lone surrogate escape), then sent as it is written,
-/// so its key order and big integers reach the queue unchanged.
+/// so its key order and big integers reach the queue unchanged. Only JSON's
+/// own whitespace is trimmed around it: a vertical tab or a no-break space
+/// before the `{` is not JSON, so it is refused rather than cut off.
 fn payload(text: &str) -> Result<Box<RawValue>, serde_json::Error> {
-    let text = text.trim();
+    let text = text.trim_matches([' ', '\t', '\r', '\n']);
     serde_json::from_str::<Value>(text)?;
     RawValue::from_string(text.to_owned())
 }
 
+/// A serde_json error without its "at line 1 column N" (the input is one
+/// line), with the column kept.
 fn json_error(e: &serde_json::Error) -> String {
     let text = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());

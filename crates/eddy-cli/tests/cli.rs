@@ -1066,3 +1066,175 @@ fn follow_prints_in_order_by_default() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Read `n` lines from a running command's stdout, then stop it with
+/// SIGTERM; returns the lines.
+fn first_lines_then_stop(mut child: std::process::Child, n: usize) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(n)
+        .map(|l| l.expect("a line"))
+        .collect();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    lines
+}
+
+fn spawn_eddy(url: &str, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["--url", url])
+        .args(args)
+        .env_remove("EDDY_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the eddy binary")
+}
+
+/// `eddy tail` prints new messages without consuming them: afterwards
+/// they are all still undelivered and no consumer joined.
+#[test]
+fn tail_shows_new_messages_without_consuming_them() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "q"]).ok();
+    eddy(url, &["queue", "send", "q", r#"{"old": 1}"#]).ok();
+    let tail = spawn_eddy(url, &["--json", "tail", "q"]);
+    // Sent while the tail runs (after it has had time to start).
+    thread::sleep(Duration::from_millis(500));
+    eddy_with_stdin(url, &["queue", "send", "q", "-"], Some(lines(3))).ok();
+    let got = first_lines_then_stop(tail, 3);
+    let ns: Vec<u64> = got
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("JSON")["data"]["n"]
+                .as_u64()
+                .unwrap_or(99)
+        })
+        .collect();
+    assert_eq!(
+        ns,
+        [0, 1, 2],
+        "only what was sent after it started, in order"
+    );
+    assert_eq!(counts(url, "q"), (4, 0, 4), "nothing was consumed");
+    assert_eq!(info(url, "q")["consumers"], serde_json::json!([]));
+    // --since reaches back.
+    let back = first_lines_then_stop(
+        spawn_eddy(url, &["--json", "tail", "q", "--since", "1h"]),
+        4,
+    );
+    assert_eq!(back.len(), 4);
+    let first: Value = serde_json::from_str(&back[0]).expect("JSON");
+    assert_eq!(first["data"]["old"], 1, "{back:?}");
+}
+
+/// `eddy events`: publish reaches the routed services, routes lists them,
+/// replay and tail read the `all` log.
+#[test]
+fn events_publish_routes_replay_and_tail() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    // A subscriber: its subscription queue and route, as a service makes them.
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    rt.block_on(async {
+        let bus = eddy::bus::Bus::open(url).await.expect("bus");
+        bus.subscribe("billing", &eddy::bus::Subscription::types(["OrderPlaced"]))
+            .await
+            .expect("subscribe");
+    });
+    let published = eddy(
+        url,
+        &[
+            "--json",
+            "events",
+            "publish",
+            "OrderPlaced",
+            r#"{"order_id": 7}"#,
+            "--source",
+            "cli",
+        ],
+    )
+    .json();
+    assert_eq!(published["delivered_to"], serde_json::json!(["billing"]));
+    let id = published["event_id"].as_str().expect("an id").to_owned();
+    let routes = eddy(url, &["--json", "events", "routes", "OrderPlaced"]).json();
+    assert_eq!(routes["services"], serde_json::json!(["billing"]));
+    let nobody = eddy(url, &["events", "routes", "Nothing"]).ok();
+    assert_eq!(nobody.trim(), "no service subscribes to Nothing");
+    // The subscriber's queue (under the bus prefix) holds the event.
+    let sub = eddy(
+        url,
+        &[
+            "--prefix",
+            "events:",
+            "--json",
+            "queue",
+            "peek",
+            "sub:billing",
+        ],
+    )
+    .json();
+    assert_eq!(sub["data"]["order_id"], 7);
+    assert_eq!(sub["data"]["event_id"], id.as_str());
+    assert_eq!(sub["data"]["source"], "cli");
+
+    let replayed = eddy(url, &["--json", "events", "replay", "--since", "1m"]).json();
+    assert_eq!(replayed["event_id"], id.as_str());
+    assert_eq!(replayed["event_type"], "OrderPlaced");
+    assert_eq!(replayed["order_id"], 7);
+
+    let tail = spawn_eddy(url, &["events", "tail"]);
+    thread::sleep(Duration::from_millis(500));
+    eddy(
+        url,
+        &["events", "publish", "OrderShipped", r#"{"order_id": 8}"#],
+    )
+    .ok();
+    let got = first_lines_then_stop(tail, 1);
+    let e: Value = serde_json::from_str(&got[0]).expect("JSON");
+    assert_eq!(
+        (e["event_type"].as_str(), e["order_id"].as_u64()),
+        (Some("OrderShipped"), Some(8))
+    );
+
+    let bad = eddy(url, &["events", "publish", "OrderPlaced", "[1]"]).fails();
+    assert!(bad.contains("JSON object"), "{bad}");
+    let reserved = eddy(
+        url,
+        &["events", "publish", "OrderPlaced", r#"{"event_id": "x"}"#],
+    )
+    .fails();
+    assert!(reserved.contains("reserves"), "{reserved}");
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = eddy("memory://", &["completions", shell]).ok();
+        assert!(out.contains("eddy") && out.contains("queue"), "{shell}");
+    }
+    let usage = eddy("memory://", &["completions", "tcsh"]);
+    assert_eq!(usage.code, Some(2));
+}
+
+#[test]
+fn errors_are_json_under_json() {
+    let run = eddy("memory://", &["--json", "queue", "info", "nope"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stdout.is_empty());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{run:#?}");
+    let e: Value = serde_json::from_str(lines[0]).expect("one JSON object");
+    assert!(
+        e["error"].as_str().is_some_and(|m| m.contains("nope")),
+        "{e}"
+    );
+}

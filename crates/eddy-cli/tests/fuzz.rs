@@ -301,6 +301,10 @@ fn corpus() {
         1,
         false,
     );
+    // Found by the generator: only JSON's whitespace may surround a line.
+    run(&mut conn, b"\x0b{}\n", 0, true);
+    run(&mut conn, "\u{a0}{}\n".as_bytes(), 0, true);
+    run(&mut conn, b" \t{}\t \n", 1, false);
     for field in RESERVED {
         run(
             &mut conn,

@@ -36,15 +36,24 @@ impl Run {
         );
     }
 
-    /// Assert a failure; return its `error: ...` line (stderr also holds
-    /// debug logs).
-    fn fails(&self) -> &str {
+    /// Assert a failure; return its error message: the `error: ...` line,
+    /// or with --json the `{"error": ...}` line (stderr also holds debug
+    /// logs).
+    fn fails(&self) -> String {
         assert_eq!(self.code, Some(1), "{self:#?}");
         self.stderr
             .lines()
             .rev()
-            .find_map(|l| l.strip_prefix("error: "))
-            .unwrap_or_else(|| panic!("no `error: ` line: {self:#?}"))
+            .find_map(|l| {
+                l.strip_prefix("error: ").map(str::to_owned).or_else(|| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()?
+                        .get("error")?
+                        .as_str()
+                        .map(str::to_owned)
+                })
+            })
+            .unwrap_or_else(|| panic!("no error line: {self:#?}"))
     }
 }
 
