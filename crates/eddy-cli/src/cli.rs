@@ -33,7 +33,7 @@ Output:
     queue dead-letter         {\"dead_lettered\": N}
     queue purge, dlq purge    {\"purged\": N}
     queue delete              {\"deleted\": NAME, \"dlq_deleted\": BOOL}
-    dlq requeue               {\"requeued\": N}
+    dlq requeue               {\"requeued\": N} ({\"would_requeue\": N} with --dry-run)
   Timestamps are float seconds since the Unix epoch.
 
 Errors:
@@ -337,9 +337,20 @@ pub enum DlqCommand {
         /// Stream ids of dead-letter queue messages.
         #[arg(value_name = "ID")]
         ids: Vec<String>,
-        /// Requeue every message in the dead-letter queue.
+        /// Requeue every message in the dead-letter queue (or every one that
+        /// --reason picks, up to --limit).
         #[arg(long)]
         all: bool,
+        /// With --all: only messages whose last failure's reason contains
+        /// TEXT.
+        #[arg(long, value_name = "TEXT", requires = "all")]
+        reason: Option<String>,
+        /// With --all: at most N messages, oldest first.
+        #[arg(long, value_name = "N", requires = "all", value_parser = parse_count, allow_negative_numbers = true)]
+        limit: Option<usize>,
+        /// With --all: count what would be requeued, and move nothing.
+        #[arg(long, requires = "all")]
+        dry_run: bool,
     },
     /// Remove every message from the dead-letter queue.
     Purge {

@@ -1,8 +1,10 @@
 //! `eddy dlq ...`
 
+use std::io::{IsTerminal, Write};
+
 use serde_json::json;
 
-use eddy::{Eddy, ErrorKind, Queue};
+use eddy::{Eddy, EntryId, ErrorKind, Queue};
 
 use crate::cli::{parse_ids, DlqCommand};
 use crate::error::{CliError, CliResult};
@@ -15,20 +17,42 @@ pub async fn run(mq: &Eddy, command: DlqCommand, out: &mut Output) -> CliResult 
             let messages = dead_letter_queue(mq, &name).await?.peek(count).await?;
             out.dead_letters(&messages)?;
         }
-        DlqCommand::Requeue { name, ids, all } => {
+        DlqCommand::Requeue {
+            name,
+            ids,
+            all,
+            reason,
+            limit,
+            dry_run,
+        } => {
             // Checked before the DLQ is even looked up: a typo changes nothing.
             let ids = parse_ids(&ids)?;
             let dlq = dead_letter_queue(mq, &name).await?;
-            let n = if all {
+            let pick = Pick {
+                reason: reason.as_deref(),
+                limit: limit.unwrap_or(usize::MAX),
+                dry_run,
+            };
+            let everything = pick.reason.is_none() && pick.limit == usize::MAX && !dry_run;
+            let n = if all && everything {
                 dlq.requeue_all().await?
+            } else if all {
+                requeue_picked(&dlq, &pick).await?
             } else {
                 dlq.requeue(&ids).await?
             };
             let s = if n == 1 { "" } else { "s" };
-            out.result(
-                json!({ "requeued": n }),
-                &format!("requeued {n} message{s} to `{name}`"),
-            )?;
+            if dry_run {
+                out.result(
+                    json!({ "would_requeue": n }),
+                    &format!("would requeue {n} message{s} to `{name}` (dry run: nothing moved)"),
+                )?;
+            } else {
+                out.result(
+                    json!({ "requeued": n }),
+                    &format!("requeued {n} message{s} to `{name}`"),
+                )?;
+            }
         }
         DlqCommand::Purge { name } => {
             let n = dead_letter_queue(mq, &name).await?.purge().await?;
@@ -40,6 +64,91 @@ pub async fn run(mq: &Eddy, command: DlqCommand, out: &mut Output) -> CliResult 
         }
     }
     Ok(())
+}
+
+/// Which dead-letter messages `dlq requeue --all` moves.
+struct Pick<'a> {
+    /// Only those whose last failure's reason contains this.
+    reason: Option<&'a str>,
+    /// At most this many, oldest first.
+    limit: usize,
+    /// Count them, move nothing.
+    dry_run: bool,
+}
+
+/// DLQ messages read and moved per step.
+const PAGE: usize = 500;
+
+/// Requeue (or with `dry_run` count) the messages of `dlq` that `pick`
+/// picks, a page at a time from the oldest, with a progress line on a
+/// terminal. Returns how many.
+async fn requeue_picked(dlq: &Queue, pick: &Pick<'_>) -> CliResult<u64> {
+    let mut progress = Progress::new(if pick.dry_run { "counted" } else { "requeued" });
+    let mut from = EntryId::MIN;
+    let mut total = 0u64;
+    loop {
+        let left = pick.limit.saturating_sub(total as usize);
+        if left == 0 {
+            break;
+        }
+        let page = dlq.peek_from(from, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        from = last.id.next();
+        let chosen: Vec<EntryId> = page
+            .iter()
+            .filter(|m| {
+                pick.reason
+                    .is_none_or(|text| m.failures().last().is_some_and(|f| f.reason.contains(text)))
+            })
+            .map(|m| m.id)
+            .take(left)
+            .collect();
+        total += if pick.dry_run || chosen.is_empty() {
+            chosen.len() as u64
+        } else {
+            dlq.requeue(&chosen).await?
+        };
+        progress.show(total);
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    progress.done();
+    Ok(total)
+}
+
+/// `requeued N` on stderr, redrawn in place, when stderr is a terminal.
+struct Progress {
+    on: bool,
+    verb: &'static str,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(verb: &'static str) -> Self {
+        Self {
+            on: std::io::stderr().is_terminal(),
+            verb,
+            shown: false,
+        }
+    }
+
+    fn show(&mut self, n: u64) {
+        if self.on {
+            self.shown = true;
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K{} {n} messages", self.verb);
+            let _ = err.flush();
+        }
+    }
+
+    fn done(&mut self) {
+        if self.shown {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
 }
 
 /// The dead-letter queue of queue `name`, with a not-found message that

@@ -1238,3 +1238,70 @@ fn errors_are_json_under_json() {
         "{e}"
     );
 }
+
+/// `dlq requeue --all` with --reason, --limit and --dry-run.
+#[test]
+fn dlq_requeue_picks_by_reason_and_limit_and_can_dry_run() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "q"]).ok();
+    eddy_with_stdin(url, &["queue", "send", "q", "-"], Some(lines(10))).ok();
+    let got = eddy(url, &["--json", "queue", "receive", "q", "--count", "10"]).json_lines();
+    let ids = ids_of(&got);
+    let (timeouts, bad) = ids.split_at(6);
+    let mut args = vec!["queue", "dead-letter", "q"];
+    args.extend(timeouts.iter().map(String::as_str));
+    args.extend(["--reason", "upstream timeout"]);
+    eddy(url, &args).ok();
+    let mut args = vec!["queue", "dead-letter", "q"];
+    args.extend(bad.iter().map(String::as_str));
+    args.extend(["--reason", "bad total"]);
+    eddy(url, &args).ok();
+    assert_eq!(counts(url, "q:dlq").0, 10);
+
+    let dry = eddy(
+        url,
+        &[
+            "--json",
+            "dlq",
+            "requeue",
+            "q",
+            "--all",
+            "--reason",
+            "timeout",
+            "--dry-run",
+        ],
+    )
+    .json();
+    assert_eq!(dry["would_requeue"], 6);
+    assert_eq!(counts(url, "q:dlq").0, 10, "a dry run moves nothing");
+
+    let some = eddy(
+        url,
+        &[
+            "--json", "dlq", "requeue", "q", "--all", "--reason", "timeout", "--limit", "4",
+        ],
+    )
+    .json();
+    assert_eq!(some["requeued"], 4);
+    let rest = eddy(
+        url,
+        &[
+            "--json", "dlq", "requeue", "q", "--all", "--reason", "timeout",
+        ],
+    )
+    .json();
+    assert_eq!(rest["requeued"], 2);
+    assert_eq!(counts(url, "q:dlq").0, 4, "the `bad total` ones stay");
+    let left = eddy(url, &["--json", "dlq", "list", "q"]).json_lines();
+    assert!(
+        left.iter()
+            .all(|m| m["failures"][0]["reason"] == "bad total"),
+        "{left:?}"
+    );
+    let all = eddy(url, &["--json", "dlq", "requeue", "q", "--all"]).json();
+    assert_eq!(all["requeued"], 4);
+    let usage = eddy(url, &["dlq", "requeue", "q", "--dry-run"]);
+    assert_eq!(usage.code, Some(2), "--dry-run needs --all: {usage:#?}");
+}
