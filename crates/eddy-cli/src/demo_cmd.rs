@@ -27,13 +27,17 @@ an earlier run's leftovers do not mix in. Do not point it at a Redis where
 the shop runs for real. Every event stays in the events:all log.
 
 Output:
-  Each order as `Order ID: status=..., tracking=..., payment=...`, then the
-  orders by status, events published and handled, dead-lettered messages,
-  the elapsed time and events handled per second. --verbose also prints
-  the notifications (the last 1,000).
+  The orders by status; each service's events handled, retried and
+  dead-lettered with its handler time (p50, p99: bucket bounds); the event
+  flow (per event type, how many each service handled); events published
+  and handled, dead-lettered messages, the elapsed time and events handled
+  per second. --verbose first prints the notifications (the last 1,000)
+  and each order as `Order ID: status=..., tracking=..., payment=...`.
   With --json, exactly one JSON object:
     {\"orders\",\"by_status\",\"events_published\",\"events_handled\",
-     \"dead_lettered\",\"elapsed_s\",\"events_per_s\"}
+     \"dead_lettered\",\"elapsed_s\",\"events_per_s\",\"seed\",\"engine\",
+     \"services\": [{\"name\",\"handled\",\"retried\",\"dead_lettered\",
+     \"p50_ms\",\"p99_ms\"}], \"flow\": {TYPE: {SERVICE: N}}}
   With 1,000 orders or more, progress goes to stderr every 10%.
 
 The demo uses the event bus's prefix `events:`; --prefix does not apply.
@@ -61,7 +65,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub realistic: bool,
 
-    /// Also print the notifications sent to customers.
+    /// Also print the notifications sent to customers and every order's
+    /// final state.
     #[arg(long, short)]
     pub verbose: bool,
 }
@@ -84,7 +89,9 @@ pub async fn run(url: &str, args: DemoArgs, out: &mut Output) -> CliResult {
     Ok(())
 }
 
-/// The human output.
+/// The human output: with `verbose` each order and the notifications,
+/// then the summary: orders by status, each service's handling, the
+/// event flow, the totals.
 fn render(s: &DemoSummary, verbose: bool, out: &mut impl Write) -> io::Result<()> {
     if verbose {
         writeln!(out, "Notifications:")?;
@@ -92,20 +99,21 @@ fn render(s: &DemoSummary, verbose: bool, out: &mut impl Write) -> io::Result<()
             writeln!(out, "  {}", n.text)?;
         }
         writeln!(out)?;
-    }
-    for o in &s.order_states {
-        let tracking = match (&o.tracking_number, &o.carrier) {
-            (Some(t), Some(c)) => format!("{t} ({c})"),
-            (Some(t), None) => t.clone(),
-            _ => "-".to_owned(),
-        };
-        writeln!(
-            out,
-            "Order {}: status={}, tracking={tracking}, payment={}",
-            o.order_id,
-            o.status,
-            o.payment_status.as_deref().unwrap_or("-"),
-        )?;
+        for o in &s.order_states {
+            let tracking = match (&o.tracking_number, &o.carrier) {
+                (Some(t), Some(c)) => format!("{t} ({c})"),
+                (Some(t), None) => t.clone(),
+                _ => "-".to_owned(),
+            };
+            writeln!(
+                out,
+                "Order {}: status={}, tracking={tracking}, payment={}",
+                o.order_id,
+                o.status,
+                o.payment_status.as_deref().unwrap_or("-"),
+            )?;
+        }
+        writeln!(out)?;
     }
     let statuses: Vec<String> = OrderStatus::ALL
         .iter()
@@ -114,7 +122,6 @@ fn render(s: &DemoSummary, verbose: bool, out: &mut impl Write) -> io::Result<()
             (n > 0).then(|| format!("{n} {st}"))
         })
         .collect();
-    writeln!(out)?;
     writeln!(
         out,
         "{} orders on {} (seed {}): {}",
@@ -123,6 +130,32 @@ fn render(s: &DemoSummary, verbose: bool, out: &mut impl Write) -> io::Result<()
         s.seed,
         statuses.join(", ")
     )?;
+    writeln!(out)?;
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |ms| format!("{ms:.3}"));
+    writeln!(
+        out,
+        "{:<22} {:>9} {:>8} {:>14} {:>8} {:>8}",
+        "SERVICE", "HANDLED", "RETRIED", "DEAD-LETTERED", "P50 MS", "P99 MS"
+    )?;
+    for r in &s.services {
+        writeln!(
+            out,
+            "{:<22} {:>9} {:>8} {:>14} {:>8} {:>8}",
+            r.name,
+            r.handled,
+            r.retried,
+            r.dead_lettered,
+            ms(r.p50_ms),
+            ms(r.p99_ms)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "event flow (handled by each service):")?;
+    for (event_type, by) in &s.flow {
+        let to: Vec<String> = by.iter().map(|(svc, n)| format!("{svc} {n}")).collect();
+        writeln!(out, "  {event_type:<26} -> {}", to.join(", "))?;
+    }
+    writeln!(out)?;
     writeln!(
         out,
         "events: {} published, {} handled, {} dead-lettered",
@@ -175,6 +208,24 @@ mod tests {
             text.contains("events: 9 published, 21 handled, 0 dead-lettered\n"),
             "{text}"
         );
+        // The service table and the flow: three orders, each created, paid
+        // and shipped.
+        assert!(text.contains("\nSERVICE "), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("shipping-service"))
+            .unwrap();
+        assert_eq!(row.split_whitespace().nth(1), Some("3"), "{text}");
+        assert!(
+            text.contains("OrderCreatedEvent") && text.contains("payment-service 3"),
+            "{text}"
+        );
+        // Without --verbose, no line per order.
+        let mut quiet = Vec::new();
+        render(&s, false, &mut quiet).unwrap();
+        let quiet = String::from_utf8(quiet).unwrap();
+        assert!(!quiet.contains("Order ORD-000001:"), "{quiet}");
+        assert!(quiet.starts_with("3 orders on memory://"), "{quiet}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +240,10 @@ mod tests {
             "dead_lettered",
             "elapsed_s",
             "events_per_s",
+            "seed",
+            "engine",
+            "services",
+            "flow",
         ];
         let at: Vec<Option<usize>> = keys
             .iter()
@@ -200,5 +255,17 @@ mod tests {
         assert_eq!(j.as_object().map(|o| o.len()), Some(keys.len()), "{text}");
         assert_eq!(j["by_status"]["payment_failed"], 4);
         assert_eq!(j["events_published"], 8);
+        assert_eq!(
+            (j["seed"].as_u64(), j["engine"].as_str()),
+            (Some(5), Some("memory://"))
+        );
+        // Every order failed its payment: no shipment was ever handled.
+        assert_eq!(j["flow"]["OrderCreatedEvent"]["payment-service"], 4);
+        assert!(j["flow"].get("ShipmentCreatedEvent").is_none(), "{text}");
+        let handled: u64 = j["services"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["handled"].as_u64()).sum())
+            .unwrap_or(0);
+        assert_eq!(j["events_handled"].as_u64(), Some(handled));
     }
 }

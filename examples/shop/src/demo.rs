@@ -168,13 +168,59 @@ pub struct DemoSummary {
     /// The last notifications notification-service sent (at most 1,000),
     /// oldest first.
     pub notifications: Vec<Notification>,
+    /// Each service's handling, in the shop's order of services.
+    pub services: Vec<ServiceReport>,
+    /// The event flow: per event type, how many each service handled.
+    pub flow: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// How one service of the demo did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ServiceReport {
+    /// The service.
+    pub name: String,
+    /// Events handled successfully.
+    pub handled: u64,
+    /// Deliveries that failed and were retried.
+    pub retried: u64,
+    /// Messages in its dead-letter queue at the end.
+    pub dead_lettered: u64,
+    /// Handler time, median and 99th percentile, in milliseconds (the
+    /// upper bound of the histogram bucket; `None` if it handled nothing).
+    pub p50_ms: Option<f64>,
+    /// See `p50_ms`.
+    pub p99_ms: Option<f64>,
+}
+
+impl ServiceReport {
+    fn new(name: &str, metrics: &eddy::service::Snapshot, dead_lettered: u64) -> Self {
+        // Every event type's latencies together.
+        let mut all = eddy::service::Histogram::default();
+        for t in metrics.by_type.values() {
+            for (sum, c) in all.counts.iter_mut().zip(t.latency.counts) {
+                *sum += c;
+            }
+            all.count += t.latency.count;
+            all.sum_us = all.sum_us.saturating_add(t.latency.sum_us);
+        }
+        let ms = |q: f64| all.quantile_us(q).map(|us| us as f64 / 1000.0);
+        Self {
+            name: name.to_owned(),
+            handled: metrics.handled(),
+            retried: metrics.by_type.values().map(|t| t.failed).sum(),
+            dead_lettered,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+        }
+    }
 }
 
 impl DemoSummary {
     /// The machine-readable summary `eddy demo --json` prints:
     /// `{"orders","by_status","events_published","events_handled",
-    /// "dead_lettered","elapsed_s","events_per_s"}` (seconds to the
-    /// microsecond, rate to a tenth).
+    /// "dead_lettered","elapsed_s","events_per_s","seed","engine",
+    /// "services","flow"}` (seconds to the microsecond, rate to a tenth).
     pub fn to_json(&self) -> impl Serialize + '_ {
         // A struct, not a JSON map: its fields keep this order.
         #[derive(Serialize)]
@@ -186,6 +232,10 @@ impl DemoSummary {
             dead_lettered: u64,
             elapsed_s: f64,
             events_per_s: f64,
+            seed: u64,
+            engine: &'a str,
+            services: &'a [ServiceReport],
+            flow: &'a BTreeMap<String, BTreeMap<String, u64>>,
         }
         Line {
             orders: self.orders,
@@ -195,6 +245,10 @@ impl DemoSummary {
             dead_lettered: self.dead_lettered,
             elapsed_s: (self.elapsed_s * 1e6).round() / 1e6,
             events_per_s: (self.events_per_s * 10.0).round() / 10.0,
+            seed: self.seed,
+            engine: &self.engine,
+            services: &self.services,
+            flow: &self.flow,
         }
     }
 }
@@ -334,19 +388,28 @@ pub async fn run_demo(url: &str, opts: DemoOptions) -> Result<DemoSummary> {
     let notifications = shop.notifications().recent();
     // Read the DLQs after the services stopped: nothing moves any more.
     let bus = shop.bus().clone();
-    let names: Vec<String> = shop
+    let handled_by: Vec<(String, eddy::service::Snapshot)> = shop
         .services()
         .iter()
-        .map(|s| s.name().to_owned())
+        .map(|s| (s.name().to_owned(), s.metrics()))
         .collect();
     shop.stop().await?;
     let mut dead_lettered = 0;
-    for name in names {
+    let mut services = Vec::new();
+    let mut flow: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (name, metrics) in &handled_by {
         let dlq = bus
             .queues()
             .dead_letter_queue(&format!("sub:{name}"))
             .await?;
-        dead_lettered += dlq.info().await?.length;
+        let dead = dlq.info().await?.length;
+        dead_lettered += dead;
+        services.push(ServiceReport::new(name, metrics, dead));
+        for (event_type, t) in &metrics.by_type {
+            flow.entry(event_type.clone())
+                .or_default()
+                .insert(name.clone(), t.handled);
+        }
     }
 
     let elapsed_s = elapsed.as_secs_f64();
@@ -369,6 +432,8 @@ pub async fn run_demo(url: &str, opts: DemoOptions) -> Result<DemoSummary> {
         engine,
         order_states,
         notifications,
+        services,
+        flow,
     })
 }
 

@@ -54,7 +54,9 @@ mod payment_service;
 mod shipping_service;
 mod shop;
 
-pub use demo::{demo_orders, run_demo, DemoOptions, DemoSummary, OrderState, CATALOGUE};
+pub use demo::{
+    demo_orders, run_demo, DemoOptions, DemoSummary, OrderState, ServiceReport, CATALOGUE,
+};
 pub use events::{
     checked_total, order_total, Item, OrderCreatedEvent, OrderShippedEvent, PaymentProcessedEvent,
     PAYMENT_FAILED, PAYMENT_SUCCEEDED,
