@@ -110,6 +110,18 @@ pub enum Command {
         #[arg(long, value_parser = parse_duration, value_name = "DUR")]
         since: Option<Duration>,
     },
+    /// A live view of every queue: ready, unacknowledged, dead-lettered,
+    /// delayed, consumers, and how fast the backlog and the DLQ grow,
+    /// refreshed in place (with --json or when stdout is not a terminal,
+    /// one snapshot per refresh), until interrupted.
+    Top {
+        /// Time between refreshes: 500ms, 1s, 5s.
+        #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DUR")]
+        interval: Duration,
+        /// Print one snapshot and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Publish events, see routes, follow and replay the bus (under the
     /// prefix events:).
     #[command(subcommand)]

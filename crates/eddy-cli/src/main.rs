@@ -20,6 +20,7 @@ mod events_cmd;
 mod output;
 mod queue_cmd;
 mod shop_cmd;
+mod top_cmd;
 mod webhook_cmd;
 
 use std::io::{self, Write};
@@ -120,6 +121,9 @@ async fn run(cli: Cli) -> CliResult {
         Command::Dlq(command) => dlq_cmd::run(&mq, command, &mut out).await?,
         Command::Tail { name, since } => events_cmd::tail(&mq, &name, since, &mut out).await?,
         Command::Events(command) => events_cmd::run(&mq, command, &mut out).await?,
+        Command::Top { interval, once } => {
+            top_cmd::run(&mq, interval, once, g.json, &mut out).await?
+        }
         Command::Completions { .. } => {}
         Command::Webhook(command) => webhook_cmd::run(&mq, command, &mut out).await?,
         Command::Demo(args) => demo_cmd::run(&g.url, args, &mut out).await?,

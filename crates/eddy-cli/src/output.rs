@@ -96,6 +96,13 @@ impl Output {
         self.out.flush()
     }
 
+    /// Text the caller has already escaped (terminal controls of its own,
+    /// such as a redraw), written as it is and flushed.
+    pub fn raw(&mut self, text: &str) -> io::Result<()> {
+        writeln!(self.out, "{text}")?;
+        self.out.flush()
+    }
+
     /// Dead-letter queue messages, each with its failures.
     pub fn dead_letters(&mut self, messages: &[Message]) -> io::Result<()> {
         if self.json {

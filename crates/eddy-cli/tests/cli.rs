@@ -1305,3 +1305,75 @@ fn dlq_requeue_picks_by_reason_and_limit_and_can_dry_run() {
     let usage = eddy(url, &["dlq", "requeue", "q", "--dry-run"]);
     assert_eq!(usage.code, Some(2), "--dry-run needs --all: {usage:#?}");
 }
+
+/// `eddy top`: each queue with its DLQ in one row; refreshes give rates.
+#[test]
+fn top_shows_every_queue_and_how_fast_it_grows() {
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    for q in ["a", "b"] {
+        eddy(url, &["queue", "create", q]).ok();
+    }
+    eddy_with_stdin(url, &["queue", "send", "a", "-"], Some(lines(5))).ok();
+    let got = eddy(
+        url,
+        &[
+            "--json",
+            "queue",
+            "receive",
+            "a",
+            "--count",
+            "2",
+            "--consumer",
+            "w",
+        ],
+    )
+    .json_lines();
+    eddy(
+        url,
+        &[
+            "queue",
+            "dead-letter",
+            "a",
+            got[0]["id"].as_str().unwrap_or("0-0"),
+            "--reason",
+            "x",
+        ],
+    )
+    .ok();
+    let snap = eddy(url, &["--json", "top", "--once"]).json();
+    let rows = snap["queues"].as_array().expect("queues");
+    assert_eq!(rows.len(), 2, "{snap}");
+    let a = &rows[0];
+    assert_eq!(a["queue"], "a");
+    assert_eq!(
+        (
+            &a["ready"],
+            &a["unacked"],
+            &a["dead_lettered"],
+            &a["consumers"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(1)
+        ),
+        "{a}"
+    );
+    assert_eq!(a["ready_per_s"], Value::Null, "no rate from one snapshot");
+    let human = eddy(url, &["top", "--once"]).ok();
+    assert!(human.starts_with("eddy top: 2 queues"), "{human}");
+    assert!(human.lines().any(|l| l.starts_with("b ")), "{human}");
+
+    // Refreshing: the second snapshot has rates; a send in between shows.
+    let top = spawn_eddy(url, &["--json", "top", "--interval", "500ms"]);
+    thread::sleep(Duration::from_millis(200));
+    eddy_with_stdin(url, &["queue", "send", "b", "-"], Some(lines(10))).ok();
+    let snaps = first_lines_then_stop(top, 3);
+    let last: Value = serde_json::from_str(&snaps[2]).expect("JSON");
+    let b = &last["queues"][1];
+    assert_eq!(b["ready"], 10, "{last}");
+    assert!(b["ready_per_s"].as_f64().is_some(), "{last}");
+}

@@ -128,6 +128,23 @@ async fn run(queues: usize, backlog: usize) -> Result<()> {
             }
             println!("  round {round}: {:>10}", ms(took));
         }
+        println!("`{bin} top --once --json`, the whole command:");
+        for round in 1..=3 {
+            let t = Instant::now();
+            let out = std::process::Command::new(&bin)
+                .args(["--url", &server.url(), "--json", "top", "--once"])
+                .output()?;
+            let took = t.elapsed();
+            if !out.status.success() {
+                return Err(format!("`top` failed: {out:?}").into());
+            }
+            let snapshot: Value = serde_json::from_slice(&out.stdout)?;
+            println!(
+                "  round {round}: {:>10} (its own read of the queues: {} ms)",
+                ms(took),
+                snapshot["read_ms"]
+            );
+        }
     }
 
     let (q, _) = mq.create_queue_pair("backlog").await?;
