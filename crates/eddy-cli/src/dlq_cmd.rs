@@ -1,7 +1,5 @@
 //! `eddy dlq ...`
 
-use std::io::{IsTerminal, Write};
-
 use serde_json::json;
 
 use eddy::{Eddy, EntryId, ErrorKind, Queue};
@@ -9,6 +7,7 @@ use eddy::{Eddy, EntryId, ErrorKind, Queue};
 use crate::cli::{parse_ids, DlqCommand};
 use crate::error::{CliError, CliResult};
 use crate::output::Output;
+use crate::progress::Progress;
 
 /// Run one `eddy dlq` command.
 pub async fn run(mq: &Eddy, command: DlqCommand, out: &mut Output) -> CliResult {
@@ -115,40 +114,6 @@ async fn requeue_picked(dlq: &Queue, pick: &Pick<'_>) -> CliResult<u64> {
     }
     progress.done();
     Ok(total)
-}
-
-/// `requeued N` on stderr, redrawn in place, when stderr is a terminal.
-struct Progress {
-    on: bool,
-    verb: &'static str,
-    shown: bool,
-}
-
-impl Progress {
-    fn new(verb: &'static str) -> Self {
-        Self {
-            on: std::io::stderr().is_terminal(),
-            verb,
-            shown: false,
-        }
-    }
-
-    fn show(&mut self, n: u64) {
-        if self.on {
-            self.shown = true;
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K{} {n} messages", self.verb);
-            let _ = err.flush();
-        }
-    }
-
-    fn done(&mut self) {
-        if self.shown {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
-    }
 }
 
 /// The dead-letter queue of queue `name`, with a not-found message that

@@ -18,6 +18,7 @@ mod duration;
 mod error;
 mod events_cmd;
 mod output;
+mod progress;
 mod queue_cmd;
 mod shop_cmd;
 mod top_cmd;

@@ -9,17 +9,16 @@
 //! too big, a reserved field) stops the run: every line before it is sent,
 //! nothing from it on, and the error names the line and the count.
 
-use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::time::Instant;
 
 use eddy::{Eddy, Queue, SendOptions, Transaction};
 
 use super::{json_error, payload};
 use crate::error::{CliError, CliResult};
+use crate::progress::Progress;
 
 /// Messages per atomic append.
 const BATCH_MESSAGES: usize = 500;
@@ -30,14 +29,12 @@ const BATCH_BYTES: usize = 8 << 20;
 const BATCHES_IN_FLIGHT: usize = 4;
 /// A batch that is not full goes out once stdin has been quiet this long.
 const QUIET: Duration = Duration::from_millis(100);
-/// How often the progress line on a terminal is redrawn.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Send every non-blank stdin line to `queue` with `opts`; returns how many
 /// messages were sent.
 pub(super) async fn send(mq: &Eddy, queue: &Queue, opts: &SendOptions) -> CliResult<u64> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut progress = Progress::new();
+    let mut progress = Progress::new("sent");
     let mut batch = Batch::new(mq);
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0u64;
@@ -210,42 +207,5 @@ impl CommitCounted for Transaction {
     {
         let n = self.len();
         Box::pin(async move { (n, self.commit().await.map(|_| ())) })
-    }
-}
-
-/// `sent N messages` on stderr, redrawn in place, when stderr is a
-/// terminal; nothing otherwise.
-struct Progress {
-    on: bool,
-    next: Instant,
-    shown: bool,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Self {
-            on: std::io::stderr().is_terminal(),
-            next: Instant::now() + PROGRESS_EVERY,
-            shown: false,
-        }
-    }
-
-    fn show(&mut self, sent: u64) {
-        if !self.on || Instant::now() < self.next {
-            return;
-        }
-        self.next = Instant::now() + PROGRESS_EVERY;
-        self.shown = true;
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2Ksent {sent} messages");
-        let _ = err.flush();
-    }
-
-    fn done(&mut self) {
-        if self.shown {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
     }
 }
