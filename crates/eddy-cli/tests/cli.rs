@@ -1030,46 +1030,42 @@ fn stdin_is_sent_as_it_comes() {
 /// messages in the order they were sent.
 #[test]
 fn follow_prints_in_order_by_default() {
-    use std::io::{BufRead, BufReader};
+    // Enough messages that handlers run unordered would interleave: with
+    // the ordering chain removed, 500 showed it one run in three.
+    const N: usize = 3000;
     let server = redis();
     let url = server.url();
     let url = url.as_str();
     eddy(url, &["queue", "create", "q"]).ok();
-    eddy_with_stdin(url, &["queue", "send", "q", "-"], Some(lines(500))).ok();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args([
-            "--url", url, "--json", "queue", "receive", "q", "--follow", "--ack",
-        ])
-        .env_remove("EDDY_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the eddy binary");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut ns = Vec::new();
-    for line in BufReader::new(stdout).lines().take(500) {
-        let m: Value = serde_json::from_str(&line.expect("a line")).expect("JSON");
-        ns.push(m["data"]["n"].as_u64().unwrap_or(u64::MAX));
-    }
-    let stop = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(stop.success());
-    let out = child.wait_with_output().expect("eddy ends");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(ns, (0..500).collect::<Vec<u64>>());
+    eddy_with_stdin(url, &["queue", "send", "q", "-"], Some(lines(N))).ok();
+    let follow = spawn_eddy(
+        url,
+        &["--json", "queue", "receive", "q", "--follow", "--ack"],
+    );
+    let (got, status) = first_lines_then_stop(follow, N);
+    assert!(status.success(), "{status:?}");
+    let ns: Vec<u64> = got
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("JSON")["data"]["n"]
+                .as_u64()
+                .unwrap_or(u64::MAX)
+        })
+        .collect();
+    assert_eq!(ns, (0..N as u64).collect::<Vec<u64>>());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while counts(url, "q") != (500, 0, 0) {
+    while counts(url, "q") != (N as u64, 0, 0) {
         assert!(Instant::now() < deadline, "{:?}", counts(url, "q"));
         thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Read `n` lines from a running command's stdout, then stop it with
-/// SIGTERM; returns the lines.
-fn first_lines_then_stop(mut child: std::process::Child, n: usize) -> Vec<String> {
+/// SIGTERM; returns the lines and how it exited.
+fn first_lines_then_stop(
+    mut child: std::process::Child,
+    n: usize,
+) -> (Vec<String>, std::process::ExitStatus) {
     use std::io::{BufRead, BufReader};
     let stdout = child.stdout.take().expect("stdout is piped");
     let lines: Vec<String> = BufReader::new(stdout)
@@ -1077,11 +1073,12 @@ fn first_lines_then_stop(mut child: std::process::Child, n: usize) -> Vec<String
         .take(n)
         .map(|l| l.expect("a line"))
         .collect();
-    let _ = Command::new("kill")
+    let stop = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    lines
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    (lines, child.wait().expect("the command ends"))
 }
 
 fn spawn_eddy(url: &str, args: &[&str]) -> std::process::Child {
@@ -1109,7 +1106,7 @@ fn tail_shows_new_messages_without_consuming_them() {
     // Sent while the tail runs (after it has had time to start).
     thread::sleep(Duration::from_millis(500));
     eddy_with_stdin(url, &["queue", "send", "q", "-"], Some(lines(3))).ok();
-    let got = first_lines_then_stop(tail, 3);
+    let (got, _) = first_lines_then_stop(tail, 3);
     let ns: Vec<u64> = got
         .iter()
         .map(|l| {
@@ -1126,7 +1123,7 @@ fn tail_shows_new_messages_without_consuming_them() {
     assert_eq!(counts(url, "q"), (4, 0, 4), "nothing was consumed");
     assert_eq!(info(url, "q")["consumers"], serde_json::json!([]));
     // --since reaches back.
-    let back = first_lines_then_stop(
+    let (back, _) = first_lines_then_stop(
         spawn_eddy(url, &["--json", "tail", "q", "--since", "1h"]),
         4,
     );
@@ -1198,7 +1195,7 @@ fn events_publish_routes_replay_and_tail() {
         &["events", "publish", "OrderShipped", r#"{"order_id": 8}"#],
     )
     .ok();
-    let got = first_lines_then_stop(tail, 1);
+    let (got, _) = first_lines_then_stop(tail, 1);
     let e: Value = serde_json::from_str(&got[0]).expect("JSON");
     assert_eq!(
         (e["event_type"].as_str(), e["order_id"].as_u64()),
@@ -1371,7 +1368,7 @@ fn top_shows_every_queue_and_how_fast_it_grows() {
     let top = spawn_eddy(url, &["--json", "top", "--interval", "500ms"]);
     thread::sleep(Duration::from_millis(200));
     eddy_with_stdin(url, &["queue", "send", "b", "-"], Some(lines(10))).ok();
-    let snaps = first_lines_then_stop(top, 3);
+    let (snaps, _) = first_lines_then_stop(top, 3);
     let last: Value = serde_json::from_str(&snaps[2]).expect("JSON");
     let b = &last["queues"][1];
     assert_eq!(b["ready"], 10, "{last}");

@@ -106,6 +106,14 @@ async fn list_queues_reads_many_queues_at_once_and_in_order() -> TestResult {
     }
     let q = mq.queue("q00007").await?;
     fill(&q, 3).await?;
+    // Lags to count after a deletion, short and long, in the same batch.
+    for (name, n) in [("q00009", 50), ("q00011", 300)] {
+        let q = mq.queue(name).await?;
+        fill(&q, n).await?;
+        q.receive(&Receive::new().count(1)).await?;
+        let undelivered = q.peek(20).await?;
+        q.delete(&[undelivered[10].id]).await?;
+    }
     let listed = mq.list_queues().await?;
     let mut want: Vec<String> = names.iter().map(|n| format!("{n}:dlq")).collect();
     want.append(&mut names);
@@ -114,6 +122,17 @@ async fn list_queues_reads_many_queues_at_once_and_in_order() -> TestResult {
     assert_eq!(got, want);
     let seventh = listed.iter().find(|i| i.name == "q00007");
     assert_eq!(seventh.map(|i| (i.length, i.lag)), Some((3, 3)));
+    let row = |name: &str| listed.iter().find(|i| i.name == name);
+    assert_eq!(
+        row("q00009").map(|i| (i.lag, i.lag_estimated)),
+        Some((48, false)),
+        "counted"
+    );
+    let long = row("q00011").map(|i| (i.lag, i.lag_estimated));
+    assert!(
+        long.is_some_and(|(lag, estimated)| estimated && (298..=300).contains(&lag)),
+        "{long:?}"
+    );
     assert!(listed.iter().all(|i| i.error.is_none()));
     Ok(())
 }

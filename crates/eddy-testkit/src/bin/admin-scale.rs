@@ -115,30 +115,20 @@ async fn run(queues: usize, backlog: usize) -> Result<()> {
     }
 
     if let Ok(bin) = std::env::var("EDDY_BIN") {
+        let url = server.url();
         println!("`{bin} queue list --json`, the whole command:");
         for round in 1..=3 {
-            let t = Instant::now();
-            let out = std::process::Command::new(&bin)
-                .args(["--url", &server.url(), "--json", "queue", "list"])
-                .output()?;
-            let took = t.elapsed();
-            let lines = out.stdout.iter().filter(|b| **b == b'\n').count();
-            if !out.status.success() || lines != 2 * queues {
-                return Err(format!("`queue list` printed {lines} lines: {out:?}").into());
+            let (took, out) = eddy_command(&bin, &url, &["queue", "list"])?;
+            let lines = out.iter().filter(|b| **b == b'\n').count();
+            if lines != 2 * queues {
+                return Err(format!("`queue list` printed {lines} lines").into());
             }
             println!("  round {round}: {:>10}", ms(took));
         }
         println!("`{bin} top --once --json`, the whole command:");
         for round in 1..=3 {
-            let t = Instant::now();
-            let out = std::process::Command::new(&bin)
-                .args(["--url", &server.url(), "--json", "top", "--once"])
-                .output()?;
-            let took = t.elapsed();
-            if !out.status.success() {
-                return Err(format!("`top` failed: {out:?}").into());
-            }
-            let snapshot: Value = serde_json::from_slice(&out.stdout)?;
+            let (took, out) = eddy_command(&bin, &url, &["top", "--once"])?;
+            let snapshot: Value = serde_json::from_slice(&out)?;
             println!(
                 "  round {round}: {:>10} (its own read of the queues: {} ms)",
                 ms(took),
@@ -177,6 +167,20 @@ async fn run(queues: usize, backlog: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Run `BIN --url URL --json ARGS...`: how long it took and its stdout.
+fn eddy_command(bin: &str, url: &str, args: &[&str]) -> Result<(Duration, Vec<u8>)> {
+    let t = Instant::now();
+    let out = std::process::Command::new(bin)
+        .args(["--url", url, "--json"])
+        .args(args)
+        .output()?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        return Err(format!("`{bin} {}` failed: {out:?}", args.join(" ")).into());
+    }
+    Ok((took, out.stdout))
 }
 
 /// redis-server's CPU time so far (user + system).

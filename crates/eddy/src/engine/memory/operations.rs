@@ -628,11 +628,8 @@ impl Engine for MemoryEngine {
         let now = self.clock_ms();
         let limit = idle.as_millis() as u64;
         let mut st = self.lock();
-        let Some(group) = st
-            .streams
-            .get_mut(&queue.stream)
-            .and_then(|s| s.groups.get_mut(&queue.group))
-        else {
+        // A queue that is gone has no consumers to forget.
+        let Ok(group) = group_mut(&mut st.streams, queue) else {
             return Ok(Vec::new());
         };
         let holding: std::collections::HashSet<&str> =

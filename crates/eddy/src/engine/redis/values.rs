@@ -207,7 +207,14 @@ pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<
         }
         _ => 0,
     };
-    read_info(conn, q, replies, now_ms).await
+    let (mut info, count_after) = read_info(q, replies, now_ms)?;
+    if let Some(after) = count_after {
+        let mut pipe = redis::pipe();
+        count_command(&mut pipe, q, after);
+        let (entries,): (Vec<Value>,) = pipe.query_async(conn).await.map_err(map_err)?;
+        settle_lag(&mut info, entries.len());
+    }
+    Ok(info)
 }
 
 /// The states of several queues' streams in one pipeline, at the server
@@ -231,27 +238,59 @@ pub(super) async fn info_batch(
         }
     };
     let mut replies = replies.into_iter();
-    let mut out = Vec::with_capacity(queues.len());
-    for q in queues {
-        // All of this queue's replies taken first: collecting into a
-        // `Result` would stop at an error and leave the rest for the next.
-        let own: Vec<redis::RedisResult<Value>> = replies.by_ref().take(INFO_COMMANDS).collect();
-        let own: redis::RedisResult<Vec<Value>> = own.into_iter().collect();
-        out.push(match own {
-            Ok(own) => read_info(conn, q, own, now_ms).await,
-            Err(e) => Err(info_error(q, e)),
-        });
+    let mut out: Vec<Result<(StreamInfo, Option<EntryId>)>> = queues
+        .iter()
+        .map(|q| {
+            // All of this queue's replies taken first: collecting into a
+            // `Result` would stop at an error and leave the rest for the
+            // next.
+            let own: Vec<redis::RedisResult<Value>> =
+                replies.by_ref().take(INFO_COMMANDS).collect();
+            let own: redis::RedisResult<Vec<Value>> = own.into_iter().collect();
+            own.map_err(|e| info_error(q, e))
+                .and_then(|own| read_info(q, own, now_ms))
+        })
+        .collect();
+    // The queues whose lag needs counting, all in one more pipeline.
+    let mut counts = redis::pipe();
+    counts.ignore_errors();
+    let mut counted = Vec::new();
+    for (i, (q, read)) in queues.iter().zip(&out).enumerate() {
+        if let Ok((_, Some(after))) = read {
+            count_command(&mut counts, q, *after);
+            counted.push(i);
+        }
     }
-    out
+    if !counted.is_empty() {
+        let replies: redis::RedisResult<Vec<redis::RedisResult<Vec<Value>>>> =
+            counts.query_async(conn).await;
+        let replies = match replies {
+            Ok(r) => r.into_iter().map(|r| r.map_err(map_err)).collect(),
+            Err(e) => {
+                let e = map_err(e);
+                vec![Err(e); counted.len()]
+            }
+        };
+        for (i, entries) in counted.into_iter().zip(replies) {
+            let slot = &mut out[i];
+            match (entries, slot.as_mut()) {
+                (Ok(entries), Ok((info, _))) => settle_lag(info, entries.len()),
+                (Err(e), _) => *slot = Err(e),
+                (Ok(_), Err(_)) => {}
+            }
+        }
+    }
+    out.into_iter().map(|r| r.map(|(info, _)| info)).collect()
 }
 
-/// A queue's state from the replies to [`info_commands`].
-async fn read_info(
-    conn: &mut ConnectionManager,
+/// A queue's state from the replies to [`info_commands`], and the group's
+/// position if its lag is still to be counted ([`count_command`], then
+/// [`settle_lag`]); until then `lag` is the estimate.
+fn read_info(
     q: &QueueKeys,
     replies: Vec<Value>,
     now_ms: u64,
-) -> Result<StreamInfo> {
+) -> Result<(StreamInfo, Option<EntryId>)> {
     let mut it = replies.into_iter();
     let stream = fields(it.next().unwrap_or(Value::Nil));
     let groups = it.next().unwrap_or(Value::Nil);
@@ -280,7 +319,10 @@ async fn read_info(
         .and_then(|v| id(v).ok())
         .unwrap_or_default();
     let last_id = entry_id_field(&stream, "last-entry");
-    let (lag, lag_estimated) = lag(conn, q, &stream, &group, last_delivered, last_id).await?;
+    let (lag, count_after) = match lag(&stream, &group, last_delivered, last_id) {
+        Lag::Known(lag) => (lag, None),
+        Lag::Estimate(estimate) => (estimate, Some(last_delivered)),
+    };
     let consumers = match consumers {
         Value::Array(cs) => cs
             .into_iter()
@@ -305,7 +347,7 @@ async fn read_info(
         },
         _ => (None, None),
     };
-    Ok(StreamInfo {
+    let info = StreamInfo {
         length: int(stream.get("length")).unwrap_or(0),
         pending: int(group.get("pending")).unwrap_or(0),
         lag,
@@ -315,15 +357,24 @@ async fn read_info(
         delayed,
         first_id: entry_id_field(&stream, "first-entry"),
         last_id,
-        lag_estimated,
-    })
+        lag_estimated: count_after.is_some(),
+    };
+    Ok((info, count_after))
 }
 
 /// Entries the bounded count of [`lag`] reads at most.
 const LAG_COUNT: usize = 100;
 
-/// The group's lag (entries not yet delivered), and whether it is an
-/// estimate, at a cost that does not grow with the backlog.
+/// The group's lag (entries not yet delivered), as far as the stream's
+/// counters tell it.
+enum Lag {
+    Known(u64),
+    /// Only an estimate: the entries after the group's position are to be
+    /// counted, up to [`LAG_COUNT`].
+    Estimate(u64),
+}
+
+/// The group's lag, at a cost that does not grow with the backlog.
 ///
 /// Redis reports the lag itself until an entry is deleted from the stream;
 /// eddy deletes (dead-letter, requeue, TTL), and after a deletion Redis
@@ -332,39 +383,25 @@ const LAG_COUNT: usize = 100;
 /// entries-read` one too high). So after deletions up to [`LAG_COUNT`]
 /// entries after the group's position are counted, exactly; a longer
 /// backlog is estimated from the stream's counters and said to be.
-async fn lag(
-    conn: &mut ConnectionManager,
-    q: &QueueKeys,
+fn lag(
     stream: &HashMap<String, Value>,
     group: &HashMap<String, Value>,
     last_delivered: EntryId,
     last_id: Option<EntryId>,
-) -> Result<(u64, bool)> {
+) -> Lag {
     let deleted = stream
         .get("max-deleted-entry-id")
         .and_then(|v| id(v).ok())
         .unwrap_or_default();
     if let Some(lag) = int(group.get("lag")).filter(|_| deleted == EntryId::MIN) {
-        return Ok((lag, false));
+        return Lag::Known(lag);
     }
     if last_id.is_none_or(|last| last <= last_delivered) {
-        return Ok((0, false));
-    }
-    let after: Vec<Value> = redis::cmd("XRANGE")
-        .arg(&q.stream)
-        .arg(format!("({last_delivered}"))
-        .arg("+")
-        .arg("COUNT")
-        .arg(LAG_COUNT)
-        .query_async(conn)
-        .await
-        .map_err(map_err)?;
-    if after.len() < LAG_COUNT {
-        return Ok((after.len() as u64, false));
+        return Lag::Known(0);
     }
     // Both counters over-count (deleted entries, acknowledged history, a
-    // read counter that is off): the smaller one, and at least what was
-    // counted.
+    // read counter that is off): the smaller one, and at least what a
+    // count would have found.
     let length = int(stream.get("length")).unwrap_or(0);
     let pending = int(group.get("pending")).unwrap_or(0);
     let mut estimate = length.saturating_sub(pending);
@@ -374,7 +411,26 @@ async fn lag(
     ) {
         estimate = estimate.min(added.saturating_sub(read));
     }
-    Ok((estimate.max(LAG_COUNT as u64), true))
+    Lag::Estimate(estimate.max(LAG_COUNT as u64))
+}
+
+/// The bounded count of the entries after `after`.
+fn count_command(pipe: &mut redis::Pipeline, q: &QueueKeys, after: EntryId) {
+    pipe.cmd("XRANGE")
+        .arg(&q.stream)
+        .arg(format!("({after}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(LAG_COUNT);
+}
+
+/// `counted` entries followed the group's position: under [`LAG_COUNT`]
+/// that is the exact lag; otherwise the estimate stands.
+fn settle_lag(info: &mut StreamInfo, counted: usize) {
+    if counted < LAG_COUNT {
+        info.lag = counted as u64;
+        info.lag_estimated = false;
+    }
 }
 
 /// The reply of claim.lua: `{{id, fields, count}...}, {deleted ids...}`.

@@ -38,7 +38,9 @@ pub(super) struct Janitor {
     queue: Queue,
     history: Option<Duration>,
     trim_every: Duration,
-    /// When the newest acknowledged entry passes the window (plus one
+    /// Acknowledgements were written since the last turn.
+    acked: bool,
+    /// When the newest acknowledged entry has passed the window (plus one
     /// interval): trims are due until then.
     trim_until: Option<Instant>,
     last_trim: Instant,
@@ -62,6 +64,7 @@ impl Janitor {
             queue,
             history,
             trim_every,
+            acked: false,
             trim_until: None,
             last_trim: now,
             forget_idle: opts.forget_idle,
@@ -71,16 +74,16 @@ impl Janitor {
         }
     }
 
-    /// Acknowledgements were just written.
+    /// Acknowledgements were just written. No clock is read here, once per
+    /// batch: the next turn dates them.
     pub(super) fn acked(&mut self) {
-        if let Some(history) = self.history {
-            self.trim_until = Some(Instant::now() + history + self.trim_every);
-        }
+        self.acked = self.history.is_some();
     }
 
     /// When the next piece of work is due, if any is.
     pub(super) fn due(&self) -> Option<Instant> {
-        let trim = self.trim_until.map(|_| self.last_trim + self.trim_every);
+        let trim =
+            (self.acked || self.trim_until.is_some()).then(|| self.last_trim + self.trim_every);
         let forget = self.forget_idle.map(|_| self.next_forget);
         match (trim, forget) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -97,6 +100,10 @@ impl Janitor {
     /// tries again.
     pub(super) async fn run(&mut self, stats: &ConsumerStats) {
         let now = Instant::now();
+        if let (true, Some(history)) = (std::mem::take(&mut self.acked), self.history) {
+            // The acknowledgements since the last turn were written by now.
+            self.trim_until = Some(now + history + self.trim_every);
+        }
         if let (Some(history), Some(until)) = (self.history, self.trim_until) {
             if self.last_trim + self.trim_every <= now {
                 self.last_trim = now;
