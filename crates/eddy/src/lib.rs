@@ -45,6 +45,7 @@ pub mod engine;
 mod error;
 pub mod handler;
 mod json;
+pub mod metrics;
 pub mod queue;
 pub mod service;
 pub mod webhook;

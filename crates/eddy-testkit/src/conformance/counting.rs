@@ -50,6 +50,10 @@ impl Engine for CountingEngine {
         self.inner.capabilities()
     }
 
+    fn expired_counts(&self) -> Vec<(String, u64)> {
+        self.inner.expired_counts()
+    }
+
     async fn now_ms(&self) -> Result<u64> {
         self.call().now_ms().await
     }

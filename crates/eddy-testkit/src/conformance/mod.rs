@@ -42,6 +42,7 @@ pub mod faults;
 pub mod integrity;
 pub mod leases;
 pub mod messages;
+pub mod metrics;
 pub mod parked;
 pub mod queues;
 pub mod receive;
@@ -440,6 +441,10 @@ macro_rules! __conformance_cases {
             service::a_broken_event_is_dead_lettered_and_its_id_stays_free,
             service::service_context_sets_envelope,
             service::service_reject_and_retry_outcomes,
+            metrics::service_metrics_count_a_known_workload,
+            metrics::queue_gauges_read_every_queue,
+            metrics::consumer_loop_and_expiry_counters,
+            metrics::service_serves_its_metrics_endpoint,
             webhook::request_reply,
             webhook::thousand_concurrent_requests,
             webhook::timeout_then_late_reply_is_dropped,

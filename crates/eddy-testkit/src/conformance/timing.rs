@@ -12,7 +12,7 @@ use super::{ids, ns, numbered, send_numbered, take, CaseResult, Harness, Outcome
 /// A TTL and a wait that is safely past it, on this engine's clock. Real
 /// durations leave room for a loaded test machine: a case must not see a
 /// message expire between two of its own calls.
-fn ttl_and_wait(h: &Harness) -> (Duration, Duration) {
+pub(super) fn ttl_and_wait(h: &Harness) -> (Duration, Duration) {
     if h.pause_time() {
         (Duration::from_secs(10), Duration::from_secs(11))
     } else {

@@ -126,6 +126,32 @@ pub struct Bus {
     batcher: Arc<batch::Batcher>,
     /// The `all` log's retention, applied as events are published.
     log: Arc<log::LogHistory>,
+    /// Events published through this handle and its clones, for the
+    /// metrics.
+    published: Arc<PublishCounts>,
+}
+
+/// Events a bus handle (and its clones) published, per event type: how
+/// many, and to how many subscription queues in all.
+#[derive(Debug, Default)]
+pub(crate) struct PublishCounts(std::sync::Mutex<foldhash::HashMap<String, (u64, u64)>>);
+
+impl PublishCounts {
+    fn add(&self, event_type: &str, fanned_out: usize) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let c = match m.get_mut(event_type) {
+            Some(c) => c,
+            None => m.entry(event_type.to_owned()).or_default(),
+        };
+        c.0 += 1;
+        c.1 += fanned_out as u64;
+    }
+
+    /// `(event type, published, appended to subscription queues)`.
+    pub(crate) fn snapshot(&self) -> Vec<(String, u64, u64)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, (p, d))| (k.clone(), *p, *d)).collect()
+    }
 }
 
 impl Bus {
@@ -151,6 +177,7 @@ impl Bus {
             mq,
             batcher: Arc::default(),
             log: Arc::new(log::LogHistory::new(Some(DEFAULT_LOG_HISTORY))),
+            published: Arc::default(),
         })
     }
 
@@ -165,6 +192,10 @@ impl Bus {
     /// What [`Bus::log_history`] set.
     pub fn log_history_kept(&self) -> Option<Duration> {
         self.log.keep()
+    }
+
+    pub(crate) fn publish_counts(&self) -> &Arc<PublishCounts> {
+        &self.published
     }
 
     /// The queues underneath (prefix `events:`).
@@ -321,6 +352,7 @@ impl Bus {
         )
         .log(format!("{}{ALL_LOG}", self.mq.prefix()));
         let delivered_to = self.batcher.publish(self.mq.engine(), publish).await?;
+        self.published.add(event_type, delivered_to.len());
         if let Some(keep) = self.log.claim() {
             let bus = self.clone();
             tokio::spawn(async move {

@@ -383,6 +383,14 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// visible; returns how many entries expired.
     async fn sweep(&self, queue: &QueueKeys) -> Result<u64>;
 
+    /// How many entries this handle has removed because their TTL passed
+    /// (on a read, a claim or a sweep), per queue stream key, since it was
+    /// opened. Process-local: other processes' removals are not in it. An
+    /// engine that does not count returns nothing.
+    fn expired_counts(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
     /// Remove acknowledged history older than `retention`: entries the group
     /// has delivered and acknowledged. Never an entry that is pending or not
     /// yet delivered. Returns how many were removed.
@@ -532,6 +540,33 @@ pub(crate) fn stream_missing(stream: &str) -> Error {
 
 /// A shared engine.
 pub type SharedEngine = Arc<dyn Engine>;
+
+/// Entries an engine handle removed because their TTL had passed, per
+/// queue stream key, since the handle was opened: a process-local count
+/// for the metrics ([`crate::metrics`]). Bumped only when something
+/// expires, so the read path pays nothing for it.
+#[derive(Debug, Default)]
+pub(crate) struct ExpiredCounts(std::sync::Mutex<foldhash::HashMap<String, u64>>);
+
+impl ExpiredCounts {
+    pub(crate) fn add(&self, stream: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(stream) {
+            Some(c) => *c += n,
+            None => {
+                m.insert(stream.to_owned(), n);
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<(String, u64)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
 
 /// Open the engine a URL names: `memory://` (`memory://?history=30s` to
 /// bound its acknowledged history, see [`memory::MemoryEngine::with_history`])

@@ -149,6 +149,11 @@ impl Eddy {
         }
     }
 
+    /// Whether `other` lists the same queues: the same engine and prefix.
+    pub(crate) fn same_queues(&self, other: &Eddy) -> bool {
+        Arc::ptr_eq(&self.inner.engine, &other.inner.engine) && self.prefix() == other.prefix()
+    }
+
     /// The engine underneath.
     pub fn engine(&self) -> &SharedEngine {
         &self.inner.engine
@@ -491,6 +496,16 @@ impl Queue {
 
     fn engine(&self) -> &SharedEngine {
         &self.mq.inner.engine
+    }
+
+    /// The handle this queue was opened through.
+    pub(crate) fn eddy(&self) -> &Eddy {
+        &self.mq
+    }
+
+    /// For a queue its DLQ's keys; for a DLQ its queue's.
+    pub(crate) fn dlq_keys(&self) -> &QueueKeys {
+        &self.dlq
     }
 
     /// Send one message; returns its stream id, or `None` if it was sent with

@@ -128,6 +128,8 @@ pub struct ServiceBuilder {
     overrides: Overrides,
     order_by: Option<String>,
     dedupe_window: usize,
+    metrics: Option<crate::metrics::Metrics>,
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The consumer loop settings given through the builder's own methods.
@@ -197,6 +199,8 @@ impl Service {
             fallback: None,
             order_by: None,
             dedupe_window: 10_000,
+            metrics: None,
+            metrics_listen: None,
         }
     }
 }
@@ -283,6 +287,23 @@ impl ServiceBuilder {
         self
     }
 
+    /// Report this service's counters, handler durations and queue gauges
+    /// through `metrics` (see [`crate::metrics`] for the names), for an
+    /// application that serves its own `/metrics`.
+    pub fn metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Serve this service's metrics at `GET /metrics` on `addr` while it
+    /// runs (with [`ServiceBuilder::metrics`], that list's too). Port 0
+    /// picks a free port: [`RunningService::metrics_addr`] tells which. An
+    /// address that cannot be bound fails [`ServiceBuilder::start`].
+    pub fn metrics_listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_listen = Some(addr);
+        self
+    }
+
     /// Acknowledged events kept on the subscription queue, trimmed as the
     /// service goes (default one minute,
     /// [`crate::queue::consumer::DEFAULT_HISTORY`]; zero keeps none, `None`
@@ -364,6 +385,21 @@ impl ServiceBuilder {
         let queue = self.bus.subscribe(&self.name, &self.subscription()).await?;
         let metrics = Arc::new(ServiceMetrics::default());
         let stats = Arc::new(ConsumerStats::default());
+        let exporter = match (&self.metrics, self.metrics_listen) {
+            (None, None) => None,
+            (given, _) => {
+                let m = given.clone().unwrap_or_default();
+                m.consumer(&queue, &self.name, &stats);
+                m.service(&self.name, &metrics);
+                m.bus(&self.bus);
+                m.queue(&queue);
+                Some(m)
+            }
+        };
+        let metrics_server = match (exporter, self.metrics_listen) {
+            (Some(m), Some(addr)) => Some(m.serve(addr).await?),
+            _ => None,
+        };
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let options = self.consumer_settings();
         // The service's own ordering (`order_by`) reads the event's field,
@@ -421,6 +457,7 @@ impl ServiceBuilder {
             task,
             metrics,
             stats,
+            metrics_server,
         })
     }
 }
@@ -586,9 +623,15 @@ pub struct RunningService {
     task: JoinHandle<Result<()>>,
     metrics: Arc<ServiceMetrics>,
     stats: Arc<ConsumerStats>,
+    metrics_server: Option<crate::metrics::MetricsServer>,
 }
 
 impl RunningService {
+    /// Where [`ServiceBuilder::metrics_listen`] serves `/metrics`.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_server.as_ref().map(|s| s.addr())
+    }
+
     /// The service's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -609,7 +652,11 @@ impl RunningService {
     /// instance.
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(true);
-        match self.task.await {
+        let finished = self.task.await;
+        if let Some(server) = self.metrics_server {
+            server.stop().await;
+        }
+        match finished {
             Ok(r) => r,
             Err(e) => Err(Error::new(
                 crate::ErrorKind::Backend,

@@ -53,6 +53,7 @@ pub struct MemoryEngine {
     /// Acknowledged entries older than this are dropped as the engine goes;
     /// `None` keeps them until trimmed.
     history: Option<Duration>,
+    expired: super::ExpiredCounts,
 }
 
 fn no_group(keys: &QueueKeys) -> Error {
@@ -99,6 +100,7 @@ impl MemoryEngine {
             epoch_ms,
             started: Instant::now(),
             history: None,
+            expired: super::ExpiredCounts::default(),
         }
     }
 

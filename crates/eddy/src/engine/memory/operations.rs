@@ -332,6 +332,7 @@ impl Engine for MemoryEngine {
                     group.last_delivered = last.id;
                 }
                 if st.expiry.contains_key(&queue.expiry) {
+                    let before = delivered.len();
                     delivered.retain(|e| {
                         let expired = st.is_expired(queue, e.id, now);
                         if expired {
@@ -339,6 +340,8 @@ impl Engine for MemoryEngine {
                         }
                         !expired
                     });
+                    self.expired
+                        .add(&queue.stream, (before - delivered.len()) as u64);
                 }
                 (delivered, next_due)
             };
@@ -512,6 +515,10 @@ impl Engine for MemoryEngine {
         })
     }
 
+    fn expired_counts(&self) -> Vec<(String, u64)> {
+        self.expired.snapshot()
+    }
+
     async fn sweep(&self, queue: &QueueKeys) -> Result<u64> {
         let now = self.clock_ms();
         let mut st = self.lock();
@@ -531,6 +538,7 @@ impl Engine for MemoryEngine {
             .filter(|id| st.remove_entry(queue, *id))
             .count();
         drop(st);
+        self.expired.add(&queue.stream, n as u64);
         self.wake([queue.stream.clone()]);
         Ok(n as u64)
     }
@@ -593,6 +601,7 @@ impl Engine for MemoryEngine {
         for e in claimed {
             if st.is_expired(queue, e.id, now) {
                 st.remove_entry(queue, e.id);
+                self.expired.add(&queue.stream, 1);
             } else {
                 out.entries.push(e);
             }

@@ -83,6 +83,7 @@ impl RedisEngine {
             conn,
             blocking: Mutex::new(vec![first]),
             scripts: Scripts::new(),
+            expired: super::super::ExpiredCounts::default(),
             url: shown,
             options: options.clone(),
         };

@@ -65,6 +65,7 @@ pub struct RedisEngine {
     scripts: Scripts,
     url: String,
     options: RedisOptions,
+    expired: super::ExpiredCounts,
 }
 
 #[cfg(feature = "redis")]
@@ -495,6 +496,10 @@ impl Engine for RedisEngine {
         batches.into_iter().flatten().collect()
     }
 
+    fn expired_counts(&self) -> Vec<(String, u64)> {
+        self.expired.snapshot()
+    }
+
     async fn sweep(&self, queue: &QueueKeys) -> Result<u64> {
         let mut total = 0;
         loop {
@@ -504,6 +509,7 @@ impl Engine for RedisEngine {
                 .key(&queue.delayed)
                 .arg(&queue.group);
             let (n, more): (u64, u64) = self.invoke(&inv).await?;
+            self.expired.add(&queue.stream, n);
             total += n;
             if more == 0 {
                 return Ok(total);

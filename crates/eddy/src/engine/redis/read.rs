@@ -173,6 +173,7 @@ impl RedisEngine {
         }
         let dropped: Vec<String> = self.invoke_read(&inv).await?;
         if !dropped.is_empty() {
+            self.expired.add(&queue.stream, dropped.len() as u64);
             entries.retain(|e| !dropped.iter().any(|d| *d == e.id.to_string()));
         }
         Ok(entries)

@@ -299,7 +299,9 @@ where
                 let reason = settle.over_max_reason(id, delivery_count);
                 match msg.into_message() {
                     Some(msg) => settle.dead_letter(msg, reason).await,
-                    None => settle.dead_letter_id(id, reason).await,
+                    None => {
+                        settle.dead_letter_id(id, reason).await;
+                    }
                 }
                 continue;
             }

@@ -228,8 +228,11 @@ pub struct ConsumerStats {
     pub acked: AtomicU64,
     /// Handed back for a retry.
     pub retried: AtomicU64,
-    /// Moved to the DLQ.
+    /// Moved to the DLQ, for any reason.
     pub dead_lettered: AtomicU64,
+    /// Of those, the ones the handler rejected ([`crate::Fail::Reject`]);
+    /// the others ran out of deliveries.
+    pub rejected: AtomicU64,
     /// Handlers that panicked.
     pub panics: AtomicU64,
     /// Handlers that ran past the timeout.

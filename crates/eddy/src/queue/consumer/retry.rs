@@ -40,7 +40,10 @@ impl Settle {
             Ok(()) => return self.ack(id),
             Err(Fail::Reject { reason }) => {
                 tracing::info!(%id, %reason, "rejected; dead-lettering");
-                return self.dead_letter_id(id, reason).await;
+                if self.dead_letter_id(id, reason).await {
+                    ConsumerStats::bump(&self.stats.rejected);
+                }
+                return;
             }
             Err(Fail::Retry { error, after }) => (
                 retry_delay(after, &self.opts.backoff, msg.delivery_count),
@@ -49,7 +52,8 @@ impl Settle {
         };
         if msg.delivery_count >= self.opts.max_deliveries {
             let reason = out_of_deliveries(msg.delivery_count, self.opts.max_deliveries, &error);
-            return self.dead_letter_id(id, reason).await;
+            self.dead_letter_id(id, reason).await;
+            return;
         }
         {
             let mut errs = Self::lock(&self.last_error);
@@ -98,20 +102,28 @@ impl Settle {
     /// Dead-letter a message the handler consumed, by id: the engine reads
     /// it back (one more round trip, on the failure path only) so the hot
     /// path never clones a message for the case it fails.
-    pub(super) async fn dead_letter_id(&self, id: EntryId, reason: String) {
+    /// Returns whether it moved.
+    pub(super) async fn dead_letter_id(&self, id: EntryId, reason: String) -> bool {
         let moved = self.queue.dead_letter(&[id], &reason).await;
-        self.dead_lettered(id, moved);
+        self.dead_lettered(id, moved)
     }
 
-    fn dead_lettered(&self, id: EntryId, moved: Result<u64>) {
+    fn dead_lettered(&self, id: EntryId, moved: Result<u64>) -> bool {
         Self::lock(&self.last_error).remove(&id);
         match moved {
-            Ok(0) => tracing::debug!(%id, "not dead-lettered: no longer in the queue"),
-            Ok(_) => ConsumerStats::bump(&self.stats.dead_lettered),
+            Ok(0) => {
+                tracing::debug!(%id, "not dead-lettered: no longer in the queue");
+                false
+            }
+            Ok(_) => {
+                ConsumerStats::bump(&self.stats.dead_lettered);
+                true
+            }
             Err(e) => {
                 // Still pending: it will be reclaimed and dead-lettered again.
                 ConsumerStats::bump(&self.stats.errors);
                 tracing::warn!(%id, error = %e, "dead-lettering failed; the message stays pending");
+                false
             }
         }
     }
