@@ -115,6 +115,23 @@ pub struct CommonArgs {
     /// it goes (e.g. 0s keeps none, 30s, 10m).
     #[arg(long, default_value = "1m", value_name = "DUR", value_parser = crate::duration::parse_duration)]
     pub history: std::time::Duration,
+    /// Serve this service's Prometheus metrics at http://ADDR/metrics
+    /// (HOST:PORT; port 0 picks a free one, the `metrics on` line says
+    /// which).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl ShopCommand {
+    /// The options every service has.
+    fn common(&self) -> &CommonArgs {
+        match self {
+            ShopCommand::Order(a) => &a.common,
+            ShopCommand::Payment(a) => &a.common,
+            ShopCommand::Shipping(a) => &a.common,
+            ShopCommand::Notification(a) => a,
+        }
+    }
 }
 
 /// `eddy shop order-service`
@@ -187,6 +204,7 @@ const PRINT_EVERY: Duration = Duration::from_millis(100);
 
 /// Run one service on `url` until SIGINT/SIGTERM.
 pub async fn run(url: &str, command: ShopCommand, json: bool) -> CliResult {
+    let metrics_listen = command.common().metrics_listen;
     let (service, config, listen) = plan(command);
     if url.starts_with("memory:") {
         return Err(CliError::new(
@@ -206,9 +224,30 @@ pub async fn run(url: &str, command: ShopCommand, json: bool) -> CliResult {
         ),
         None => None,
     };
+    // The endpoint is bound before the service starts, so a taken port
+    // fails the command before anything runs; what it reports is read at
+    // each scrape.
+    let metrics = eddy::metrics::Metrics::new();
+    let metrics_server = match metrics_listen {
+        Some(addr) => Some(metrics.serve(addr).await?),
+        None => None,
+    };
+    let config = match &metrics_server {
+        Some(_) => config.metrics(&metrics),
+        None => config,
+    };
     let bus = Bus::open(url).await?;
     let engine = bus.queues().engine().describe();
     let shop = Arc::new(Shop::start_services(bus, config, &[service]).await?);
+    if let Some(server) = &metrics_server {
+        let addr = server.addr();
+        let said = if json {
+            json!({"service": service.name(), "metrics": format!("http://{addr}/metrics")}).to_string()
+        } else {
+            format!("{}: metrics on http://{addr}/metrics", service.name())
+        };
+        line(&said)?;
+    }
     let notifications = shop.notifications().clone();
     let mut printer = Printer::default();
     let name = service.name();

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use eddy_testkit::conformance::metrics::sample;
 use eddy_testkit::RedisServer;
 use serde_json::{json, Value};
 
@@ -202,6 +203,24 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Val
     (status, json)
 }
 
+/// GET /metrics; the Prometheus text.
+fn scrape(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
 fn order_body(i: usize) -> Value {
     json!({
         "order_id": format!("T-{i:04}"),
@@ -264,7 +283,10 @@ fn four_processes_survive_a_killed_payment_service() {
     // Everything that listens first, so no event is published before its
     // subscribers' routes exist.
     let notify = procs.spawn("notification-service", &[]);
-    let ship = procs.spawn("shipping-service", &["--seed", "7"]);
+    let ship = procs.spawn(
+        "shipping-service",
+        &["--seed", "7", "--metrics-listen", "127.0.0.1:0"],
+    );
     let mut pay = procs.spawn("payment-service", &PAYMENT_ARGS);
     let order = procs.spawn("order-service", &["--listen", "127.0.0.1:0"]);
     for i in [notify, ship, pay] {
@@ -272,6 +294,13 @@ fn four_processes_survive_a_killed_payment_service() {
         let ready = procs.procs[i].wait_line(deadline, |l| l.contains(": running on redis://"));
         assert!(ready.starts_with(&format!("{name}: ")), "{ready}");
     }
+    let said = procs.procs[ship].wait_line(deadline, |l| l.contains("metrics on http://"));
+    let metrics_addr = said
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap()
+        .to_owned();
     let ready = procs.procs[order].wait_line(deadline, |l| l.contains("listening on http://"));
     let addr = ready
         .split("listening on http://")
@@ -372,6 +401,29 @@ fn four_processes_survive_a_killed_payment_service() {
             .unwrap();
         assert_eq!(dlq, "0", "{s} dead-lettered events");
     }
+
+    // shipping-service's own /metrics saw the same: every payment outcome
+    // handled, a shipment published per shipped order, nothing waiting.
+    let text = scrape(&metrics_addr);
+    let payments = [
+        ("service", "shipping-service"),
+        ("event_type", "PaymentProcessedEvent"),
+        ("outcome", "handled"),
+    ];
+    let handled = sample(&text, "eddy_events_handled_total", &payments).unwrap();
+    assert!(handled >= ORDERS as f64, "{handled} handled:\n{text}");
+    let shipments = [("event_type", "OrderShippedEvent")];
+    let published = sample(&text, "eddy_events_published_total", &shipments).unwrap();
+    assert!(published >= shipped as f64, "{published} published:\n{text}");
+    let queue = [("queue", "sub:shipping-service")];
+    for gauge in [
+        "eddy_queue_ready_messages",
+        "eddy_queue_unacknowledged_messages",
+        "eddy_queue_dead_letter_messages",
+    ] {
+        assert_eq!(sample(&text, gauge, &queue), Some(0.0), "{gauge}:\n{text}");
+    }
+    assert_eq!(sample(&text, "eddy_queue_consumers", &queue), Some(1.0), "{text}");
 
     // SIGTERM: each stops gracefully and exits 0.
     for i in [order, pay, ship, notify] {

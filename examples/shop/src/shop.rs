@@ -46,6 +46,8 @@ pub struct ShopConfig {
     /// Handled events each service keeps on its subscription queue
     /// (default [`eddy::queue::consumer::DEFAULT_HISTORY`]).
     pub history: Duration,
+    /// Where each service reports its metrics (`None`: nowhere).
+    pub metrics: Option<eddy::metrics::Metrics>,
 }
 
 impl Default for ShopConfig {
@@ -58,6 +60,7 @@ impl Default for ShopConfig {
             concurrency: 64,
             visibility_timeout: Duration::from_secs(30),
             history: eddy::queue::consumer::DEFAULT_HISTORY,
+            metrics: None,
         }
     }
 }
@@ -111,6 +114,13 @@ impl ShopConfig {
     /// Set how long before another instance takes over a crashed one's events.
     pub fn visibility_timeout(mut self, d: Duration) -> Self {
         self.visibility_timeout = d;
+        self
+    }
+
+    /// Report every service's counters, handler durations and queue
+    /// gauges through `metrics` (the caller serves them).
+    pub fn metrics(mut self, metrics: &eddy::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
         self
     }
 
@@ -266,11 +276,16 @@ impl Shop {
         let mut running = Vec::with_capacity(services.len());
         for service in services {
             let (bus, shared) = (bus.clone(), shared.clone());
+            let metrics = shared.config.metrics.clone();
             let builder = match service {
                 ShopService::Order => order_service::builder(bus, shared),
                 ShopService::Payment => payment_service::builder(bus, shared),
                 ShopService::Shipping => shipping_service::builder(bus, shared),
                 ShopService::Notification => notification_service::builder(bus, shared),
+            };
+            let builder = match &metrics {
+                Some(m) => builder.metrics(m),
+                None => builder,
             };
             match builder.start().await {
                 Ok(s) => running.push(s),
