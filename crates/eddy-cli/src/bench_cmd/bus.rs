@@ -36,13 +36,18 @@ pub async fn fan_out(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResult> 
     let sub = format!("{}:", env.fresh("bus"));
     let publisher = Bus::new(env.mq(&sub).await?).await?;
     let hists: Arc<[Histogram; 2]> = Arc::new(Default::default());
+    let metrics = eddy::metrics::Metrics::new();
+    metrics.bus(&publisher);
     let mut services = Vec::new();
     for i in 0..spec.services {
         // Each service on its own connection, as in its own process.
         let bus = Bus::new(env.mq(&sub).await?).await?;
         let hists = hists.clone();
-        let service = Service::builder(format!("svc{i}"), bus)
-            .concurrency(spec.batch)
+        let mut builder = Service::builder(format!("svc{i}"), bus).concurrency(spec.batch);
+        if spec.metrics {
+            builder = builder.metrics(&metrics);
+        }
+        let service = builder
             .on(move |_ctx: Context, ev: BenchEvent| {
                 if let Some(h) = hists.get(ev.phase) {
                     h.record_since(ev.sent_us, measure::now_us());
@@ -53,6 +58,7 @@ pub async fn fan_out(env: &Env, spec: &Spec, raw: bool) -> CliResult<RunResult> 
             .await?;
         services.push(service);
     }
+    let _scraper = spec.metrics.then(|| super::Scraper::start(&metrics));
     let mut out = RunResult::default();
     // Idle: the services wait on their queues.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -174,6 +174,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_raw: bool,
 
+    /// Report the services and consumer loops through `eddy::metrics` and
+    /// render the Prometheus text once a second while the bench runs (a
+    /// scrape fifteen times as often as Prometheus's default), to measure
+    /// what metrics cost (bus, queue).
+    #[arg(long)]
+    pub metrics: bool,
+
     /// Tokio worker threads for eddy's side [default: on Redis one fewer
     /// than the cores, leaving one to the redis-server sharing the machine;
     /// embedded, one per core].
@@ -275,6 +282,32 @@ pub(crate) struct Spec {
     pub duration: Duration,
     pub services: usize,
     pub concurrency: usize,
+    pub metrics: bool,
+}
+
+/// `--metrics`: render `metrics` once a second until dropped (each render
+/// reads every registered queue's gauges from the engine, as a scrape does).
+pub(crate) struct Scraper(tokio::task::JoinHandle<()>);
+
+impl Scraper {
+    pub(crate) fn start(metrics: &eddy::metrics::Metrics) -> Self {
+        let metrics = metrics.clone();
+        Self(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = metrics.render().await {
+                    eprintln!("bench: metrics render failed: {e}");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One run of a scenario: its phases (JSON key prefix, label, figures) and
@@ -425,6 +458,7 @@ fn resolve(args: &BenchArgs, redis: bool) -> Spec {
         duration: args.duration,
         services: args.services,
         concurrency: args.concurrency,
+        metrics: args.metrics,
     }
 }
 

@@ -225,6 +225,7 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
     let cpu = CpuMeter::start(env.redis_url());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: JoinSet<CliResult> = JoinSet::new();
+    let mut scraper = None;
     let started = Instant::now();
     match how {
         Consume::ReceiveAck => {
@@ -234,9 +235,14 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
             }
         }
         Consume::ConsumerLoop => {
+            let metrics = spec.metrics.then(eddy::metrics::Metrics::new);
             for (i, q) in consumers.into_iter().enumerate() {
                 let (tally, stop) = (tally.clone(), stop_rx.clone());
-                tasks.spawn(consumer_loop(q, format!("c{i}"), spec.batch, tally, stop));
+                let metrics = metrics.clone();
+                tasks.spawn(consumer_loop(q, format!("c{i}"), spec.batch, tally, stop, metrics));
+            }
+            if let Some(m) = &metrics {
+                scraper = Some(super::Scraper::start(m));
             }
         }
         Consume::ReceiveAsAck => {
@@ -291,6 +297,7 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
     }
     let limit = deadline(spec.messages, rate);
     let waited = tokio::time::timeout(limit, wait_until_done(&tally, &mut tasks)).await;
+    drop(scraper);
     let _ = stop_tx.send(true);
     let finished = match waited {
         Ok(r) => r,
@@ -455,8 +462,13 @@ async fn consumer_loop(
     batch: usize,
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
+    metrics: Option<eddy::metrics::Metrics>,
 ) -> CliResult {
     let stats = Arc::new(ConsumerStats::default());
+    if let Some(m) = &metrics {
+        m.consumer(&q, q.keys().group.as_str(), &stats);
+        m.queue(&q);
+    }
     let opts = ConsumerOptions::new()
         .name(consumer)
         .concurrency(batch)
