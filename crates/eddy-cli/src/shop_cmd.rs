@@ -242,7 +242,8 @@ pub async fn run(url: &str, command: ShopCommand, json: bool) -> CliResult {
     if let Some(server) = &metrics_server {
         let addr = server.addr();
         let said = if json {
-            json!({"service": service.name(), "metrics": format!("http://{addr}/metrics")}).to_string()
+            json!({"service": service.name(), "metrics": format!("http://{addr}/metrics")})
+                .to_string()
         } else {
             format!("{}: metrics on http://{addr}/metrics", service.name())
         };

@@ -414,7 +414,10 @@ fn four_processes_survive_a_killed_payment_service() {
     assert!(handled >= ORDERS as f64, "{handled} handled:\n{text}");
     let shipments = [("event_type", "OrderShippedEvent")];
     let published = sample(&text, "eddy_events_published_total", &shipments).unwrap();
-    assert!(published >= shipped as f64, "{published} published:\n{text}");
+    assert!(
+        published >= shipped as f64,
+        "{published} published:\n{text}"
+    );
     let queue = [("queue", "sub:shipping-service")];
     for gauge in [
         "eddy_queue_ready_messages",
@@ -423,7 +426,11 @@ fn four_processes_survive_a_killed_payment_service() {
     ] {
         assert_eq!(sample(&text, gauge, &queue), Some(0.0), "{gauge}:\n{text}");
     }
-    assert_eq!(sample(&text, "eddy_queue_consumers", &queue), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "eddy_queue_consumers", &queue),
+        Some(1.0),
+        "{text}"
+    );
 
     // SIGTERM: each stops gracefully and exits 0.
     for i in [order, pay, ship, notify] {

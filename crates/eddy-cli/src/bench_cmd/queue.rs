@@ -239,7 +239,14 @@ async fn eddy_phase(env: &Env, spec: &Spec, how: Consume, rate: Option<f64>) -> 
             for (i, q) in consumers.into_iter().enumerate() {
                 let (tally, stop) = (tally.clone(), stop_rx.clone());
                 let metrics = metrics.clone();
-                tasks.spawn(consumer_loop(q, format!("c{i}"), spec.batch, tally, stop, metrics));
+                tasks.spawn(consumer_loop(
+                    q,
+                    format!("c{i}"),
+                    spec.batch,
+                    tally,
+                    stop,
+                    metrics,
+                ));
             }
             if let Some(m) = &metrics {
                 scraper = Some(super::Scraper::start(m));
