@@ -147,6 +147,11 @@ pub enum Command {
     /// (queue, bus, rpc, latency).
     #[command(after_long_help = crate::bench_cmd::BENCH_HELP)]
     Bench(crate::bench_cmd::BenchArgs),
+    /// Serve a web UI of the queues (counts, consumers, a backlog chart),
+    /// their dead-letter queues (browse, search, requeue, delete) and the
+    /// bus's routes, with its JSON API and /metrics, until interrupted.
+    #[command(after_long_help = crate::dashboard::DASHBOARD_HELP)]
+    Dashboard(crate::dashboard::DashboardArgs),
 }
 
 /// `eddy queue ...`

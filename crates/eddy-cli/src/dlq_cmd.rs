@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use eddy::{Eddy, EntryId, ErrorKind, Queue};
+use eddy::{Eddy, EntryId, ErrorKind, Message, Queue};
 
 use crate::cli::{parse_ids, DlqCommand};
 use crate::error::{CliError, CliResult};
@@ -31,6 +31,7 @@ pub async fn run(mq: &Eddy, command: DlqCommand, out: &mut Output) -> CliResult 
                 reason: reason.as_deref(),
                 limit: limit.unwrap_or(usize::MAX),
                 dry_run,
+                progress: true,
             };
             let everything = pick.reason.is_none() && pick.limit == usize::MAX && !dry_run;
             let n = if all && everything {
@@ -65,14 +66,26 @@ pub async fn run(mq: &Eddy, command: DlqCommand, out: &mut Output) -> CliResult 
     Ok(())
 }
 
-/// Which dead-letter messages `dlq requeue --all` moves.
-struct Pick<'a> {
+/// Which dead-letter messages `dlq requeue --all` (and the dashboard's
+/// requeue by reason) moves.
+pub struct Pick<'a> {
     /// Only those whose last failure's reason contains this.
-    reason: Option<&'a str>,
+    pub reason: Option<&'a str>,
     /// At most this many, oldest first.
-    limit: usize,
+    pub limit: usize,
     /// Count them, move nothing.
-    dry_run: bool,
+    pub dry_run: bool,
+    /// Show a progress line on stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+impl Pick<'_> {
+    /// Whether `m` is picked by its reason: its last failure's reason
+    /// contains [`Pick::reason`] (every message when there is none).
+    pub fn picks(&self, m: &Message) -> bool {
+        self.reason
+            .is_none_or(|text| m.failures().last().is_some_and(|f| f.reason.contains(text)))
+    }
 }
 
 /// DLQ messages read and moved per step.
@@ -81,8 +94,13 @@ const PAGE: usize = 500;
 /// Requeue (or with `dry_run` count) the messages of `dlq` that `pick`
 /// picks, a page at a time from the oldest, with a progress line on a
 /// terminal. Returns how many.
-async fn requeue_picked(dlq: &Queue, pick: &Pick<'_>) -> CliResult<u64> {
-    let mut progress = Progress::new(if pick.dry_run { "counted" } else { "requeued" });
+pub async fn requeue_picked(dlq: &Queue, pick: &Pick<'_>) -> CliResult<u64> {
+    let verb = if pick.dry_run { "counted" } else { "requeued" };
+    let mut progress = if pick.progress {
+        Progress::new(verb)
+    } else {
+        Progress::hidden(verb)
+    };
     let mut from = EntryId::MIN;
     let mut total = 0u64;
     loop {
@@ -95,10 +113,7 @@ async fn requeue_picked(dlq: &Queue, pick: &Pick<'_>) -> CliResult<u64> {
         from = last.id.next();
         let chosen: Vec<EntryId> = page
             .iter()
-            .filter(|m| {
-                pick.reason
-                    .is_none_or(|text| m.failures().last().is_some_and(|f| f.reason.contains(text)))
-            })
+            .filter(|m| pick.picks(m))
             .map(|m| m.id)
             .take(left)
             .collect();

@@ -12,6 +12,7 @@
 
 mod bench_cmd;
 mod cli;
+mod dashboard;
 mod demo_cmd;
 mod dlq_cmd;
 mod duration;
@@ -130,6 +131,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Demo(args) => demo_cmd::run(&g.url, args, &mut out).await?,
         Command::Shop(command) => shop_cmd::run(&g.url, command, g.json).await?,
         Command::Bench(args) => bench_cmd::run(&g.url, args, &mut out).await?,
+        Command::Dashboard(args) => dashboard::run(mq, args, &mut out).await?,
     }
     out.flush()?;
     Ok(())

@@ -29,6 +29,14 @@ impl Progress {
         }
     }
 
+    /// A line never shown (a caller that is not a command on a terminal).
+    pub fn hidden(verb: &'static str) -> Self {
+        Self {
+            on: false,
+            ..Self::new(verb)
+        }
+    }
+
     /// Show `n`, if the line is due for a redraw.
     pub fn show(&mut self, n: u64) {
         if !self.on || Instant::now() < self.next {
