@@ -1166,6 +1166,15 @@ fn events_publish_routes_replay_and_tail() {
     assert_eq!(routes["services"], serde_json::json!(["billing"]));
     let nobody = eddy(url, &["events", "routes", "Nothing"]).ok();
     assert_eq!(nobody.trim(), "no service subscribes to Nothing");
+    let all = eddy(url, &["--json", "events", "routes"]).json();
+    assert_eq!(
+        all["routes"],
+        serde_json::json!([{ "event_type": "OrderPlaced", "services": ["billing"] }])
+    );
+    assert_eq!(
+        eddy(url, &["events", "routes"]).ok().trim(),
+        "OrderPlaced -> billing"
+    );
     // The subscriber's queue (under the bus prefix) holds the event.
     let sub = eddy(
         url,
