@@ -250,8 +250,12 @@ pub enum QueueCommand {
         /// The queue name.
         name: String,
         /// Keep acknowledged messages younger than this: 0s, 500ms, 2s, 1m, 1h.
-        #[arg(long, value_parser = parse_duration, value_name = "DUR")]
-        older_than: Duration,
+        #[arg(long, value_parser = parse_duration, value_name = "DUR", required_unless_present = "keep")]
+        older_than: Option<Duration>,
+        /// Keep at most the N newest acknowledged messages (with
+        /// --older-than, whichever removes more wins).
+        #[arg(long, value_name = "N")]
+        keep: Option<u64>,
     },
     /// Remove a queue's expired messages (TTL passed) and the consumers that
     /// hold nothing and have not read for --idle (processes that ended);
@@ -330,6 +334,10 @@ pub struct ReceiveArgs {
     /// trimmed as it goes (default 1m; 0s keeps none).
     #[arg(long, value_parser = parse_duration, value_name = "DUR", requires = "follow")]
     pub history: Option<Duration>,
+    /// With --follow: also keep at most N acknowledged messages, however
+    /// young (0 keeps none).
+    #[arg(long, value_name = "N", requires = "follow")]
+    pub history_length: Option<u64>,
 }
 
 /// `eddy dlq ...`

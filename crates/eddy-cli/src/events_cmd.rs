@@ -40,11 +40,12 @@ pub enum EventsCommand {
         #[arg(long, value_name = "ID")]
         correlation_id: Option<String>,
     },
-    /// The services an event type is delivered to.
+    /// The services an event type is delivered to; without TYPE, every
+    /// route (services that take every type are listed under `*`).
     Routes {
         /// The event type.
         #[arg(value_name = "TYPE")]
-        event_type: String,
+        event_type: Option<String>,
     },
     /// Print events as they are published (from the bus's `all` log, which
     /// nobody consumes), until interrupted.
@@ -90,7 +91,26 @@ pub async fn run(mq: &Eddy, command: EventsCommand, out: &mut Output) -> CliResu
                 &format!("{}: {to}", published.event_id),
             )?;
         }
-        EventsCommand::Routes { event_type } => {
+        EventsCommand::Routes { event_type: None } => {
+            let routes = bus.routes().await?;
+            let human = if routes.is_empty() {
+                "no routes: no service subscribes to anything yet".to_owned()
+            } else {
+                routes
+                    .iter()
+                    .map(|(t, s)| format!("{t} -> {}", s.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let machine: Vec<Value> = routes
+                .iter()
+                .map(|(t, s)| json!({ "event_type": t, "services": s }))
+                .collect();
+            out.result(json!({ "routes": machine }), &human)?;
+        }
+        EventsCommand::Routes {
+            event_type: Some(event_type),
+        } => {
             let services = bus.subscribers(&event_type).await?;
             let human = if services.is_empty() {
                 format!("no service subscribes to {event_type}")

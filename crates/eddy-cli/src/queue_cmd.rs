@@ -94,14 +94,27 @@ pub async fn run(mq: &Eddy, command: QueueCommand, out: &mut Output) -> CliResul
                 )));
             }
         }
-        QueueCommand::Trim { name, older_than } => {
-            let n = mq.queue(&name).await?.trim_history(older_than).await?;
+        QueueCommand::Trim {
+            name,
+            older_than,
+            keep,
+        } => {
+            let retention = eddy::queue::Retention::new(older_than, keep);
+            let n = mq.queue(&name).await?.apply_retention(retention).await?;
+            let which = match (older_than, keep) {
+                (Some(age), None) => format!("older than {}", crate::duration::show_duration(age)),
+                (None, Some(k)) => format!("beyond the newest {k}"),
+                (Some(age), Some(k)) => format!(
+                    "older than {} or beyond the newest {k}",
+                    crate::duration::show_duration(age)
+                ),
+                (None, None) => String::new(),
+            };
             out.result(
                 json!({ "trimmed": n }),
                 &format!(
-                    "removed {n} acknowledged message{} older than {} from `{name}`",
+                    "removed {n} acknowledged message{} {which} from `{name}`",
                     plural(n),
-                    crate::duration::show_duration(older_than)
                 ),
             )?;
         }

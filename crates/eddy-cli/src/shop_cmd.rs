@@ -115,6 +115,10 @@ pub struct CommonArgs {
     /// it goes (e.g. 0s keeps none, 30s, 10m).
     #[arg(long, default_value = "1m", value_name = "DUR", value_parser = crate::duration::parse_duration)]
     pub history: std::time::Duration,
+    /// Also keep at most N handled events, however young (default: no
+    /// limit but --history's; 0 keeps none).
+    #[arg(long, value_name = "N")]
+    pub history_length: Option<u64>,
     /// Serve this service's Prometheus metrics at http://ADDR/metrics
     /// (HOST:PORT; port 0 picks a free one, the `metrics on` line says
     /// which).
@@ -311,6 +315,7 @@ fn plan(command: ShopCommand) -> (ShopService, ShopConfig, Option<String>) {
             .concurrency(common.concurrency as usize)
             .visibility_timeout(common.visibility_timeout)
             .history(common.history)
+            .history_length(common.history_length)
     };
     match command {
         ShopCommand::Order(a) => (ShopService::Order, base(&a.common), Some(a.listen)),
@@ -509,6 +514,9 @@ mod tests {
         assert_eq!(config.history, eddy::queue::consumer::DEFAULT_HISTORY);
         let (_, config, _) = plan(parse(&["shipping-service", "--history", "0s"]).unwrap());
         assert_eq!(config.history, Duration::ZERO);
+        assert_eq!(config.history_length, None);
+        let (_, config, _) = plan(parse(&["shipping-service", "--history-length", "100"]).unwrap());
+        assert_eq!(config.history_length, Some(100));
 
         let (service, config, listen) = plan(
             parse(&[

@@ -872,11 +872,16 @@ fn trim_and_sweep() {
     )
     .json();
     assert_eq!(kept["trimmed"], 0, "younger than an hour");
+    let by_length = eddy(url, &["queue", "trim", "jobs", "--keep", "2"]).ok();
+    assert_eq!(
+        by_length.trim(),
+        "removed 1 acknowledged message beyond the newest 2 from `jobs`"
+    );
     thread::sleep(Duration::from_millis(300));
     let human = eddy(url, &["queue", "trim", "jobs", "--older-than", "0s"]).ok();
     assert_eq!(
         human.trim(),
-        "removed 3 acknowledged messages older than 0s from `jobs`"
+        "removed 2 acknowledged messages older than 0s from `jobs`"
     );
     assert_eq!(
         counts(url, "jobs"),
@@ -907,7 +912,11 @@ fn trim_and_sweep() {
     let missing = eddy(url, &["queue", "trim", "nope", "--older-than", "1s"]).fails();
     assert!(missing.contains("nope"), "{missing}");
     let usage = eddy(url, &["queue", "trim", "jobs"]);
-    assert_eq!(usage.code, Some(2), "--older-than is required: {usage:#?}");
+    assert_eq!(
+        usage.code,
+        Some(2),
+        "--older-than or --keep is required: {usage:#?}"
+    );
 }
 
 /// `queue send -` sends stdin's lines as they come: a bad line stops it
@@ -1166,6 +1175,15 @@ fn events_publish_routes_replay_and_tail() {
     assert_eq!(routes["services"], serde_json::json!(["billing"]));
     let nobody = eddy(url, &["events", "routes", "Nothing"]).ok();
     assert_eq!(nobody.trim(), "no service subscribes to Nothing");
+    let all = eddy(url, &["--json", "events", "routes"]).json();
+    assert_eq!(
+        all["routes"],
+        serde_json::json!([{ "event_type": "OrderPlaced", "services": ["billing"] }])
+    );
+    assert_eq!(
+        eddy(url, &["events", "routes"]).ok().trim(),
+        "OrderPlaced -> billing"
+    );
     // The subscriber's queue (under the bus prefix) holds the event.
     let sub = eddy(
         url,

@@ -145,6 +145,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
         .concurrency(shared.config.concurrency)
         .visibility_timeout(shared.config.visibility_timeout)
         .history(Some(shared.config.history))
+        .history_length(shared.config.history_length)
         // A customer must not hear "shipped" before "payment succeeded".
         .order_by("order_id")
         .on_any(move |_ctx: Context, env: Envelope| {

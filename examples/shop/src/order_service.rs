@@ -22,6 +22,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
         .concurrency(shared.config.concurrency)
         .visibility_timeout(shared.config.visibility_timeout)
         .history(Some(shared.config.history))
+        .history_length(shared.config.history_length)
         // Unknown orders are retried quickly: the record is usually a moment away.
         .retry(Backoff::new(
             Duration::from_millis(100),

@@ -27,6 +27,7 @@ pub(crate) fn builder(bus: Bus, shared: Arc<Shared>) -> ServiceBuilder {
         .concurrency(shared.config.concurrency)
         .visibility_timeout(shared.config.visibility_timeout)
         .history(Some(shared.config.history))
+        .history_length(shared.config.history_length)
         .on(move |ctx: Context, order: OrderCreatedEvent| {
             let shared = shared.clone();
             async move {

@@ -46,6 +46,9 @@ pub struct ShopConfig {
     /// Handled events each service keeps on its subscription queue
     /// (default [`eddy::queue::consumer::DEFAULT_HISTORY`]).
     pub history: Duration,
+    /// At most this many handled events each service keeps too (`None`:
+    /// the age alone bounds it).
+    pub history_length: Option<u64>,
     /// Where each service reports its metrics (`None`: nowhere).
     pub metrics: Option<eddy::metrics::Metrics>,
 }
@@ -60,6 +63,7 @@ impl Default for ShopConfig {
             concurrency: 64,
             visibility_timeout: Duration::from_secs(30),
             history: eddy::queue::consumer::DEFAULT_HISTORY,
+            history_length: None,
             metrics: None,
         }
     }
@@ -127,6 +131,12 @@ impl ShopConfig {
     /// Set how long each service keeps handled events (zero keeps none).
     pub fn history(mut self, keep: Duration) -> Self {
         self.history = keep;
+        self
+    }
+
+    /// Also keep at most `n` handled events per service (zero keeps none).
+    pub fn history_length(mut self, n: Option<u64>) -> Self {
+        self.history_length = n;
         self
     }
 

@@ -57,6 +57,9 @@ pub async fn run(mq: &Eddy, args: ReceiveArgs, out: &mut Output) -> CliResult {
     if let Some(keep) = args.history {
         opts = opts.history(keep);
     }
+    if let Some(n) = args.history_length {
+        opts = opts.history_length(n);
+    }
 
     // Set up before the first read, so that from now on a signal stops the
     // loop cleanly instead of killing the process mid-batch.

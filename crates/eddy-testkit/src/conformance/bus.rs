@@ -1,4 +1,4 @@
-//! The event bus (`eddy::bus`): routes shared between handles, the `all`
+//! The event bus (`eddy::bus`): routes shared between handles and listed, the `all`
 //! log (replay, trimming by age), publishes that overlap or are pipelined.
 
 use std::time::Duration;
@@ -47,7 +47,33 @@ pub async fn bus_routes_are_durable_and_shared(h: &Harness) -> CaseResult {
     );
     assert_eq!(audit.receive(&Receive::new().count(10)).await?.len(), 1);
     assert!(ship.receive(&Receive::new()).await?.is_empty());
+    let routes = |pairs: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+        pairs
+            .iter()
+            .map(|(t, s)| (t.to_string(), s.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    };
+    assert_eq!(
+        publisher.routes().await?,
+        routes(&[
+            ("*", &["audit"]),
+            ("OrderCreatedEvent", &["payment-service"]),
+            ("PaymentProcessedEvent", &["shipping-service"]),
+        ]),
+        "every route, read through the other handle"
+    );
     publisher.unsubscribe("audit", &Subscription::All).await?;
+    publisher
+        .unsubscribe(
+            "shipping-service",
+            &Subscription::types(["PaymentProcessedEvent"]),
+        )
+        .await?;
+    assert_eq!(
+        subscriber.routes().await?,
+        routes(&[("OrderCreatedEvent", &["payment-service"])]),
+        "a type without subscribers is not listed"
+    );
     assert_eq!(
         publisher.publish(&order("o2")).await?.delivered_to,
         ["payment-service"]

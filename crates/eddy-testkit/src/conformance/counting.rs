@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use eddy::engine::{
     Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, ParkedRetry, Publish,
-    QueueKeys, SharedEngine, StreamInfo, Transfer,
+    QueueKeys, Retention, SharedEngine, StreamInfo, Transfer,
 };
 use eddy::Result;
 
@@ -162,7 +162,7 @@ impl Engine for CountingEngine {
         self.call().sweep(queue).await
     }
 
-    async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64> {
+    async fn trim(&self, queue: &QueueKeys, retention: Retention) -> Result<u64> {
         self.call().trim(queue, retention).await
     }
 

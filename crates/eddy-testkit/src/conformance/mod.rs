@@ -397,6 +397,8 @@ macro_rules! __conformance_cases {
             retention::trim_history_removes_only_acknowledged_history,
             retention::trim_history_keeps_the_retention_window,
             retention::eddy_trim_history_covers_every_queue,
+            retention::retention_by_length_keeps_the_newest_acknowledged,
+            retention::consumer_loop_keeps_a_bounded_length,
             retention::max_length_rejects_sends_with_queue_full,
             retention::max_length_of_deleted_queue_is_not_found,
             retention::janitor_trims_only_acknowledged_history,

@@ -224,6 +224,82 @@ pub async fn max_length_rejects_instead_of_dropping(h: &Harness) -> CaseResult {
     Ok(Outcome::Passed)
 }
 
+/// A length bound keeps the newest acknowledged entries, counting only
+/// those: a pending entry and everything after it stay, and together with
+/// an age the stricter of the two wins.
+pub async fn retention_by_length_keeps_the_newest_acknowledged(h: &Harness) -> CaseResult {
+    use eddy::queue::Retention;
+    let window = if h.pause_time() {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(2)
+    };
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("trim-length").await?;
+    send_numbered(&q, 0..10).await?;
+    let got = q.receive(&take(8, "c")).await?; // 0..=7 delivered
+    let mut acked = ids(&got);
+    acked.remove(6); // 6 stays pending
+    q.ack(&acked).await?;
+    tick(h).await;
+    assert_eq!(
+        q.apply_retention(Retention::length(100)).await?,
+        0,
+        "fewer than 100 acknowledged"
+    );
+    // Below the pending 6 are 0..=5, acknowledged: the newest 2 stay.
+    assert_eq!(q.apply_retention(Retention::length(2)).await?, 4);
+    assert_eq!(ns(&q.peek(20).await?), vec![4, 5, 6, 7, 8, 9]);
+    assert_eq!(q.apply_retention(Retention::length(2)).await?, 0);
+    // The age is younger than the window: the length alone decides.
+    assert_eq!(
+        q.apply_retention(Retention::new(Some(window), Some(1)))
+            .await?,
+        1
+    );
+    assert_eq!(ns(&q.peek(20).await?), vec![5, 6, 7, 8, 9]);
+    q.ack(&[got[6].id]).await?;
+    // Now 5, 6, 7 are acknowledged: past the window they go by age
+    // though the length would keep 3.
+    h.advance(window * 2).await;
+    assert_eq!(
+        q.apply_retention(Retention::new(Some(window), Some(3)))
+            .await?,
+        3
+    );
+    assert_eq!(ns(&q.peek(20).await?), vec![8, 9], "undelivered stay");
+    assert_eq!(q.apply_retention(Retention::length(0)).await?, 0);
+    let info = q.info().await?;
+    assert_eq!((info.length, info.pending, info.lag), (2, 0, 2));
+    assert_eq!(
+        q.apply_retention(Retention::default()).await?,
+        0,
+        "no bound removes nothing"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// A consumer loop with a length bound and no age keeps exactly that many
+/// acknowledged entries once its work is done.
+pub async fn consumer_loop_keeps_a_bounded_length(h: &Harness) -> CaseResult {
+    use eddy::queue::consumer;
+    h.pause_time();
+    let mq = h.eddy();
+    let (q, _) = mq.create_queue_pair("length-loop").await?;
+    send_numbered(&q, 0..30).await?;
+    let stop = tokio::time::sleep(Duration::from_secs(3));
+    let opts = super::consumer::fast().keep_all_history().history_length(5);
+    let stats = consumer::run(q.clone(), opts, |_m| async move { Ok(()) }, stop).await?;
+    assert_eq!(stats.acked.load(std::sync::atomic::Ordering::SeqCst), 30);
+    assert_eq!(
+        ns(&q.peek(50).await?),
+        (25..30).collect::<Vec<_>>(),
+        "the five newest acknowledged stay"
+    );
+    assert_eq!(stats.trimmed.load(std::sync::atomic::Ordering::SeqCst), 25);
+    Ok(Outcome::Passed)
+}
+
 /// The consumer loop trims the history it acknowledges as it goes: with
 /// no history kept, the queue is empty once everything is handled, a
 /// message retried on the way included.

@@ -211,6 +211,14 @@ impl Bus {
         format!("{}routes:*", self.mq.prefix())
     }
 
+    /// The set of every event type that was ever given a route, so that
+    /// [`Bus::routes`] can list them without scanning the keyspace (a
+    /// `KEYS`/`SCAN` would block or page a production Redis). Named outside
+    /// the `routes:` namespace so that no event type can collide with it.
+    fn route_index_key(&self) -> String {
+        format!("{}route-index", self.mq.prefix())
+    }
+
     fn sub_queue_name(service: &str) -> Result<String> {
         validate_name(service).map_err(|_| {
             Error::new(
@@ -238,6 +246,13 @@ impl Bus {
         };
         // The queue first: a route must never point at a queue without a group.
         let (queue, _) = self.mq.create_queue_pair(&name).await?;
+        // The index before the routes: a route that exists is always listed.
+        if let Subscription::Types(types) = subscription {
+            self.mq
+                .engine()
+                .set_add(&self.route_index_key(), types)
+                .await?;
+        }
         for key in keys {
             self.mq
                 .engine()
@@ -273,6 +288,32 @@ impl Bus {
         out.extend(self.mq.engine().members(&self.all_routes_key()).await?);
         out.sort();
         out.dedup();
+        Ok(out)
+    }
+
+    /// Every route: each event type that some service subscribes to, with
+    /// its services, sorted by type; services subscribed to all types are
+    /// listed under `"*"` (first, when there are any). Types whose last
+    /// subscriber left are not listed. Routes recorded by an eddy older
+    /// than the route index are found by [`Bus::subscribers`] but not here.
+    pub async fn routes(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let engine = self.mq.engine();
+        let mut types = engine.members(&self.route_index_key()).await?;
+        types.sort();
+        let mut out = Vec::with_capacity(types.len() + 1);
+        let mut all = engine.members(&self.all_routes_key()).await?;
+        if !all.is_empty() {
+            all.sort();
+            out.push(("*".to_owned(), all));
+        }
+        for event_type in types {
+            let mut services = engine.members(&self.routes_key(&event_type)).await?;
+            if services.is_empty() {
+                continue;
+            }
+            services.sort();
+            out.push((event_type, services));
+        }
         Ok(out)
     }
 

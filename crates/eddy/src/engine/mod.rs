@@ -391,10 +391,11 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         Vec::new()
     }
 
-    /// Remove acknowledged history older than `retention`: entries the group
-    /// has delivered and acknowledged. Never an entry that is pending or not
-    /// yet delivered. Returns how many were removed.
-    async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64>;
+    /// Remove acknowledged history beyond `retention`: entries the group
+    /// has delivered and acknowledged that are older than its age, or that
+    /// have more than its length of such entries after them. Never an entry
+    /// that is pending or not yet delivered. Returns how many were removed.
+    async fn trim(&self, queue: &QueueKeys, retention: Retention) -> Result<u64>;
 
     /// Remove from the queue's group every consumer that holds no pending
     /// entry and has not read for at least `idle`; returns their names. A
@@ -481,6 +482,47 @@ pub struct ParkedRetry {
     /// When it becomes claimable again, in milliseconds since the Unix
     /// epoch by the engine's clock ([`Engine::now_ms`]).
     pub due_ms: u64,
+}
+
+/// How much acknowledged history a queue keeps ([`Engine::trim`]): an
+/// entry the group has delivered and acknowledged goes once it is older
+/// than `age`, or once `length` newer acknowledged entries follow it,
+/// whichever comes first. `None` is no limit of that kind; neither limit
+/// ever touches a pending or undelivered entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep acknowledged entries at most this long (by their id's time).
+    pub age: Option<Duration>,
+    /// Keep at most this many acknowledged entries.
+    pub length: Option<u64>,
+}
+
+impl Retention {
+    /// Keep acknowledged entries for `age`, however many.
+    pub fn age(age: Duration) -> Self {
+        Self {
+            age: Some(age),
+            length: None,
+        }
+    }
+
+    /// Keep at most `n` acknowledged entries, however old.
+    pub fn length(n: u64) -> Self {
+        Self {
+            age: None,
+            length: Some(n),
+        }
+    }
+
+    /// Both limits (`None` for either leaves it out).
+    pub fn new(age: Option<Duration>, length: Option<u64>) -> Self {
+        Self { age, length }
+    }
+
+    /// Whether it removes anything at all.
+    pub fn is_bounded(&self) -> bool {
+        self.age.is_some() || self.length.is_some()
+    }
 }
 
 /// One event to fan out with [`Engine::publish`].

@@ -18,10 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-pub use crate::engine::ParkedRetry;
 use crate::engine::{
     self, Append, Appended, EntryId, KeyLayout, QueueKeys, SharedEngine, StreamInfo,
 };
+pub use crate::engine::{ParkedRetry, Retention};
 use crate::error::{Error, ErrorKind, Result};
 
 pub use info::{ConsumerStatus, QueueInfo};
@@ -350,7 +350,11 @@ impl Eddy {
                 continue;
             }
             if let Ok(keys) = layout.queue(&name) {
-                total += self.inner.engine.trim(&keys, retention).await?;
+                total += self
+                    .inner
+                    .engine
+                    .trim(&keys, Retention::age(retention))
+                    .await?;
             }
         }
         Ok(total)
@@ -748,6 +752,36 @@ impl Queue {
     /// queue's group has delivered and acknowledged. An entry that is pending
     /// or not yet delivered is never removed. Returns how many were.
     pub async fn trim_history(&self, retention: Duration) -> Result<u64> {
+        self.engine()
+            .trim(&self.keys, Retention::age(retention))
+            .await
+    }
+
+    /// Remove acknowledged history beyond `retention`: by age, by length or
+    /// both ([`Retention`]). As with [`Queue::trim_history`], an entry that
+    /// is pending or not yet delivered is never removed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> eddy::Result<()> {
+    /// use eddy::queue::Retention;
+    /// use eddy::Receive;
+    ///
+    /// let mq = eddy::Eddy::open("memory://").await?;
+    /// let (orders, _) = mq.create_queue_pair("orders").await?;
+    /// for n in 0..5 {
+    ///     orders.send(&serde_json::json!({ "n": n })).await?;
+    /// }
+    /// let got = orders.receive(&Receive::new().count(5)).await?;
+    /// let ids: Vec<_> = got.iter().map(|m| m.id).collect();
+    /// orders.ack(&ids).await?;
+    /// // The two newest acknowledged entries stay.
+    /// assert_eq!(orders.apply_retention(Retention::length(2)).await?, 3);
+    /// assert_eq!(orders.peek(10).await?.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn apply_retention(&self, retention: Retention) -> Result<u64> {
         self.engine().trim(&self.keys, retention).await
     }
 

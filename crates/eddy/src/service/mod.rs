@@ -142,6 +142,7 @@ struct Overrides {
     visibility_timeout: Option<Duration>,
     shutdown_timeout: Option<Duration>,
     history: Option<Option<Duration>>,
+    history_length: Option<Option<u64>>,
 }
 
 impl Overrides {
@@ -166,6 +167,9 @@ impl Overrides {
         }
         if let Some(h) = self.history {
             options.history = h;
+        }
+        if let Some(n) = self.history_length {
+            options.history_length = n;
         }
         options
     }
@@ -314,6 +318,15 @@ impl ServiceBuilder {
         self
     }
 
+    /// Also keep at most this many acknowledged events on the subscription
+    /// queue, however young (default `None`: the age alone bounds it; zero
+    /// keeps none). Useful when a burst would otherwise hold a whole
+    /// window of events in Redis.
+    pub fn history_length(mut self, keep: Option<u64>) -> Self {
+        self.overrides.history_length = Some(keep);
+        self
+    }
+
     /// Handle events with the same value of field `field` (e.g. `order_id`,
     /// or an envelope field such as `correlation_id`) one at a time, in the
     /// order they arrive. Events without the field (or with it null) are
@@ -337,7 +350,7 @@ impl ServiceBuilder {
     /// read wait, an ordering key on messages...). What this builder sets
     /// with its own methods ([`ServiceBuilder::concurrency`],
     /// [`ServiceBuilder::retry`], [`ServiceBuilder::max_deliveries`],
-    /// [`ServiceBuilder::history`] and the timeouts) wins over the same settings here, whichever is called
+    /// [`ServiceBuilder::history`], [`ServiceBuilder::history_length`] and the timeouts) wins over the same settings here, whichever is called
     /// first; a second call replaces the first one's settings.
     ///
     /// ```

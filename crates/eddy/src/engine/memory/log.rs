@@ -112,6 +112,19 @@ impl<V> Log<V> {
         removed
     }
 
+    /// The id of the `n`-th live entry (from 1) counting back from the
+    /// last one below `limit`, if there are that many.
+    pub(super) fn nth_back_before(&self, limit: EntryId, n: u64) -> Option<EntryId> {
+        let end = self.slots.partition_point(|(id, _)| *id < limit);
+        let skip = usize::try_from(n.checked_sub(1)?).ok()?;
+        self.slots
+            .range(..end)
+            .rev()
+            .filter(|(_, v)| v.is_some())
+            .nth(skip)
+            .map(|(id, _)| *id)
+    }
+
     pub(super) fn clear(&mut self) {
         self.slots.clear();
         self.live = 0;

@@ -11,7 +11,7 @@ use super::state::{group_mut, Delayed, Group, Pending};
 use super::{epoch_secs_string, no_group, not_found, queue_full, MemoryEngine};
 use crate::engine::{
     Append, Appended, Capabilities, Claimed, ConsumerInfo, Engine, Entry, EntryId, ParkedRetry,
-    Publish, QueueKeys, StreamInfo, Transfer,
+    Publish, QueueKeys, Retention, StreamInfo, Transfer,
 };
 use crate::error::Result;
 
@@ -609,11 +609,13 @@ impl Engine for MemoryEngine {
         Ok(out)
     }
 
-    async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64> {
-        let cutoff = EntryId::new(
-            self.clock_ms().saturating_sub(retention.as_millis() as u64),
-            0,
-        );
+    async fn trim(&self, queue: &QueueKeys, retention: Retention) -> Result<u64> {
+        if !retention.is_bounded() {
+            return Ok(0);
+        }
+        let cutoff = retention
+            .age
+            .map(|age| EntryId::new(self.clock_ms().saturating_sub(age.as_millis() as u64), 0));
         let mut st = self.lock();
         let Some(stream) = st.streams.get_mut(&queue.stream) else {
             return Ok(0);
@@ -621,10 +623,24 @@ impl Engine for MemoryEngine {
         let Some(group) = stream.groups.get(&queue.group) else {
             return Ok(0);
         };
-        let mut limit = group.last_delivered.next().min(cutoff);
+        // Below `safe` every entry was delivered and acknowledged.
+        let mut safe = group.last_delivered.next();
         if let Some((oldest, _)) = group.pending.first() {
-            limit = limit.min(oldest);
+            safe = safe.min(oldest);
         }
+        // The `length`-th newest of those is the oldest one kept.
+        let by_length = retention.length.map(|n| match n {
+            0 => safe,
+            n => stream
+                .entries
+                .nth_back_before(safe, n)
+                .unwrap_or(EntryId::MIN),
+        });
+        let target = match (cutoff, by_length) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b).unwrap_or(EntryId::MIN),
+        };
+        let limit = safe.min(target);
         let mut removed = Vec::new();
         let n = stream.entries.remove_before(limit, &mut removed);
         // Free the payloads after unlocking: other callers need the lock.

@@ -44,7 +44,7 @@ use redis::{Client, Value};
 #[cfg(feature = "redis")]
 use super::{
     Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, ParkedRetry, Publish,
-    QueueKeys, StreamInfo, Transfer,
+    QueueKeys, Retention, StreamInfo, Transfer,
 };
 #[cfg(feature = "redis")]
 use crate::error::{Error, ErrorKind, Result};
@@ -556,11 +556,16 @@ impl Engine for RedisEngine {
         Ok(out)
     }
 
-    async fn trim(&self, queue: &QueueKeys, retention: Duration) -> Result<u64> {
+    async fn trim(&self, queue: &QueueKeys, retention: Retention) -> Result<u64> {
+        if !retention.is_bounded() {
+            return Ok(0);
+        }
+        let limit = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
         let mut inv = self.scripts.trim.prepare_invoke();
         inv.key(&queue.stream)
             .arg(&queue.group)
-            .arg(retention.as_millis() as u64);
+            .arg(limit(retention.age.map(|a| a.as_millis() as u64)))
+            .arg(limit(retention.length));
         self.invoke(&inv).await
     }
 

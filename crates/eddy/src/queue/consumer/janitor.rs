@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{ConsumerOptions, ConsumerStats};
-use crate::queue::Queue;
+use crate::queue::{Queue, Retention};
 
 /// Acknowledged history a consumer loop keeps by default: long enough to
 /// look at what was just handled (`eddy queue peek`), short enough that a
@@ -37,6 +37,7 @@ const MAX_FORGET_EVERY: Duration = Duration::from_secs(600);
 pub(super) struct Janitor {
     queue: Queue,
     history: Option<Duration>,
+    retention: Retention,
     trim_every: Duration,
     /// Acknowledgements were written since the last turn.
     acked: bool,
@@ -51,7 +52,13 @@ pub(super) struct Janitor {
 
 impl Janitor {
     pub(super) fn new(queue: Queue, opts: &ConsumerOptions) -> Self {
-        let history = opts.history;
+        let retention = Retention::new(opts.history, opts.history_length);
+        // The window the schedule follows: a length bound alone trims as
+        // if no age were kept (at once after acknowledgements).
+        let history = match (opts.history, opts.history_length) {
+            (None, Some(_)) => Some(Duration::ZERO),
+            (h, _) => h,
+        };
         let trim_every = history
             .map(|h| (h / 2).clamp(MIN_TRIM_EVERY, MAX_TRIM_EVERY))
             .unwrap_or(MAX_TRIM_EVERY);
@@ -63,6 +70,7 @@ impl Janitor {
         Self {
             queue,
             history,
+            retention,
             trim_every,
             acked: false,
             trim_until: None,
@@ -104,13 +112,13 @@ impl Janitor {
             // The acknowledgements since the last turn were written by now.
             self.trim_until = Some(now + history + self.trim_every);
         }
-        if let (Some(history), Some(until)) = (self.history, self.trim_until) {
+        if let (Some(_), Some(until)) = (self.history, self.trim_until) {
             if self.last_trim + self.trim_every <= now {
                 self.last_trim = now;
                 if now >= until {
                     self.trim_until = None;
                 }
-                match self.queue.trim_history(history).await {
+                match self.queue.apply_retention(self.retention).await {
                     Ok(n) => {
                         stats.trimmed.fetch_add(n, Ordering::Relaxed);
                     }

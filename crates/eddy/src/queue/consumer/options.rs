@@ -93,6 +93,11 @@ pub struct ConsumerOptions {
     /// goes (default [`DEFAULT_HISTORY`]; `Some(ZERO)` keeps none, `None`
     /// keeps everything for something else to trim).
     pub history: Option<Duration>,
+    /// At most this many acknowledged entries are kept too, however young
+    /// (default `None`: the age alone bounds the history). Trimmed on the
+    /// same schedule as [`ConsumerOptions::history`], and applied even when
+    /// that is `None`.
+    pub history_length: Option<u64>,
     /// Consumers of the queue's group that hold nothing and have not read
     /// for this long are removed (default [`DEFAULT_FORGET_IDLE`]; `None`
     /// keeps them).
@@ -113,6 +118,7 @@ impl std::fmt::Debug for ConsumerOptions {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("ordering_key", &self.ordering_key.is_some())
             .field("history", &self.history)
+            .field("history_length", &self.history_length)
             .field("forget_idle", &self.forget_idle)
             .finish()
     }
@@ -132,6 +138,7 @@ impl Default for ConsumerOptions {
             shutdown_timeout: Duration::from_secs(10),
             ordering_key: None,
             history: Some(DEFAULT_HISTORY),
+            history_length: None,
             forget_idle: Some(DEFAULT_FORGET_IDLE),
         }
     }
@@ -189,6 +196,13 @@ impl ConsumerOptions {
     /// Keep this much acknowledged history on the queue (zero keeps none).
     pub fn history(mut self, keep: Duration) -> Self {
         self.history = Some(keep);
+        self
+    }
+
+    /// Also keep at most `n` acknowledged entries on the queue (zero keeps
+    /// none), whatever the age limit.
+    pub fn history_length(mut self, n: u64) -> Self {
+        self.history_length = Some(n);
         self
     }
 

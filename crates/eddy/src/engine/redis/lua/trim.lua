@@ -1,9 +1,12 @@
--- Trim acknowledged history: remove entries older than the retention window
--- that the group has both delivered and acknowledged. An entry at or after
--- the oldest pending one, or not yet delivered, is never trimmed.
--- KEYS: stream; ARGV: group, retention ms
+-- Trim acknowledged history: remove entries that the group has both
+-- delivered and acknowledged and that are older than the retention window,
+-- or that have more than the kept length of such entries after them. An
+-- entry at or after the oldest pending one, or not yet delivered, is never
+-- trimmed.
+-- KEYS: stream; ARGV: group, retention ms, length kept ('' for no limit)
 -- Returns how many entries were removed.
-local stream, group, retention = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local stream, group = KEYS[1], ARGV[1]
+local retention, length = tonumber(ARGV[2]), tonumber(ARGV[3])
 if redis.call('EXISTS', stream) == 0 then
   return 0
 end
@@ -36,8 +39,26 @@ local oldest = redis.call('XPENDING', stream, group, '-', '+', 1)
 if oldest[1] and less(oldest[1][1], limit) then
   limit = oldest[1][1]
 end
-local cutoff = string.format('%d-0', math.max(now_ms() - retention, 0))
-if less(cutoff, limit) then
-  limit = cutoff
+-- Entries below `limit` may go: those below the larger of the two bounds.
+local target
+if retention then
+  target = string.format('%d-0', math.max(now_ms() - retention, 0))
+end
+if length then
+  local by_length = limit
+  if length > 0 then
+    -- The `length`-th newest acknowledged entry is the oldest one kept.
+    local kept = redis.call('XREVRANGE', stream, '(' .. limit, '-', 'COUNT', length)
+    by_length = #kept == length and kept[length][1] or '0-0'
+  end
+  if not target or less(target, by_length) then
+    target = by_length
+  end
+end
+if not target then
+  return 0
+end
+if less(target, limit) then
+  limit = target
 end
 return redis.call('XTRIM', stream, 'MINID', limit)
