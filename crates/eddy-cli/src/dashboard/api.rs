@@ -72,7 +72,10 @@ type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 /// Anything under `/api` that is not a route.
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such API route: see `eddy dashboard --help`")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such API route: see `eddy dashboard --help`",
+    )
 }
 
 /// `GET /api/overview`.
@@ -273,9 +276,10 @@ async fn find_in(d: &Dashboard, name: &str, id: EntryId) -> Result<Option<Value>
         Err(e) => return Err(e.into()),
     };
     let first = queue.peek_from(id, 1).await?;
-    Ok(first.iter().find(|m| m.id == id).map(|m| {
-        json!({ "queue": base, "in_dlq": in_dlq, "message": Shown::from(m) })
-    }))
+    Ok(first
+        .iter()
+        .find(|m| m.id == id)
+        .map(|m| json!({ "queue": base, "in_dlq": in_dlq, "message": Shown::from(m) })))
 }
 
 /// `GET /api/routes`: each event type (`*` for all of them) and the

@@ -168,7 +168,13 @@ mod tests {
 
     #[test]
     fn knows_loopback_hosts() {
-        for h in ["127.0.0.1:9470", "localhost:1", "LOCALHOST", "[::1]:80", "127.1.2.3"] {
+        for h in [
+            "127.0.0.1:9470",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:80",
+            "127.1.2.3",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
         for h in ["evil.example:9470", "10.0.0.1:9470", "", "[::2]:1"] {

@@ -182,12 +182,18 @@ impl Dashboard {
             .route("/throughput", get(api::throughput))
             .route("/queues/{name}/dlq/requeue", post(api::requeue))
             .route("/queues/{name}/dlq/requeue-all", post(api::requeue_all))
-            .route("/queues/{name}/dlq/requeue-reason", post(api::requeue_reason))
+            .route(
+                "/queues/{name}/dlq/requeue-reason",
+                post(api::requeue_reason),
+            )
             .route("/queues/{name}/dlq/delete", post(api::delete_dead_letters))
             .route("/queues/{name}/delete", post(api::delete_messages))
             .fallback(api::not_found);
         Router::new()
-            .route("/", get(|| async { page(PAGE_HTML, "text/html; charset=utf-8") }))
+            .route(
+                "/",
+                get(|| async { page(PAGE_HTML, "text/html; charset=utf-8") }),
+            )
             .route(
                 "/app.js",
                 get(|| async { page(APP_JS, "text/javascript; charset=utf-8") }),
