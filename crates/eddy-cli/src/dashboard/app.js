@@ -114,19 +114,27 @@ function draw(canvas, points) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 28;
   ctx.clearRect(0, 0, w, h);
-  const now = Date.now(), span = 10 * 60 * 1000;
+  // The span grows with the samples, up to the 10 minutes kept.
+  const now = Date.now();
+  const first = points.length ? points[0].t : now;
+  const span = Math.min(10 * 60000, Math.max(60000, now - first));
   const series = [["ready", "#2f74c0"], ["unacked", "#d68a00"], ["dead_lettered", "#c8372d"], ["delayed", "#7a55b3"]];
-  let max = 1;
+  let max = 4;
   for (const p of points) for (const [k] of series) max = Math.max(max, p[k]);
+  max = Math.ceil(max / 4) * 4;
   ctx.strokeStyle = "#dde2e8";
   ctx.fillStyle = "#6b7480";
   ctx.font = "11px sans-serif";
   for (let i = 0; i <= 4; i++) {
     const y = pad / 2 + ((h - pad) * i) / 4;
     ctx.beginPath(); ctx.moveTo(pad + 20, y); ctx.lineTo(w, y); ctx.stroke();
-    ctx.fillText(String(Math.round(max * (1 - i / 4))), 2, y + 4);
+    ctx.fillText(String((max * (4 - i)) / 4), 2, y + 4);
   }
-  for (let m = 0; m <= 10; m += 2) ctx.fillText(m ? "-" + m + "m" : "now", w - 24 - ((w - pad - 44) * m) / 10, h - 2);
+  for (let i = 0; i <= 5; i++) {
+    const ago = (span * i) / 5;
+    const label = i === 0 ? "now" : ago >= 60000 ? "-" + (ago / 60000).toFixed(ago % 60000 ? 1 : 0) + "m" : "-" + Math.round(ago / 1000) + "s";
+    ctx.fillText(label, w - 24 - ((w - pad - 44) * i) / 5, h - 2);
+  }
   const x = (t) => pad + 20 + ((w - pad - 20) * (t - (now - span))) / span;
   const y = (v) => pad / 2 + (h - pad) * (1 - v / max);
   for (const [k, color] of series) {
