@@ -39,8 +39,8 @@ fn main() -> Result<(), Failure> {
         .build()?
         .block_on(fill(&server.url(), queues))?;
     println!(
-        "created {queues} queues in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "created {queues} queues in {:.0} ms",
+        ms(started.elapsed())
     );
 
     let bin = match std::env::var_os("EDDY_BIN") {
