@@ -38,10 +38,7 @@ fn main() -> Result<(), Failure> {
         .enable_all()
         .build()?
         .block_on(fill(&server.url(), queues))?;
-    println!(
-        "created {queues} queues in {:.0} ms",
-        ms(started.elapsed())
-    );
+    println!("created {queues} queues in {:.0} ms", ms(started.elapsed()));
 
     let bin = match std::env::var_os("EDDY_BIN") {
         Some(path) => PathBuf::from(path),
@@ -52,7 +49,13 @@ fn main() -> Result<(), Failure> {
             .ok_or("cannot find the eddy binary: set EDDY_BIN")?,
     };
     let mut child = Command::new(&bin)
-        .args(["--url", &server.url(), "dashboard", "--listen", "127.0.0.1:0"])
+        .args([
+            "--url",
+            &server.url(),
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

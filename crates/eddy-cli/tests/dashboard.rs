@@ -157,7 +157,10 @@ async fn fill(url: &str) {
     for (service, types) in [
         ("payment-service", vec!["order.created"]),
         ("shipping-service", vec!["payment.succeeded"]),
-        ("notification-service", vec!["order.shipped", "payment.failed"]),
+        (
+            "notification-service",
+            vec!["order.shipped", "payment.failed"],
+        ),
     ] {
         bus.subscribe(service, &Subscription::types(types))
             .await
@@ -170,12 +173,24 @@ async fn fill(url: &str) {
 
 /// What Redis holds for a queue and its DLQ: every entry of both streams.
 fn redis_state(server: &RedisServer, queue: &str) -> (String, String) {
-    let range = |key: String| server.redis_cli(["XRANGE", key.as_str(), "-", "+"]).unwrap();
-    (range(format!("mq:{queue}")), range(format!("mq:{queue}:dlq")))
+    let range = |key: String| {
+        server
+            .redis_cli(["XRANGE", key.as_str(), "-", "+"])
+            .unwrap()
+    };
+    (
+        range(format!("mq:{queue}")),
+        range(format!("mq:{queue}:dlq")),
+    )
 }
 
 fn xlen(server: &RedisServer, key: &str) -> u64 {
-    server.redis_cli(["XLEN", key]).unwrap().trim().parse().unwrap()
+    server
+        .redis_cli(["XLEN", key])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// The ids of a DLQ, oldest first, from the API.
@@ -221,7 +236,10 @@ fn the_api_shows_the_queues_their_consumers_dlq_and_routes() {
     );
 
     let shipments = d.get("/api/queues/shipments");
-    assert_eq!(shipments["queue"]["consumers"][0]["name"], "shipping-worker");
+    assert_eq!(
+        shipments["queue"]["consumers"][0]["name"],
+        "shipping-worker"
+    );
     assert_eq!(shipments["queue"]["consumers"][0]["pending"], 1);
 
     let dlq = d.get("/api/queues/payments/dlq");
@@ -254,7 +272,10 @@ fn the_api_shows_the_queues_their_consumers_dlq_and_routes() {
     );
 
     let routes = d.get("/api/routes")["routes"].clone();
-    assert_eq!(routes[0], json!({ "event_type": "*", "services": ["audit-service"] }));
+    assert_eq!(
+        routes[0],
+        json!({ "event_type": "*", "services": ["audit-service"] })
+    );
     assert!(routes.as_array().unwrap().contains(
         &json!({ "event_type": "payment.failed", "services": ["notification-service"] })
     ));
@@ -283,7 +304,10 @@ fn without_a_token_every_action_is_refused_and_nothing_changes() {
     for (path, body) in [
         ("/api/queues/payments/dlq/requeue", one.as_str()),
         ("/api/queues/payments/dlq/requeue-all", "{}"),
-        ("/api/queues/payments/dlq/requeue-reason", r#"{"reason":"Timeout"}"#),
+        (
+            "/api/queues/payments/dlq/requeue-reason",
+            r#"{"reason":"Timeout"}"#,
+        ),
         ("/api/queues/payments/dlq/delete", one.as_str()),
         ("/api/queues/payments/delete", one.as_str()),
     ] {
@@ -291,7 +315,10 @@ fn without_a_token_every_action_is_refused_and_nothing_changes() {
         let (status, answer) = d.http("POST", path, &[JSON, auth], body);
         assert_eq!(status, 403, "{path}: {answer}");
         assert!(
-            answer["error"].as_str().unwrap().contains("restart it with --token"),
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("restart it with --token"),
             "{answer}"
         );
     }
@@ -311,7 +338,12 @@ fn with_a_token_only_a_same_site_json_request_carrying_it_acts() {
 
     let (status, _) = d.http("POST", path, &[JSON], &one);
     assert_eq!(status, 401, "no token");
-    let (status, _) = d.http("POST", path, &[JSON, ("Authorization", "Bearer s3cret-t0keN")], &one);
+    let (status, _) = d.http(
+        "POST",
+        path,
+        &[JSON, ("Authorization", "Bearer s3cret-t0keN")],
+        &one,
+    );
     assert_eq!(status, 401, "wrong token");
     let (status, _) = d.http("POST", path, &[JSON, ("X-Eddy-Token", "s3cret")], &one);
     assert_eq!(status, 401, "a prefix of the token");
@@ -325,7 +357,12 @@ fn with_a_token_only_a_same_site_json_request_carrying_it_acts() {
     let (status, _) = d.http("POST", path, &form[..1], &format!("ids={}", ids[0]));
     assert_eq!(status, 415, "form body");
     let right = ("Authorization", "Bearer s3cret-t0ken");
-    let (status, _) = d.http("POST", path, &[JSON, right, ("Origin", "http://evil.example")], &one);
+    let (status, _) = d.http(
+        "POST",
+        path,
+        &[JSON, right, ("Origin", "http://evil.example")],
+        &one,
+    );
     assert_eq!(status, 403, "the token, from another site's page");
     assert_eq!(redis_state(&server, "payments"), before);
 
@@ -333,7 +370,11 @@ fn with_a_token_only_a_same_site_json_request_carrying_it_acts() {
     let (status, answer) = d.http("POST", path, &[JSON, right, ("Origin", &own)], &one);
     assert_eq!((status, &answer), (200, &json!({ "requeued": 1 })));
     assert_eq!(xlen(&server, "mq:payments:dlq"), 2);
-    assert_eq!(xlen(&server, "mq:payments"), 2, "the requeued message and the one never received");
+    assert_eq!(
+        xlen(&server, "mq:payments"),
+        2,
+        "the requeued message and the one never received"
+    );
 
     let (status, answer) = d.http(
         "POST",
@@ -343,7 +384,10 @@ fn with_a_token_only_a_same_site_json_request_carrying_it_acts() {
     );
     assert_eq!((status, &answer), (200, &json!({ "requeued": 1 })));
     let left = d.get("/api/queues/payments/dlq");
-    assert_eq!(left["messages"][0]["reason"], "Timeout: payment gateway did not answer in 5s");
+    assert_eq!(
+        left["messages"][0]["reason"],
+        "Timeout: payment gateway did not answer in 5s"
+    );
 
     let remaining = dlq_ids(&d, "payments");
     let (status, answer) = d.http(
@@ -375,7 +419,10 @@ fn a_non_loopback_address_is_served_with_a_warning() {
     let _ = child.kill();
     let _ = child.wait();
     let stderr = stderr.join().unwrap();
-    assert!(stderr.contains("warning:") && stderr.contains("not loopback"), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("not loopback"),
+        "{stderr}"
+    );
 }
 
 /// What the browser test needs, or why it cannot run.
@@ -455,6 +502,9 @@ fn browser_requeues_through_the_page() {
     assert_eq!(xlen(&server, "mq:payments:dlq"), 2);
     assert!(!dlq_ids(&d, "payments").iter().any(|id| id == requeued));
     let ready = d.get("/api/queues")["queues"][1].clone();
-    assert_eq!((ready["name"].as_str(), ready["ready"].as_u64()), (Some("payments"), Some(2)));
+    assert_eq!(
+        (ready["name"].as_str(), ready["ready"].as_u64()),
+        (Some("payments"), Some(2))
+    );
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000);
 }
