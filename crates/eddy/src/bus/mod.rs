@@ -20,9 +20,9 @@ mod batch;
 mod envelope;
 mod incoming;
 mod log;
-pub(crate) mod trace;
 #[cfg(test)]
 mod tests;
+pub(crate) mod trace;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -100,7 +100,10 @@ mod tests {
     fn a_traceparent_parses_as_the_w3c_format_says() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let sc = parse(tp).unwrap();
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
         assert!(sc.is_sampled() && sc.is_remote());
         // A later version may add fields; `ff` is never valid.

@@ -382,7 +382,9 @@ fn delivery_span(queue: &Queue, id: EntryId, delivery_count: u64) -> tracing::Sp
         messaging.destination.name = %queue.name(),
         messaging.consumer.group.name = %queue.keys().group,
         messaging.message.id = %id,
-        messaging.eddy.delivery_count = delivery_count,
+        // i64: OpenTelemetry has no unsigned integers (a u64 would be
+        // exported as text).
+        messaging.eddy.delivery_count = i64::try_from(delivery_count).unwrap_or(i64::MAX),
         messaging.eddy.event_type = Empty,
         messaging.eddy.event_id = Empty,
         messaging.message.conversation_id = Empty,
