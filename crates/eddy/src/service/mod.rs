@@ -530,8 +530,11 @@ impl crate::queue::Delivered for EventDelivery {
             return;
         }
         let (event_id, event_type) = event.id_and_type();
-        span.record("messaging.eddy.event_type", event_type);
-        span.record("messaging.eddy.event_id", event_id);
+        // As displayed, like the loop's own fields (a `&str` would be
+        // quoted in text logs).
+        use tracing::field::display;
+        span.record("messaging.eddy.event_type", display(event_type));
+        span.record("messaging.eddy.event_id", display(event_id));
         // Reading the envelope's `traceparent` takes a pass over the entry
         // before the handler's own: only for an OpenTelemetry layer.
         #[cfg(feature = "otel")]
@@ -581,7 +584,8 @@ impl Dispatch {
             Ok(head) => {
                 if let Some(correlation_id) = &head.correlation_id {
                     let span = &delivery.span;
-                    span.record("messaging.message.conversation_id", correlation_id.as_str());
+                    let correlation_id = tracing::field::display(correlation_id);
+                    span.record("messaging.message.conversation_id", correlation_id);
                 }
             }
             Err(e) => {
