@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::duration::parse_duration;
-use crate::logging::LogFormat;
 use crate::error::{CliError, CliResult};
+use crate::logging::LogFormat;
 
 const OUTPUT_HELP: &str = "\
 Output:

@@ -357,7 +357,8 @@ fn logs_to_a_pipe_have_no_colours() {
     ] {
         assert_eq!(run.code, Some(0), "{run:#?}");
         assert!(
-            run.stderr.contains("delivery{messaging.destination.name=sub:"),
+            run.stderr
+                .contains("delivery{messaging.destination.name=sub:"),
             "{run:#?}"
         );
         assert!(!run.stderr.contains("\x1b["), "{run:#?}");
