@@ -6,6 +6,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::duration::parse_duration;
 use crate::error::{CliError, CliResult};
+use crate::logging::LogFormat;
 
 const OUTPUT_HELP: &str = "\
 Output:
@@ -84,6 +85,18 @@ pub struct GlobalArgs {
     /// Print machine-readable JSON (see "Output" in --help).
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// How log lines on stderr are written: text, or one JSON object per
+    /// line. `RUST_LOG` chooses which (default `warn`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 
     /// The largest encoded message accepted (and read without moving it to
     /// the dead-letter queue).

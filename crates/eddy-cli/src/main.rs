@@ -18,6 +18,7 @@ mod dlq_cmd;
 mod duration;
 mod error;
 mod events_cmd;
+mod logging;
 mod output;
 mod progress;
 mod queue_cmd;
@@ -29,7 +30,6 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
 use error::CliResult;
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    init_logging();
+    let logging = logging::init(cli.global.log_format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Command::Bench(args) = &cli.command {
@@ -70,7 +70,9 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.global.json;
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    logging.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // `eddy queue peek q | head -1` closes stdout early: not a failure.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
@@ -135,14 +137,4 @@ async fn run(cli: Cli) -> CliResult {
     }
     out.flush()?;
     Ok(())
-}
-
-/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    // Fails only if a subscriber is already set, which main never does.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
 }

@@ -60,12 +60,20 @@ impl Run {
 /// Run `eddy --url URL ARGS...` with debug logs on, so every log line is
 /// checked too.
 fn eddy(url: &str, args: &[&str]) -> Run {
+    eddy_with_env(url, args, &[])
+}
+
+/// [`eddy`] with more environment variables set.
+fn eddy_with_env(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let start = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["--url", url])
         .args(args)
         .env_remove("EDDY_URL")
+        .env_remove("EDDY_LOG_FORMAT")
+        .env_remove("NO_COLOR")
         .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run the eddy binary");
@@ -306,4 +314,53 @@ fn a_failed_dead_letter_move_is_not_logged_as_done() {
     );
     assert!(run.stderr.contains("not dead-lettered"), "{run:#?}");
     assert_eq!(server.redis_cli(["XLEN", "mq:q"]).expect("XLEN"), "1");
+}
+
+/// The demo on the embedded engine: services that log inside their
+/// delivery spans.
+const DEMO: [&str; 5] = ["demo", "--orders", "2", "--seed", "1"];
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_delivery_span() {
+    let flag = [&["--log-format", "json"][..], &DEMO].concat();
+    for run in [
+        eddy_with_env("memory://", &flag, &[]),
+        eddy_with_env("memory://", &DEMO, &[("EDDY_LOG_FORMAT", "json")]),
+    ] {
+        assert_eq!(run.code, Some(0), "{run:#?}");
+        let lines: Vec<serde_json::Value> = run
+            .stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert!(lines.len() > 1, "{run:#?}");
+        assert!(lines.iter().all(|l| l.is_object()), "{run:#?}");
+        let span = lines
+            .iter()
+            .map(|l| &l["span"])
+            .find(|s| s["name"] == "delivery")
+            .unwrap_or_else(|| panic!("no line in a delivery span: {run:#?}"));
+        assert!(span["messaging.destination.name"]
+            .as_str()
+            .is_some_and(|q| q.starts_with("sub:")));
+        assert!(span["messaging.eddy.event_type"].is_string(), "{span}");
+        assert_eq!(span["messaging.eddy.delivery_count"], 1);
+    }
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colours() {
+    let text = [&["--log-format", "text"][..], &DEMO].concat();
+    for run in [
+        eddy_with_env("memory://", &text, &[]),
+        eddy_with_env("memory://", &DEMO, &[("NO_COLOR", "1")]),
+    ] {
+        assert_eq!(run.code, Some(0), "{run:#?}");
+        assert!(
+            run.stderr
+                .contains("delivery{messaging.destination.name=sub:"),
+            "{run:#?}"
+        );
+        assert!(!run.stderr.contains("\x1b["), "{run:#?}");
+    }
 }

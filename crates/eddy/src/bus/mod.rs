@@ -22,6 +22,7 @@ mod incoming;
 mod log;
 #[cfg(test)]
 mod tests;
+pub(crate) mod trace;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -92,7 +93,7 @@ impl Head<'_> {
             source: None,
             correlation_id: None,
             causation_id: None,
-            traceparent: None,
+            traceparent: trace::current_traceparent(),
         }
     }
 }
@@ -322,7 +323,8 @@ impl Bus {
         self.mq.queue(&Self::sub_queue_name(service)?).await
     }
 
-    /// Publish a typed event.
+    /// Publish a typed event. With the `otel` feature its `traceparent` is
+    /// the current span's trace context, if it has one.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Published> {
         self.publish_fields(E::TYPE, event, &Head::new()).await
     }
@@ -331,7 +333,8 @@ impl Bus {
     /// the caller. Publishing the same envelope twice delivers two copies
     /// with the same `event_id`, which consumers can drop. An event field
     /// named like an envelope field (see [`RESERVED`]) is refused, as
-    /// [`Envelope::from_parts`] refuses it.
+    /// [`Envelope::from_parts`] refuses it. With the `otel` feature, an
+    /// envelope without a `traceparent` gets the current span's.
     pub async fn publish_envelope(&self, env: &Envelope) -> Result<Published> {
         let head = Head {
             event_id: env.event_id.clone(),
@@ -339,26 +342,30 @@ impl Bus {
             source: env.source.as_deref(),
             correlation_id: env.correlation_id.as_deref(),
             causation_id: env.causation_id.as_deref(),
-            traceparent: env.traceparent.clone(),
+            traceparent: env.traceparent.clone().or_else(trace::current_traceparent),
         };
         self.publish_fields(&env.event_type, &env.data, &head).await
     }
 
     /// Publish an event from outside any handler on behalf of `service`:
     /// `source` is `service`, and the event starts its own correlation and
-    /// trace (handlers publish through [`crate::service::Context`] instead).
+    /// trace (handlers publish through [`crate::service::Context`] instead);
+    /// with the `otel` feature, the current span's trace if there is one.
     pub async fn publish_as<E: Event>(&self, service: &str, event: &E) -> Result<Published> {
         let mut head = Head::new();
         let id = head.event_id.clone();
         head.source = Some(service);
         head.correlation_id = Some(&id);
-        head.traceparent = Some(envelope::new_traceparent(None));
+        if head.traceparent.is_none() {
+            head.traceparent = Some(envelope::new_traceparent(None));
+        }
         self.publish_fields(E::TYPE, event, &head).await
     }
 
     /// Publish a follow-up of `cause` from `service`'s handler: `source` is
     /// the service, `causation_id` the cause, `correlation_id` the cause's
-    /// (or its id if it had none), and `traceparent` continues its trace.
+    /// (or its id if it had none), and `traceparent` continues its trace
+    /// (with `otel`, from the handler's span, which the cause's parents).
     pub(crate) async fn publish_caused<E: Event>(
         &self,
         service: &str,
@@ -369,7 +376,9 @@ impl Bus {
         head.source = Some(service);
         head.causation_id = Some(&cause.event_id);
         head.correlation_id = Some(cause.correlation_id.as_deref().unwrap_or(&cause.event_id));
-        head.traceparent = Some(envelope::new_traceparent(cause.traceparent.as_deref()));
+        if head.traceparent.is_none() {
+            head.traceparent = Some(envelope::new_traceparent(cause.traceparent.as_deref()));
+        }
         self.publish_fields(E::TYPE, event, &head).await
     }
 

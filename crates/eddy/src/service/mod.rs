@@ -487,6 +487,8 @@ pub(crate) struct EventDelivery {
     event: Result<Arc<Incoming>>,
     /// The entry, for an ordering key that takes messages.
     entry: crate::engine::Entry,
+    /// The delivery's span, for the fields known once the envelope is read.
+    span: tracing::Span,
 }
 
 impl EventDelivery {
@@ -498,6 +500,7 @@ impl EventDelivery {
             delivery_count: entry.delivery_count,
             event: event.map(Arc::new),
             entry,
+            span: tracing::Span::none(),
         }
     }
 
@@ -533,6 +536,23 @@ impl crate::queue::Delivered for EventDelivery {
     }
     fn delivery_count(&self) -> u64 {
         self.delivery_count
+    }
+    fn in_span(&mut self, span: &tracing::Span) {
+        let Ok(event) = &self.event else { return };
+        if span.is_disabled() {
+            return;
+        }
+        let (event_id, event_type) = event.id_and_type();
+        // As displayed, like the loop's own fields (a `&str` would be
+        // quoted in text logs).
+        use tracing::field::display;
+        span.record("messaging.eddy.event_type", display(event_type));
+        span.record("messaging.eddy.event_id", display(event_id));
+        // Reading the envelope's `traceparent` takes a pass over the entry
+        // before the handler's own: only for an OpenTelemetry layer.
+        #[cfg(feature = "otel")]
+        crate::bus::trace::set_parent(span, || event.head().traceparent.as_deref());
+        self.span = span.clone();
     }
 }
 
@@ -573,9 +593,18 @@ impl Dispatch {
         let run = handler.map(|handler| handler(ctx, &event));
         // Known to be an event once read whole: by the handler's read of
         // its event just now, or here.
-        if let Err(e) = event.checked_head() {
-            self.metrics.malformed();
-            return Err(Fail::reject(format!("not an event: {e}")));
+        match event.checked_head() {
+            Ok(head) => {
+                if let Some(correlation_id) = &head.correlation_id {
+                    let span = &delivery.span;
+                    let correlation_id = tracing::field::display(correlation_id);
+                    span.record("messaging.message.conversation_id", correlation_id);
+                }
+            }
+            Err(e) => {
+                self.metrics.malformed();
+                return Err(Fail::reject(format!("not an event: {e}")));
+            }
         }
         let key = match self.seen().admit(event_id, id) {
             Verdict::Duplicate => {

@@ -32,6 +32,10 @@ pub(crate) trait Delivered: Sized + Send + 'static {
     fn into_message(self) -> Option<Message> {
         None
     }
+    /// Fill in the delivery span's fields that the item knows (declared
+    /// empty by the consumer loop), and set its parent; called before the
+    /// span is first entered. A service's event records its type and ids.
+    fn in_span(&mut self, _span: &tracing::Span) {}
 }
 
 impl Delivered for Message {
