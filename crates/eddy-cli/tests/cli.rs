@@ -1069,6 +1069,41 @@ fn follow_prints_in_order_by_default() {
     }
 }
 
+/// `receive --follow --history-length N` keeps at most N acknowledged
+/// messages on the queue while it runs, however young (the age kept is
+/// an hour here).
+#[test]
+fn follow_keeps_a_bounded_history_length() {
+    const N: usize = 200;
+    let server = redis();
+    let url = server.url();
+    let url = url.as_str();
+    eddy(url, &["queue", "create", "q"]).ok();
+    eddy_with_stdin(url, &["queue", "send", "q", "-"], Some(lines(N))).ok();
+    let mut follow = spawn_eddy(
+        url,
+        &[
+            "--json",
+            "queue",
+            "receive",
+            "q",
+            "--follow",
+            "--ack",
+            "--history",
+            "1h",
+            "--history-length",
+            "10",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts(url, "q") != (10, 0, 0) {
+        assert!(Instant::now() < deadline, "{:?}", counts(url, "q"));
+        thread::sleep(Duration::from_millis(50));
+    }
+    follow.kill().expect("stop the follower");
+    follow.wait().expect("the follower ends");
+}
+
 /// Read `n` lines from a running command's stdout, then stop it with
 /// SIGTERM; returns the lines and how it exited.
 fn first_lines_then_stop(

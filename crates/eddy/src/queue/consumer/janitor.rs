@@ -31,6 +31,7 @@ pub const DEFAULT_FORGET_IDLE: Duration = Duration::from_secs(3600);
 
 const MIN_TRIM_EVERY: Duration = Duration::from_millis(250);
 const MAX_TRIM_EVERY: Duration = Duration::from_secs(60);
+const LENGTH_TRIM_EVERY: Duration = Duration::from_secs(1);
 const MIN_FORGET_EVERY: Duration = Duration::from_secs(1);
 const MAX_FORGET_EVERY: Duration = Duration::from_secs(600);
 
@@ -59,9 +60,14 @@ impl Janitor {
             (None, Some(_)) => Some(Duration::ZERO),
             (h, _) => h,
         };
-        let trim_every = history
+        let mut trim_every = history
             .map(|h| (h / 2).clamp(MIN_TRIM_EVERY, MAX_TRIM_EVERY))
             .unwrap_or(MAX_TRIM_EVERY);
+        if opts.history_length.is_some() {
+            // A length bound is passed as entries are acknowledged, not as
+            // time goes: trim at least once a second however long the age.
+            trim_every = trim_every.min(LENGTH_TRIM_EVERY);
+        }
         let forget_every = opts
             .forget_idle
             .map(|d| (d / 2).clamp(MIN_FORGET_EVERY, MAX_FORGET_EVERY))
