@@ -260,6 +260,14 @@ impl Bus {
                 .set_add(&key, std::slice::from_ref(&service.to_owned()))
                 .await?;
         }
+        // Once more after the routes: an `unsubscribe` racing with this one
+        // may have dropped the type from the index in between.
+        if let Subscription::Types(types) = subscription {
+            self.mq
+                .engine()
+                .set_add(&self.route_index_key(), types)
+                .await?;
+        }
         Ok(queue)
     }
 
@@ -275,6 +283,32 @@ impl Bus {
                 .engine()
                 .set_remove(&key, std::slice::from_ref(&service.to_owned()))
                 .await?;
+        }
+        // A type nobody subscribes to any more leaves the index, so that an
+        // unsubscribed bus leaves no key behind. Not atomic with a
+        // concurrent subscribe, which is why `subscribe` adds to the index
+        // again after its routes: a race can at worst drop a type from the
+        // listing until the next subscribe to it, never from a publish,
+        // which reads the route sets themselves.
+        if let Subscription::Types(types) = subscription {
+            let mut unused = Vec::new();
+            for t in types {
+                if self
+                    .mq
+                    .engine()
+                    .members(&self.routes_key(t))
+                    .await?
+                    .is_empty()
+                {
+                    unused.push(t.clone());
+                }
+            }
+            if !unused.is_empty() {
+                self.mq
+                    .engine()
+                    .set_remove(&self.route_index_key(), &unused)
+                    .await?;
+            }
         }
         Ok(())
     }
