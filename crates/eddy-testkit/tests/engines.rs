@@ -742,9 +742,6 @@ impl Side {
             "lag": info.lag,
             "delayed": info.delayed,
             "max_length": info.max_length,
-            // Exact on both (Redis counts every XADD); `delivered_total`
-            // is not compared: after deletions Redis estimates it.
-            "sent_total": info.sent_total,
             "consumers": info
                 .consumers
                 .iter()
