@@ -302,6 +302,7 @@ async fn serves_the_page_with_its_files() {
     let d = Dashboard::new(Eddy::open("memory://").await.unwrap(), None, true).unwrap();
     for (path, needle) in [
         ("/", "<canvas"),
+        ("/", "Throughput, last 10 minutes"),
         ("/app.js", "fetch("),
         ("/style.css", "table"),
     ] {
