@@ -120,7 +120,9 @@ fn growth(before: Option<u64>, after: Option<u64>) -> Option<u64> {
 
 /// Sum what is known; `None` if nothing is.
 fn sum(parts: impl Iterator<Item = Option<u64>>) -> Option<u64> {
-    parts.flatten().fold(None, |acc, n| Some(acc.unwrap_or(0) + n))
+    parts
+        .flatten()
+        .fold(None, |acc, n| Some(acc.unwrap_or(0) + n))
 }
 
 /// A point of a series, as `/api/throughput` answers it.

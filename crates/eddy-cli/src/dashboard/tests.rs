@@ -189,14 +189,20 @@ async fn the_api_answers(mq: Eddy) {
     for path in ["/api/throughput?queue=orders", "/api/throughput"] {
         let series = get(&d, path).await;
         let points = series["points"].as_array().unwrap();
-        let secs = (points[1]["t"].as_u64().unwrap() - points[0]["t"].as_u64().unwrap()) as f64
-            / 1000.0;
+        let secs =
+            (points[1]["t"].as_u64().unwrap() - points[0]["t"].as_u64().unwrap()) as f64 / 1000.0;
         let rates = series["rates"].as_array().unwrap();
         assert_eq!(rates.len(), 1, "{path}: {series}");
         assert_eq!(rates[0]["t"], points[1]["t"]);
         let per_interval = |k: &str| rates[0][k].as_f64().unwrap() * secs;
-        assert!((per_interval("sent_per_s") - 4.0).abs() < 1e-6, "{path}: {series}");
-        assert!((per_interval("settled_per_s") - 2.0).abs() < 1e-6, "{path}: {series}");
+        assert!(
+            (per_interval("sent_per_s") - 4.0).abs() < 1e-6,
+            "{path}: {series}"
+        );
+        assert!(
+            (per_interval("settled_per_s") - 2.0).abs() < 1e-6,
+            "{path}: {series}"
+        );
     }
     let emails = get(&d, "/api/throughput?queue=emails").await;
     assert_eq!(emails["rates"][0]["sent_per_s"], 0.0);

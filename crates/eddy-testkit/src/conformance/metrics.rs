@@ -344,7 +344,10 @@ pub async fn queue_totals_count_sends_and_first_deliveries(h: &Harness) -> CaseR
     );
     assert!(info.length < 6, "trimmed: {info:?}");
     let dinfo = dlq.info().await?;
-    assert_eq!((dinfo.sent_total, dinfo.delivered_total), (Some(1), Some(0)));
+    assert_eq!(
+        (dinfo.sent_total, dinfo.delivered_total),
+        (Some(1), Some(0))
+    );
 
     // The rest delivered for the first time; all settled.
     let rest = q.receive(&take(10, "worker")).await?;
