@@ -24,7 +24,8 @@ Output:
     queue list                one queue object per line (as queue info)
     queue info                {\"name\",\"stream\",\"is_dlq\",\"consumer_group\",\"length\",
                               \"pending\",\"lag\",\"lag_estimated\",\"delayed\",\"consumers\",
-                              \"oldest_pending_idle_ms\",\"oldest_pending_age_ms\",\"created_at\"}
+                              \"oldest_pending_idle_ms\",\"oldest_pending_age_ms\",\"created_at\",
+                              \"sent_total\",\"delivered_total\"}
     queue create              {\"created\": NAME, \"dlq\": \"NAME:dlq\"}
     queue send NAME JSON      {\"id\": ID} ({\"id\": null, \"delayed\": true} with --delay)
     queue send NAME -         {\"count\": N}

@@ -283,6 +283,7 @@ fn the_api_shows_the_queues_their_consumers_dlq_and_routes() {
     // The sampler's first sample is taken at start.
     let points = d.get("/api/throughput?queue=payments")["points"].clone();
     assert_eq!(points[0]["dead_lettered"], 3, "{points}");
+    assert!(d.get("/api/throughput")["rates"].is_array());
 
     let (status, metrics) = d.http("GET", "/metrics", &[], "");
     assert_eq!(status, 200);
@@ -471,6 +472,15 @@ fn browser_requeues_through_the_page() {
                 q.send(&json!({ "order_id": format!("ORD-{:04}", 100 + i), "carrier": "UPS" }))
                     .await
                     .unwrap();
+                // A packer settles every other one, for the throughput chart.
+                if i % 2 == 1 {
+                    let got = q
+                        .receive(&Receive::new().count(1).consumer("packer"))
+                        .await
+                        .unwrap();
+                    let ids: Vec<_> = got.iter().map(|m| m.id).collect();
+                    q.ack(&ids).await.unwrap();
+                }
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         });

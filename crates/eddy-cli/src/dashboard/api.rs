@@ -298,13 +298,16 @@ pub struct Series {
     queue: Option<String>,
 }
 
-/// `GET /api/throughput[?queue=NAME]`: the sampled counts, oldest first.
+/// `GET /api/throughput[?queue=NAME]`: the sampled counts, and the send
+/// and settle rates of each interval between two samples, oldest first.
 pub async fn throughput(State(d): State<Dashboard>, Query(s): Query<Series>) -> Json<Value> {
     let points = d.inner.history.series(s.queue.as_deref());
+    let rates = d.inner.history.rates(s.queue.as_deref());
     Json(json!({
         "queue": s.queue,
         "every_ms": SAMPLE_EVERY.as_millis() as u64,
         "points": points,
+        "rates": rates,
     }))
 }
 

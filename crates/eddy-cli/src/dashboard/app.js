@@ -106,11 +106,17 @@ async function refreshQueues() {
 async function refreshChart() {
   const path = "/api/throughput" + (state.selected ? "?queue=" + encodeURIComponent(state.selected) : "");
   const data = await get(path);
-  $("chart-queue").textContent = state.selected || "all queues";
-  draw($("chart"), data.points);
+  const which = state.selected || "all queues";
+  $("chart-queue").textContent = which;
+  $("rate-chart-queue").textContent = which;
+  const backlog = [["ready", "#2f74c0"], ["unacked", "#d68a00"], ["dead_lettered", "#c8372d"], ["delayed", "#7a55b3"]];
+  draw($("chart"), data.points, backlog, 4);
+  draw($("rate-chart"), data.rates || [], [["sent_per_s", "#2f74c0"], ["settled_per_s", "#2e9a5a"]], 1);
 }
 
-function draw(canvas, points) {
+// A line chart of `points` ({t, key: value...}) over the last minutes; a
+// null value breaks its line (an interval that could not be measured).
+function draw(canvas, points, series, least) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 28;
   ctx.clearRect(0, 0, w, h);
@@ -118,17 +124,16 @@ function draw(canvas, points) {
   const now = Date.now();
   const first = points.length ? points[0].t : now;
   const span = Math.min(10 * 60000, Math.max(60000, now - first));
-  const series = [["ready", "#2f74c0"], ["unacked", "#d68a00"], ["dead_lettered", "#c8372d"], ["delayed", "#7a55b3"]];
-  let max = 4;
-  for (const p of points) for (const [k] of series) max = Math.max(max, p[k]);
-  max = Math.ceil(max / 4) * 4;
+  let max = least;
+  for (const p of points) for (const [k] of series) if (p[k] != null) max = Math.max(max, p[k]);
+  max = niceMax(max);
   ctx.strokeStyle = "#dde2e8";
   ctx.fillStyle = "#6b7480";
   ctx.font = "11px sans-serif";
   for (let i = 0; i <= 4; i++) {
     const y = pad / 2 + ((h - pad) * i) / 4;
     ctx.beginPath(); ctx.moveTo(pad + 20, y); ctx.lineTo(w, y); ctx.stroke();
-    ctx.fillText(String((max * (4 - i)) / 4), 2, y + 4);
+    ctx.fillText(axisLabel((max * (4 - i)) / 4), 2, y + 4);
   }
   for (let i = 0; i <= 5; i++) {
     const ago = (span * i) / 5;
@@ -141,9 +146,26 @@ function draw(canvas, points) {
     ctx.strokeStyle = color;
     ctx.lineWidth = 2;
     ctx.beginPath();
-    points.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p[k])) : ctx.moveTo(x(p.t), y(p[k]))));
+    let drawing = false;
+    for (const p of points) {
+      if (p[k] == null) { drawing = false; continue; }
+      if (drawing) ctx.lineTo(x(p.t), y(p[k])); else ctx.moveTo(x(p.t), y(p[k]));
+      drawing = true;
+    }
     ctx.stroke();
   }
+}
+
+// The top of the axis: 4 steps of 1, 2 or 5 times a power of ten.
+function niceMax(max) {
+  const step = max / 4;
+  const mag = Math.pow(10, Math.floor(Math.log10(step)));
+  const nice = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step - 1e-9);
+  return nice * 4;
+}
+
+function axisLabel(v) {
+  return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 2 : 1);
 }
 
 async function select(name) {

@@ -61,7 +61,8 @@ API (JSON):
   GET  /api/queues/NAME/dlq?count=N&from=ID  DLQ messages with failures
   GET  /api/messages/ID[?queue=NAME]       a message by stream id
   GET  /api/routes                         event type -> services
-  GET  /api/throughput[?queue=NAME]        the sampled counts
+  GET  /api/throughput[?queue=NAME]        the sampled counts, and sent/s and
+                                           settled/s between samples
   POST /api/queues/NAME/dlq/requeue        {\"ids\": [ID...]}
   POST /api/queues/NAME/dlq/requeue-all    {}
   POST /api/queues/NAME/dlq/requeue-reason {\"reason\": TEXT}

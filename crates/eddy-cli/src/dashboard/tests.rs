@@ -170,6 +170,49 @@ async fn the_api_answers(mq: Eddy) {
     let series = get(&d, "/api/throughput?queue=orders").await;
     assert_eq!(series["points"][0]["dead_lettered"], 2);
     assert_eq!(get(&d, "/api/throughput").await["points"][0]["ready"], 2);
+    assert_eq!(get(&d, "/api/throughput").await["rates"], json!([]));
+
+    // A known workload between two samples: 4 sent to `orders`, 3
+    // delivered (its one ready message and 2 new), 2 of them acknowledged.
+    let orders = mq.queue("orders").await.unwrap();
+    for i in 10..14 {
+        orders.send(&json!({ "order": i })).await.unwrap();
+    }
+    let got = orders
+        .receive(&Receive::new().count(3).consumer("worker-2"))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    orders.ack(&[got[0].id, got[1].id]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    d.sample().await.unwrap();
+    for path in ["/api/throughput?queue=orders", "/api/throughput"] {
+        let series = get(&d, path).await;
+        let points = series["points"].as_array().unwrap();
+        let secs =
+            (points[1]["t"].as_u64().unwrap() - points[0]["t"].as_u64().unwrap()) as f64 / 1000.0;
+        let rates = series["rates"].as_array().unwrap();
+        assert_eq!(rates.len(), 1, "{path}: {series}");
+        assert_eq!(rates[0]["t"], points[1]["t"]);
+        let per_interval = |k: &str| rates[0][k].as_f64().unwrap() * secs;
+        assert!(
+            (per_interval("sent_per_s") - 4.0).abs() < 1e-6,
+            "{path}: {series}"
+        );
+        assert!(
+            (per_interval("settled_per_s") - 2.0).abs() < 1e-6,
+            "{path}: {series}"
+        );
+    }
+    let emails = get(&d, "/api/throughput?queue=emails").await;
+    assert_eq!(emails["rates"][0]["sent_per_s"], 0.0);
+    // Back to `orders` as `fill` left it: one ready, none pending.
+    orders.ack(&[got[2].id]).await.unwrap();
+    let more = orders
+        .receive(&Receive::new().count(1).consumer("worker-2"))
+        .await
+        .unwrap();
+    orders.ack(&[more[0].id]).await.unwrap();
 
     let (status, text) = call(&d, "GET", "/metrics", &[], "").await;
     assert_eq!(status, StatusCode::OK);
@@ -265,6 +308,7 @@ async fn serves_the_page_with_its_files() {
     let d = Dashboard::new(Eddy::open("memory://").await.unwrap(), None, true).unwrap();
     for (path, needle) in [
         ("/", "<canvas"),
+        ("/", "Throughput, last 10 minutes"),
         ("/app.js", "fetch("),
         ("/style.css", "table"),
     ] {

@@ -308,3 +308,69 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> eddy::Result<(Strin
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     Ok((head.to_owned(), body.to_owned()))
 }
+
+/// `sent_total` counts every message ever added to a queue and
+/// `delivered_total` every first delivery: acknowledging, dead-lettering
+/// and trimming lower neither, a redelivery does not count again, and
+/// `list_queues` reports the same. Purging starts both from zero.
+pub async fn queue_totals_count_sends_and_first_deliveries(h: &Harness) -> CaseResult {
+    let mq = h.eddy();
+    let (q, dlq) = mq.create_queue_pair("totals").await?;
+    let info = q.info().await?;
+    if info.sent_total.is_none() {
+        return Ok(Outcome::NotApplicable(
+            "the server does not count added entries (Redis before 7.0)",
+        ));
+    }
+    assert_eq!((info.sent_total, info.delivered_total), (Some(0), Some(0)));
+
+    send_numbered(&q, 0..6).await?;
+    let got = q.receive(&take(4, "worker")).await?;
+    assert_eq!(got.len(), 4);
+    q.ack(&[got[0].id, got[1].id]).await?;
+    let info = q.info().await?;
+    assert_eq!(
+        (info.sent_total, info.delivered_total, info.pending),
+        (Some(6), Some(4), 2)
+    );
+
+    // Dead-lettering settles a delivery and adds a message to the DLQ.
+    q.dead_letter(&[got[2].id], "bad").await?;
+    q.trim_history(Duration::ZERO).await?;
+    let info = q.info().await?;
+    assert_eq!(
+        (info.sent_total, info.delivered_total, info.pending),
+        (Some(6), Some(4), 1)
+    );
+    assert!(info.length < 6, "trimmed: {info:?}");
+    let dinfo = dlq.info().await?;
+    assert_eq!(
+        (dinfo.sent_total, dinfo.delivered_total),
+        (Some(1), Some(0))
+    );
+
+    // The rest delivered for the first time; all settled.
+    let rest = q.receive(&take(10, "worker")).await?;
+    assert_eq!(rest.len(), 2);
+    let ids: Vec<_> = rest.iter().map(|m| m.id).chain([got[3].id]).collect();
+    q.ack(&ids).await?;
+    q.trim_history(Duration::ZERO).await?;
+    let listed = mq.list_queues().await?;
+    let row = listed
+        .iter()
+        .find(|r| r.name == "totals")
+        .expect("totals is listed");
+    assert_eq!(
+        (row.sent_total, row.delivered_total, row.pending),
+        (Some(6), Some(6), 0)
+    );
+    let info = q.info().await?;
+    assert_eq!((info.sent_total, info.delivered_total), (Some(6), Some(6)));
+
+    // Purging recreates the stream: the counts start again.
+    send_numbered(&q, 10..12).await?;
+    q.purge().await?;
+    let info = q.info().await?;
+    assert_eq!((info.sent_total, info.delivered_total), (Some(0), Some(0)));
+    Ok(Outcome::Passed)
+}

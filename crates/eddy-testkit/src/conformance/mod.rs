@@ -445,6 +445,7 @@ macro_rules! __conformance_cases {
             service::service_reject_and_retry_outcomes,
             metrics::service_metrics_count_a_known_workload,
             metrics::queue_gauges_read_every_queue,
+            metrics::queue_totals_count_sends_and_first_deliveries,
             metrics::consumer_loop_and_expiry_counters,
             metrics::service_serves_its_metrics_endpoint,
             webhook::request_reply,

@@ -162,6 +162,15 @@ pub struct StreamInfo {
     /// reading the backlog (on Redis, after entries were deleted from the
     /// stream; see [`crate::QueueInfo::lag_estimated`]).
     pub lag_estimated: bool,
+    /// Entries ever appended to the stream, deleted or trimmed ones
+    /// included (Redis `XINFO STREAM` `entries-added`, Redis 7.0 and
+    /// later); it only grows, until the stream is deleted or purged.
+    /// `None` where the server does not say.
+    pub entries_added: Option<u64>,
+    /// Entries the group has delivered at least once (Redis `XINFO
+    /// GROUPS` `entries-read`). `None` where the server does not say:
+    /// before Redis 7.0, or when deletions left Redis unable to tell.
+    pub entries_read: Option<u64>,
 }
 
 /// A move of one entry from one queue to another: the destination gets a new

@@ -48,6 +48,19 @@ pub struct QueueInfo {
     pub oldest_pending_age_ms: Option<u64>,
     /// When the queue was created (float epoch seconds).
     pub created_at: Option<f64>,
+    /// Messages ever added to the queue's stream: sent, promoted from
+    /// the delayed set, or moved in (requeued, dead-lettered into a DLQ).
+    /// It only grows, acknowledging and trimming do not lower it; purging
+    /// or recreating the queue starts it again from zero. Sampled twice,
+    /// its difference is the queue's send rate. `None` where the server
+    /// does not count (Redis before 7.0).
+    pub sent_total: Option<u64>,
+    /// Messages ever delivered to the queue's group at least once (a
+    /// redelivery does not count again). `delivered_total - pending` is
+    /// how many were settled: acknowledged, dead-lettered or moved. `None`
+    /// where the server does not say (Redis before 7.0, or when deletions
+    /// from the stream left Redis unable to count).
+    pub delivered_total: Option<u64>,
     /// Why the queue could not be read, and what to do about it; `None`
     /// for a healthy queue (always, from [`Queue::info`](super::Queue::info), which returns the
     /// error instead).

@@ -285,6 +285,8 @@ impl Eddy {
             oldest_pending_idle_ms: None,
             oldest_pending_age_ms: None,
             created_at: None,
+            sent_total: None,
+            delivered_total: None,
             error: Some(error.to_string()),
         })
     }
@@ -744,6 +746,8 @@ impl Queue {
             oldest_pending_idle_ms: info.oldest_pending_idle_ms,
             oldest_pending_age_ms: info.oldest_pending_age_ms,
             created_at,
+            sent_total: info.entries_added,
+            delivered_total: info.entries_read,
             error: None,
         }
     }

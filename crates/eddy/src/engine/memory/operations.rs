@@ -331,6 +331,7 @@ impl Engine for MemoryEngine {
                 if let Some(last) = delivered.last() {
                     group.last_delivered = last.id;
                 }
+                group.entries_read += delivered.len() as u64;
                 if st.expiry.contains_key(&queue.expiry) {
                     let before = delivered.len();
                     delivered.retain(|e| {
@@ -471,6 +472,7 @@ impl Engine for MemoryEngine {
         };
         let n = s.entries.len() as u64;
         s.entries.clear();
+        s.entries_added = 0;
         s.groups.clear();
         s.groups.insert(queue.group.clone(), Group::default());
         Ok(n)
@@ -512,6 +514,8 @@ impl Engine for MemoryEngine {
             first_id: s.entries.first().map(|(id, _)| id),
             last_id: s.entries.last_id(),
             lag_estimated: false,
+            entries_added: Some(s.entries_added),
+            entries_read: Some(g.entries_read),
         })
     }
 

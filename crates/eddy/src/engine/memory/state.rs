@@ -51,6 +51,8 @@ pub(super) struct Stream {
     pub(super) entries: Log<Stored>,
     pub(super) last_id: EntryId,
     pub(super) groups: HashMap<String, Group>,
+    /// Entries ever appended (Redis `entries-added`).
+    pub(super) entries_added: u64,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +62,9 @@ pub(super) struct Group {
     /// Consumer name → last time it read (ms). The name is shared with its
     /// pending entries.
     pub(super) consumers: BTreeMap<Arc<str>, u64>,
+    /// Entries delivered to the group for the first time (Redis
+    /// `entries-read`).
+    pub(super) entries_read: u64,
 }
 
 /// The consumer group of `keys` in `streams`: a missing stream or group is
@@ -140,6 +145,7 @@ impl State {
             s.last_id.next()
         };
         s.last_id = id;
+        s.entries_added += 1;
         s.entries.insert(id, Stored { data, fields });
         id
     }

@@ -358,8 +358,16 @@ fn read_info(
         first_id: entry_id_field(&stream, "first-entry"),
         last_id,
         lag_estimated: count_after.is_some(),
+        entries_added: int(stream.get("entries-added")),
+        entries_read: entries_read(&group, last_delivered),
     };
     Ok((info, count_after))
+}
+
+/// The group's `entries-read`; a group that has delivered nothing yet
+/// (Redis may report no counter for it) has read none.
+fn entries_read(group: &HashMap<String, Value>, last_delivered: EntryId) -> Option<u64> {
+    int(group.get("entries-read")).or((last_delivered == EntryId::MIN).then_some(0))
 }
 
 /// Entries the bounded count of [`lag`] reads at most.
