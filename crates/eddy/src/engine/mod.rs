@@ -164,7 +164,9 @@ pub struct StreamInfo {
     pub lag_estimated: bool,
     /// Entries ever appended to the stream, deleted or trimmed ones
     /// included (Redis `XINFO STREAM` `entries-added`, Redis 7.0 and
-    /// later); it only grows, until the stream is deleted or purged.
+    /// later); it only grows, until the stream is deleted or purged. On
+    /// Redis it also counts the entries of an append refused by its check
+    /// and rolled back (see `append_check.lua`).
     /// `None` where the server does not say.
     pub entries_added: Option<u64>,
     /// Entries the group has delivered at least once (Redis `XINFO

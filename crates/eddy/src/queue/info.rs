@@ -53,7 +53,12 @@ pub struct QueueInfo {
     /// It only grows, acknowledging and trimming do not lower it; purging
     /// or recreating the queue starts it again from zero. Sampled twice,
     /// its difference is the queue's send rate. `None` where the server
-    /// does not count (Redis before 7.0).
+    /// does not count (Redis before 7.0). On Redis a plain send refused
+    /// after its entries were written (the queue full, or deleted, when
+    /// the transaction's check ran) is counted too, though its entries
+    /// were removed at once: Redis counts every XADD, and the all-or-none
+    /// check rolls back with XDEL. The embedded engine writes nothing in
+    /// that case and does not count it.
     pub sent_total: Option<u64>,
     /// Messages ever delivered to the queue's group at least once (a
     /// redelivery does not count again). `delivered_total - pending` is
