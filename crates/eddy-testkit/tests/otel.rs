@@ -1,9 +1,10 @@
 //! Feature `otel`: an event published inside a span and handled by a
 //! service is one trace, publisher to consumer, and the consumer's
 //! delivery span carries the messaging fields. Spans go to the SDK's
-//! in-memory exporter.
+//! in-memory exporter. Each case runs on the embedded engine and on a
+//! redis-server of its own: the `traceparent` travels in the stored entry.
 //!
-//! `cargo test -p eddy --features otel --test otel`
+//! `cargo test -p eddy-testkit --features otel --test otel`
 #![cfg(feature = "otel")]
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use eddy::bus::{Bus, Envelope, Subscription};
 use eddy::service::{Context, Service};
+use eddy_testkit::RedisServer;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct OrderPlaced {
@@ -79,10 +81,30 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
         .unwrap_or_else(|| panic!("the handler's channel closed"))
 }
 
+/// Both engines: the embedded one, and a redis-server that lives as long
+/// as the returned guard.
+fn engines() -> Vec<(String, Option<RedisServer>)> {
+    let server = RedisServer::start().expect("start a redis-server (is redis-server installed?)");
+    vec![("memory://".to_owned(), None), (server.url(), Some(server))]
+}
+
 #[tokio::test]
 async fn a_published_event_and_its_deliveries_are_one_trace() {
+    for (url, _server) in engines() {
+        one_trace_across_deliveries(&url).await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_published_outside_any_span_is_delivered_in_the_trace_it_names() {
+    for (url, _server) in engines() {
+        trace_named_by_the_envelope(&url).await;
+    }
+}
+
+async fn one_trace_across_deliveries(url: &str) {
     let (exporter, provider, _guard) = trace_to_memory();
-    let bus = Bus::open("memory://").await.unwrap();
+    let bus = Bus::open(url).await.unwrap();
     let (handled_tx, mut handled) = mpsc::unbounded_channel();
     // shipping handles the order and publishes a follow-up, which billing
     // handles: three hops, one trace.
@@ -155,10 +177,9 @@ async fn a_published_event_and_its_deliveries_are_one_trace() {
     assert_eq!(text(shipped, "messaging.message.conversation_id"), "cart-7");
 }
 
-#[tokio::test]
-async fn an_event_published_outside_any_span_is_delivered_in_the_trace_it_names() {
+async fn trace_named_by_the_envelope(url: &str) {
     let (exporter, provider, _guard) = trace_to_memory();
-    let bus = Bus::open("memory://").await.unwrap();
+    let bus = Bus::open(url).await.unwrap();
     let queue = bus
         .subscribe("audit", &Subscription::types(["OrderPlaced"]))
         .await
