@@ -222,14 +222,42 @@ pub struct Search {
 /// Queues searched at once by `GET /api/messages/ID`.
 const SEARCH_AT_ONCE: usize = 32;
 
-/// `GET /api/messages/ID[?queue=NAME]`: the message with this stream id in
+/// A search by the sender's message id reads at most this many entries of
+/// each stream, oldest first (no index of message ids exists in Redis, so
+/// it is a scan; the answer says when a stream was longer).
+pub const SCAN_LIMIT: usize = 10_000;
+
+/// Entries read per call of that scan.
+const SCAN_PAGE: usize = 500;
+
+/// What `GET /api/messages/ID` looks for.
+#[derive(Debug, Clone)]
+enum Wanted {
+    /// A stream id (`1700000000000-0`): one lookup per stream.
+    Entry(EntryId),
+    /// The sender's `message_id` (`_metadata.id`, a uuid by default).
+    MessageId(String),
+}
+
+/// `GET /api/messages/ID[?queue=NAME]`: the message with this stream id,
+/// or with this sender's message id (a bounded scan, [`SCAN_LIMIT`]), in
 /// that queue and its DLQ, or in every queue and DLQ.
 pub async fn message(
     State(d): State<Dashboard>,
     Path(id): Path<String>,
     Query(search): Query<Search>,
 ) -> ApiResult {
-    let id: EntryId = id.trim().parse()?;
+    let id = id.trim().to_owned();
+    if id.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "give a stream id (1700000000000-0) or a message id",
+        ));
+    }
+    let wanted = match id.parse::<EntryId>() {
+        Ok(entry) => Wanted::Entry(entry),
+        Err(_) => Wanted::MessageId(id.clone()),
+    };
     let names: Vec<String> = match search.queue {
         Some(q) => vec![q.clone(), format!("{q}:dlq")],
         None => d
@@ -241,26 +269,41 @@ pub async fn message(
             .map(|q| q.name)
             .collect(),
     };
-    let found: Vec<Option<Value>> = futures::stream::iter(names)
+    let found: Vec<(Vec<Value>, bool)> = futures::stream::iter(names)
         .map(|name| {
-            let d = d.clone();
-            async move { find_in(&d, &name, id).await }
+            let (d, wanted) = (d.clone(), wanted.clone());
+            async move { find_in(&d, &name, &wanted).await }
         })
         .buffered(SEARCH_AT_ONCE)
         .try_collect()
         .await?;
-    let found: Vec<Value> = found.into_iter().flatten().collect();
+    let truncated = found.iter().any(|(_, cut)| *cut);
+    let found: Vec<Value> = found.into_iter().flat_map(|(f, _)| f).collect();
     if found.is_empty() {
+        let what = match wanted {
+            Wanted::Entry(_) => "stream id".to_owned(),
+            Wanted::MessageId(_) if truncated => format!(
+                "message id in the first {SCAN_LIMIT} entries of each stream (a longer one was not read to its end)"
+            ),
+            Wanted::MessageId(_) => "message id".to_owned(),
+        };
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no message with id {id} (a stream id such as 1700000000000-0)"),
+            format!("no message with {what} {id}"),
         ));
     }
-    Ok(Json(json!({ "id": id.to_string(), "found": found })))
+    Ok(Json(
+        json!({ "id": id, "found": found, "scan_truncated": truncated }),
+    ))
 }
 
-/// The message `id` of queue (or `QUEUE:dlq`) `name`, if it is there.
-async fn find_in(d: &Dashboard, name: &str, id: EntryId) -> Result<Option<Value>, ApiError> {
+/// The messages `wanted` of queue (or `QUEUE:dlq`) `name`, and whether a
+/// scan stopped at [`SCAN_LIMIT`] before the stream's end.
+async fn find_in(
+    d: &Dashboard,
+    name: &str,
+    wanted: &Wanted,
+) -> Result<(Vec<Value>, bool), ApiError> {
     let (base, in_dlq) = match name.strip_suffix(":dlq") {
         Some(base) => (base, true),
         None => (name, false),
@@ -272,14 +315,40 @@ async fn find_in(d: &Dashboard, name: &str, id: EntryId) -> Result<Option<Value>
     };
     let queue: Queue = match queue {
         Ok(q) => q,
-        Err(e) if e.kind() == ErrorKind::QueueNotFound => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::QueueNotFound => return Ok((Vec::new(), false)),
         Err(e) => return Err(e.into()),
     };
-    let first = queue.peek_from(id, 1).await?;
-    Ok(first
-        .iter()
-        .find(|m| m.id == id)
-        .map(|m| json!({ "queue": base, "in_dlq": in_dlq, "message": Shown::from(m) })))
+    let shown = |m: &Message| json!({ "queue": base, "in_dlq": in_dlq, "message": Shown::from(m) });
+    match wanted {
+        Wanted::Entry(id) => {
+            let first = queue.peek_from(*id, 1).await?;
+            Ok((
+                first.iter().filter(|m| m.id == *id).map(shown).collect(),
+                false,
+            ))
+        }
+        Wanted::MessageId(message_id) => {
+            let mut out = Vec::new();
+            let mut from = EntryId::MIN;
+            let mut read = 0;
+            while read < SCAN_LIMIT {
+                let page = queue
+                    .peek_from(from, SCAN_PAGE.min(SCAN_LIMIT - read))
+                    .await?;
+                read += page.len();
+                out.extend(
+                    page.iter()
+                        .filter(|m| m.message_id == *message_id)
+                        .map(shown),
+                );
+                match page.last() {
+                    Some(last) if page.len() == SCAN_PAGE => from = last.id.next(),
+                    _ => return Ok((out, false)),
+                }
+            }
+            Ok((out, true))
+        }
+    }
 }
 
 /// `GET /api/routes`: each event type (`*` for all of them) and the

@@ -153,8 +153,16 @@ async fn the_api_answers(mq: Eddy) {
     assert_eq!(only["found"].as_array().unwrap().len(), 1);
     let (status, _) = call(&d, "GET", "/api/messages/1-1", &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // The sender's message id: a scan of each stream.
+    let message_id = messages[1]["message_id"].as_str().unwrap().to_owned();
+    let by_message_id = get(&d, &format!("/api/messages/{message_id}")).await;
+    let by_message_id = by_message_id["found"].as_array().unwrap();
+    assert_eq!(by_message_id.len(), 1, "{by_message_id:?}");
+    assert_eq!(by_message_id[0]["queue"], "orders");
+    assert_eq!(by_message_id[0]["in_dlq"], true);
+    assert_eq!(by_message_id[0]["message"]["id"], messages[1]["id"]);
     let (status, _) = call(&d, "GET", "/api/messages/nonsense", &[], "").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::NOT_FOUND, "no message has that id");
     let (status, _) = call(&d, "GET", "/api/queues/nope", &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
