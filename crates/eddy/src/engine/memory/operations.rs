@@ -635,6 +635,7 @@ impl Engine for MemoryEngine {
         // The `length`-th newest of those is the oldest one kept.
         let by_length = retention.length.map(|n| match n {
             0 => safe,
+            n if stream.entries.len() as u64 <= n => EntryId::MIN,
             n => stream
                 .entries
                 .nth_back_before(safe, n)

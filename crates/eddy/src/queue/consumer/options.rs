@@ -95,8 +95,10 @@ pub struct ConsumerOptions {
     pub history: Option<Duration>,
     /// At most this many acknowledged entries are kept too, however young
     /// (default `None`: the age alone bounds the history). Trimmed on the
-    /// same schedule as [`ConsumerOptions::history`], and applied even when
-    /// that is `None`.
+    /// same schedule as [`ConsumerOptions::history`] (at least once a
+    /// second), and applied even when that is `None`. A trim of a queue
+    /// longer than the bound reads up to that many entries on Redis to
+    /// find the oldest one kept, so keep it to thousands, not millions.
     pub history_length: Option<u64>,
     /// Consumers of the queue's group that hold nothing and have not read
     /// for this long are removed (default [`DEFAULT_FORGET_IDLE`]; `None`

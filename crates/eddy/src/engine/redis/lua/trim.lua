@@ -47,9 +47,15 @@ end
 if length then
   local by_length = limit
   if length > 0 then
-    -- The `length`-th newest acknowledged entry is the oldest one kept.
-    local kept = redis.call('XREVRANGE', stream, '(' .. limit, '-', 'COUNT', length)
-    by_length = #kept == length and kept[length][1] or '0-0'
+    if redis.call('XLEN', stream) <= length then
+      -- Fewer entries than the bound in all: nothing goes by length, and
+      -- the range below (which reads `length` entries) is not needed.
+      by_length = '0-0'
+    else
+      -- The `length`-th newest acknowledged entry is the oldest one kept.
+      local kept = redis.call('XREVRANGE', stream, '(' .. limit, '-', 'COUNT', length)
+      by_length = #kept == length and kept[length][1] or '0-0'
+    end
   end
   if not target or less(target, by_length) then
     target = by_length
