@@ -88,11 +88,7 @@ pub async fn run(
 fn rows(queues: &[QueueInfo]) -> BTreeMap<String, Row> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for q in queues {
-        let name = if q.is_dlq {
-            q.name.strip_suffix(":dlq").unwrap_or(&q.name)
-        } else {
-            &q.name
-        };
+        let name = q.queue_name();
         let row = rows.entry(name.to_owned()).or_insert_with(|| Row {
             queue: name.to_owned(),
             ..Row::default()

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{StreamExt, TryStreamExt};
@@ -107,11 +107,7 @@ pub async fn queues(State(d): State<Dashboard>) -> ApiResult {
     let by_name = counts(&listed);
     let mut rows: BTreeMap<&str, Row<'_>> = BTreeMap::new();
     for q in &listed {
-        let name = if q.is_dlq {
-            q.name.strip_suffix(":dlq").unwrap_or(&q.name)
-        } else {
-            &q.name
-        };
+        let name = q.queue_name();
         let row = rows.entry(name).or_insert_with(|| Row {
             name,
             counts: by_name.get(name).copied().unwrap_or_default(),
@@ -392,15 +388,27 @@ pub async fn metrics(State(d): State<Dashboard>) -> Response {
     }
 }
 
-/// An action's JSON body, once the request may act.
-fn action<T: DeserializeOwned>(d: &Dashboard, headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
-    authorize(d, headers)?;
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+/// An action's JSON body, extracted once the request may act
+/// ([`authorize`]); an empty body is `{}`.
+pub struct Action<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<Dashboard> for Action<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, d: &Dashboard) -> Result<Self, ApiError> {
+        authorize(d, req.headers())?;
+        let body = Bytes::from_request(req, d)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &body
+        };
+        serde_json::from_slice(body)
+            .map(Action)
+            .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -421,10 +429,10 @@ impl Ids {
 }
 
 #[derive(Debug, Deserialize)]
-struct Nothing {}
+pub struct Nothing {}
 
 #[derive(Debug, Deserialize)]
-struct Reason {
+pub struct Reason {
     reason: String,
     limit: Option<usize>,
 }
@@ -433,10 +441,9 @@ struct Reason {
 pub async fn requeue(
     State(d): State<Dashboard>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Action(ids): Action<Ids>,
 ) -> ApiResult {
-    let ids = action::<Ids>(&d, &headers, &body)?.parse()?;
+    let ids = ids.parse()?;
     let n = d.mq().dead_letter_queue(&name).await?.requeue(&ids).await?;
     Ok(Json(json!({ "requeued": n })))
 }
@@ -445,10 +452,8 @@ pub async fn requeue(
 pub async fn requeue_all(
     State(d): State<Dashboard>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _: Action<Nothing>,
 ) -> ApiResult {
-    action::<Nothing>(&d, &headers, &body)?;
     let n = d.mq().dead_letter_queue(&name).await?.requeue_all().await?;
     Ok(Json(json!({ "requeued": n })))
 }
@@ -459,10 +464,8 @@ pub async fn requeue_all(
 pub async fn requeue_reason(
     State(d): State<Dashboard>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Action(reason): Action<Reason>,
 ) -> ApiResult {
-    let reason = action::<Reason>(&d, &headers, &body)?;
     if reason.reason.is_empty() {
         return Err(ApiError::bad_request(
             "\"reason\" is empty: give the text to look for (requeue-all moves everything)",
@@ -483,10 +486,9 @@ pub async fn requeue_reason(
 pub async fn delete_dead_letters(
     State(d): State<Dashboard>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Action(ids): Action<Ids>,
 ) -> ApiResult {
-    let ids = action::<Ids>(&d, &headers, &body)?.parse()?;
+    let ids = ids.parse()?;
     let n = d.mq().dead_letter_queue(&name).await?.delete(&ids).await?;
     Ok(Json(json!({ "deleted": n })))
 }
@@ -495,10 +497,9 @@ pub async fn delete_dead_letters(
 pub async fn delete_messages(
     State(d): State<Dashboard>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    Action(ids): Action<Ids>,
 ) -> ApiResult {
-    let ids = action::<Ids>(&d, &headers, &body)?.parse()?;
+    let ids = ids.parse()?;
     let n = d.mq().queue(&name).await?.delete(&ids).await?;
     Ok(Json(json!({ "deleted": n })))
 }

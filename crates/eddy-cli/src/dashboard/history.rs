@@ -36,11 +36,7 @@ impl Counts {
 pub fn counts(queues: &[QueueInfo]) -> BTreeMap<&str, Counts> {
     let mut out: BTreeMap<&str, Counts> = BTreeMap::new();
     for q in queues.iter().filter(|q| q.error.is_none()) {
-        let name = if q.is_dlq {
-            q.name.strip_suffix(":dlq").unwrap_or(&q.name)
-        } else {
-            &q.name
-        };
+        let name = q.queue_name();
         let c = out.entry(name).or_default();
         if q.is_dlq {
             c.dead_lettered = q.length;

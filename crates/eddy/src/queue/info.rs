@@ -72,6 +72,18 @@ pub struct QueueInfo {
     pub error: Option<String>,
 }
 
+impl QueueInfo {
+    /// The queue this stream belongs to: its own name, or for a DLQ
+    /// (`NAME:dlq`) the name of its queue, to show a queue and its DLQ as
+    /// one row.
+    pub fn queue_name(&self) -> &str {
+        match (self.is_dlq, self.name.strip_suffix(":dlq")) {
+            (true, Some(queue)) => queue,
+            _ => &self.name,
+        }
+    }
+}
+
 /// A consumer of a queue's group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
