@@ -13,8 +13,7 @@
 //! of `GET /`, `GET /api/queues` and `GET /metrics`, then one JSON line.
 //! The requirement: each answers within 1 s.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -135,18 +134,9 @@ async fn fill(url: &str, queues: usize) -> eddy::Result<()> {
 
 /// One GET on a connection of its own; the body's size. Fails unless 200.
 fn get(addr: &str, path: &str) -> Result<usize, Failure> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("GET {path}: {head}").into());
+    let answer = eddy_testkit::http::request(addr, "GET", path, &[], "", Duration::from_secs(30))?;
+    if answer.status != 200 {
+        return Err(format!("GET {path}: {}", answer.head).into());
     }
-    Ok(body.len())
+    Ok(answer.body.len())
 }

@@ -6,8 +6,7 @@
 //! `npm ci` in crates/eddy-cli/tests/browser; without them it fails saying
 //! so, unless EDDY_SKIP_BROWSER=1.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -47,27 +46,17 @@ impl Dashboard {
 
     /// A request; the status and the body (JSON when it parses).
     fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        write!(
-            stream,
-            "{head}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        let answer = eddy_testkit::http::request(
+            &self.addr,
+            method,
+            path,
+            headers,
+            body,
+            Duration::from_secs(10),
         )
         .unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        let raw = String::from_utf8(raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
-        (status, body)
+        let body = serde_json::from_str(&answer.body).unwrap_or(Value::String(answer.body));
+        (answer.status, body)
     }
 
     fn get(&self, path: &str) -> Value {

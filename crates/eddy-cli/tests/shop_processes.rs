@@ -5,8 +5,7 @@
 //! each process reaching the services in the others.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -173,52 +172,39 @@ impl Drop for Procs {
     }
 }
 
-/// A minimal HTTP/1.1 client: one request per connection. Returns the
-/// status and the JSON body.
+/// One request on a connection of its own (`eddy_testkit::http`);
+/// the status and the JSON body.
 fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let answer = eddy_testkit::http::request(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        &body,
+        Duration::from_secs(10),
     )
     .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(
-        !head
+        !answer
+            .head
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked"),
-        "{head}"
+        "{}",
+        answer.head
     );
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    (status, json)
+    let json =
+        serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("{e}: {}", answer.body));
+    (answer.status, json)
 }
 
 /// GET /metrics; the Prometheus text.
 fn scrape(addr: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    let answer =
+        eddy_testkit::http::request(addr, "GET", "/metrics", &[], "", Duration::from_secs(10))
+            .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    answer.body
 }
 
 fn order_body(i: usize) -> Value {

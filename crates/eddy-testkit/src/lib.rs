@@ -20,6 +20,7 @@
 //! ```
 
 pub mod conformance;
+pub mod http;
 pub mod proxy;
 pub mod python;
 pub mod redis_server;
