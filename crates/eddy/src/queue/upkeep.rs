@@ -146,7 +146,7 @@ impl Queue {
     }
 
     /// Cap the queue at `max` entries (`None` removes the cap): a send that
-    /// would go past it fails with [`ErrorKind::QueueFull`] instead of
+    /// would go past it fails with [`ErrorKind::QueueFull`](crate::ErrorKind::QueueFull) instead of
     /// dropping anything. The count is the stream's length, acknowledged
     /// history included until [`Queue::trim_history`] removes it.
     pub async fn set_max_length(&self, max: Option<u64>) -> Result<()> {
