@@ -55,6 +55,12 @@ pub enum ErrorKind {
     Decode,
     /// A transaction was used after it was committed or is empty.
     Transaction,
+    /// On Redis Cluster, one atomic step would span hash slots: a
+    /// transaction over queues that do not share a hash tag. Nothing was
+    /// written; name the queues with one tag (`{shop}orders`,
+    /// `{shop}payments`, see [`KeyLayout`](crate::engine::KeyLayout)) to
+    /// keep them in one slot.
+    CrossSlot,
     /// A webhook request's handler rejected it or failed its last allowed
     /// delivery (the request goes to the path's dead-letter queue); the message
     /// carries the handler's reason. Sending the same request again is

@@ -23,6 +23,12 @@
 //! on any other error (unreachable, timeout, out of memory, ...) every
 //! event of the batch gets that error, as each would have alone.
 //!
+//! On a Redis Cluster (a batcher made by [`Batcher::for_log`]) a batch is
+//! one append of its events to the bus's `all` log, which the relays fan
+//! out (see `relay.rs`), with one call in flight at a time: the cluster
+//! client may reorder calls in flight together, and one task's publishes
+//! must reach the log in the order it made them.
+//!
 //! Like any request handed to a server, a publish whose caller stops
 //! waiting (a timeout around it) may still be published once its batch is
 //! on its way.
@@ -36,7 +42,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use futures::Future;
 use tokio::sync::{oneshot, Notify};
 
-use crate::engine::{Publish, SharedEngine};
+use crate::engine::{Append, Publish, QueueKeys, SharedEngine};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The most events one engine call carries (about 25 KB of 200-byte
@@ -65,6 +71,8 @@ pub(super) struct Batcher {
     waiting: Mutex<Waiting>,
     /// Wakes the driver when a publish arrives while its calls are in flight.
     arrived: Notify,
+    /// On a cluster: the log a batch is appended to, instead of a fan-out.
+    log: Option<Arc<QueueKeys>>,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -74,6 +82,14 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
+    /// A batcher that appends each batch to `log` (on a Redis Cluster).
+    pub(super) fn for_log(log: Arc<QueueKeys>) -> Self {
+        Self {
+            log: Some(log),
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -86,7 +102,16 @@ impl Batcher {
     ) -> Result<Vec<String>> {
         // The driver is a tokio task; without a tokio runtime, publish alone.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return engine.publish(&publish).await;
+            return match &self.log {
+                Some(log) => {
+                    let (reply, answer) = oneshot::channel();
+                    append_to_log(engine.clone(), log.clone(), vec![Job { publish, reply }]).await;
+                    answer.await.unwrap_or_else(|_| {
+                        Err(Error::new(ErrorKind::Backend, "the publish was dropped"))
+                    })
+                }
+                None => engine.publish(&publish).await,
+            };
         };
         let (reply, answer) = oneshot::channel();
         let start = {
@@ -168,13 +193,17 @@ async fn drive(batcher: Arc<Batcher>, engine: SharedEngine) {
     };
     let batcher = turn.batcher.clone();
     let mut in_flight: FuturesUnordered<Call> = FuturesUnordered::new();
+    let limit = if batcher.log.is_some() { 1 } else { IN_FLIGHT };
     loop {
         // Fill the free slots, one batch at a time, each call sent (polled
         // once) before the next batch is taken: calls go out in order.
-        while in_flight.len() < IN_FLIGHT {
+        while in_flight.len() < limit {
             match batcher.next_batch(in_flight.is_empty()) {
                 Next::Batch(batch) => {
-                    let mut call: Call = Box::pin(settle(engine.clone(), batch));
+                    let mut call: Call = match &batcher.log {
+                        Some(log) => Box::pin(append_to_log(engine.clone(), log.clone(), batch)),
+                        None => Box::pin(settle(engine.clone(), batch)),
+                    };
                     if futures::poll!(call.as_mut()).is_pending() {
                         in_flight.push(call);
                     }
@@ -188,7 +217,7 @@ async fn drive(batcher: Arc<Batcher>, engine: SharedEngine) {
         }
         tokio::select! {
             _ = in_flight.next() => {}
-            _ = batcher.arrived.notified(), if in_flight.len() < IN_FLIGHT => {}
+            _ = batcher.arrived.notified(), if in_flight.len() < limit => {}
         }
     }
 }
@@ -233,5 +262,57 @@ async fn settle(engine: SharedEngine, jobs: Vec<Job>) {
                 let _ = reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+/// On a cluster: one all-or-none append of the batch to the log, and each
+/// event's subscribers at this moment (its route sets, each read once per
+/// batch) as its result. A failure to read the routes does not fail a
+/// publish that is in the log (a retry would publish it twice): that
+/// event's list is empty.
+async fn append_to_log(engine: SharedEngine, log: Arc<QueueKeys>, jobs: Vec<Job>) {
+    let appends: Vec<Append> = jobs
+        .iter()
+        .map(|j| Append::new(log.clone(), j.publish.data.clone()))
+        .collect();
+    let mut route_keys: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| j.publish.routes.iter().cloned())
+        .collect();
+    route_keys.sort();
+    route_keys.dedup();
+    let (appended, members) = futures::join!(
+        engine.append(&appends),
+        futures::future::join_all(route_keys.iter().map(|k| engine.members(k)))
+    );
+    if let Err(e) = appended {
+        for job in jobs {
+            let _ = job.reply.send(Err(e.clone()));
+        }
+        return;
+    }
+    let members: std::collections::HashMap<String, Vec<String>> = route_keys
+        .into_iter()
+        .zip(members)
+        .map(|(k, m)| {
+            (
+                k,
+                m.unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "published, but listing the subscribers failed");
+                    Vec::new()
+                }),
+            )
+        })
+        .collect();
+    for job in jobs {
+        let mut to: Vec<String> = job
+            .publish
+            .routes
+            .iter()
+            .flat_map(|k| members.get(k).into_iter().flatten().cloned())
+            .collect();
+        to.sort();
+        to.dedup();
+        let _ = job.reply.send(Ok(to));
     }
 }

@@ -15,11 +15,16 @@
 //! Publishing an event is one atomic step: one Lua script on Redis, one
 //! critical section embedded. Publishes that overlap in time share that
 //! step (a group commit: see `batch.rs`), each keeping its own result.
+//!
+//! On a Redis Cluster the subscription queues are in different hash slots
+//! and no script can write them together: a publish is one append to the
+//! `all` log, and a relay that every bus runs fans it out (see `relay.rs`).
 
 mod batch;
 mod envelope;
 mod incoming;
 mod log;
+mod relay;
 #[cfg(test)]
 mod tests;
 pub(crate) mod trace;
@@ -130,6 +135,15 @@ pub struct Bus {
     /// Events published through this handle and its clones, for the
     /// metrics.
     published: Arc<PublishCounts>,
+    /// On a Redis Cluster: the `all` log, which publishes append to, and
+    /// the guard of this bus's relay, which fans the log out.
+    cluster: Option<ClusterLog>,
+}
+
+#[derive(Debug, Clone)]
+struct ClusterLog {
+    keys: Arc<crate::engine::QueueKeys>,
+    _relay: Option<Arc<relay::RelayGuard>>,
 }
 
 /// Events a bus handle (and its clones) published, per event type: how
@@ -173,12 +187,28 @@ impl Bus {
 
     /// A bus over `mq`, whose prefix becomes the bus prefix.
     pub async fn new(mq: Eddy) -> Result<Self> {
-        mq.create_queue_pair(ALL_LOG).await?;
+        let (log, _) = mq.create_queue_pair(ALL_LOG).await?;
+        let cluster = mq.engine().capabilities().clustered.then(|| {
+            let keys = Arc::new(log.keys().clone());
+            let relay = relay::start(mq.clone(), keys.clone());
+            if relay.is_none() {
+                tracing::warn!("no tokio runtime: this bus publishes to the cluster's log, but another process's bus must relay it");
+            }
+            ClusterLog {
+                keys,
+                _relay: relay,
+            }
+        });
+        let batcher = match &cluster {
+            Some(cluster) => batch::Batcher::for_log(cluster.keys.clone()),
+            None => batch::Batcher::default(),
+        };
         Ok(Self {
             mq,
-            batcher: Arc::default(),
+            batcher: Arc::new(batcher),
             log: Arc::new(log::LogHistory::new(Some(DEFAULT_LOG_HISTORY))),
             published: Arc::default(),
+            cluster,
         })
     }
 
@@ -429,13 +459,7 @@ impl Bus {
     }
 
     async fn fan_out(&self, event_type: &str, event_id: String, data: Bytes) -> Result<Published> {
-        let publish = Publish::new(
-            vec![self.routes_key(event_type), self.all_routes_key()],
-            format!("{}sub:", self.mq.prefix()),
-            data,
-        )
-        .log(format!("{}{ALL_LOG}", self.mq.prefix()));
-        let delivered_to = self.batcher.publish(self.mq.engine(), publish).await?;
+        let delivered_to = self.publish_or_log(event_type, data).await?;
         self.published.add(event_type, delivered_to.len());
         if let Some(keep) = self.log.claim() {
             let bus = self.clone();
@@ -449,6 +473,19 @@ impl Bus {
             event_id,
             delivered_to,
         })
+    }
+
+    /// One server: one script appends to every subscription queue and the
+    /// log. A cluster: one append to the log, which the relays fan out.
+    /// Returns the subscribers.
+    async fn publish_or_log(&self, event_type: &str, data: Bytes) -> Result<Vec<String>> {
+        let publish = Publish::new(
+            vec![self.routes_key(event_type), self.all_routes_key()],
+            format!("{}sub:", self.mq.prefix()),
+            data,
+        )
+        .log(format!("{}{ALL_LOG}", self.mq.prefix()));
+        self.batcher.publish(self.mq.engine(), publish).await
     }
 
     /// The entry of an event, the seed's flat JSON: `event_id`,
@@ -504,13 +541,60 @@ impl Bus {
     /// Remove events older than `keep` from the `all` log (it is a replay
     /// log, read by nobody's group, so queue retention never trims it).
     /// Returns how many were removed.
+    ///
+    /// On a Redis Cluster the log is what the relays read, so it is trimmed
+    /// like a queue's history: an event no relay has acknowledged yet stays,
+    /// however old.
     pub async fn trim_log(&self, keep: Duration) -> Result<u64> {
+        if let Some(cluster) = &self.cluster {
+            return self
+                .mq
+                .engine()
+                .trim(&cluster.keys, crate::engine::Retention::age(keep))
+                .await;
+        }
         let now = self.mq.engine().now_ms().await?;
         let before = now.saturating_sub(keep.as_millis() as u64);
         self.mq
             .engine()
             .trim_log(&format!("{}{ALL_LOG}", self.mq.prefix()), before)
             .await
+    }
+
+    /// Waits until every event published so far (by any process) has been
+    /// fanned out to its subscription queues, or `timeout` passes.
+    ///
+    /// On one server a publish is its fan-out, so this returns at once. On a
+    /// Redis Cluster the relays fan the log out a moment after `publish`
+    /// returns (see the module docs): this is for a caller that must see
+    /// the copies in place, such as a test or a tool that publishes and then
+    /// reads a subscription queue. A publish is durable without it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`] with the number of events still waiting, or
+    /// the engine's error.
+    pub async fn relayed(&self, timeout: Duration) -> Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let info = self.mq.engine().info(&cluster.keys).await?;
+            if info.lag == 0 && info.pending == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "after {timeout:?}, {} event(s) of the bus's log are not relayed yet and {} are being relayed: is a bus running (every Bus relays)?",
+                        info.lag, info.pending
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Events from the `all` log published at or after `since`, oldest

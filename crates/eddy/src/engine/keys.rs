@@ -56,9 +56,38 @@ pub struct QueueKeys {
 /// assert_eq!(layout.dlq("orders")?.group, "orders-group-dlq");
 /// # Ok::<(), eddy::Error>(())
 /// ```
+///
+/// # On Redis Cluster
+///
+/// Redis Cluster runs a script or a MULTI/EXEC only when every key it
+/// touches hashes to one slot, and eddy's atomic steps span a queue's
+/// stream, metadata, TTL index, delayed set and its DLQ's keys. The
+/// [clustered](KeyLayout::clustered) layout (chosen by itself on a
+/// `redis+cluster://` engine) therefore wraps the name in a hash tag:
+/// stream `P{NAME}`, metadata `P{NAME}:metadata`, DLQ `P{NAME}:dlq`, group
+/// `NAME-group` as before, so a queue and its DLQ share a slot and
+/// different queues spread over the cluster. This is the one place where
+/// the layout departs from LeanMQ's: a Python client that spells
+/// `mq:orders` does not see the cluster's `mq:{orders}`.
+///
+/// A name may carry its own hash tag, `{TAG}` with text outside it
+/// (`{shop}orders`, `{shop}:payments`); then the name is used as it is, so
+/// queues with one tag share a slot and can share a
+/// [transaction](crate::Eddy::transaction) on a cluster. A name that is
+/// nothing but a tag (`{orders}`) is refused: it would spell the keys of
+/// `orders`.
+///
+/// ```
+/// let layout = eddy::engine::KeyLayout::clustered("mq:")?;
+/// assert_eq!(layout.queue("orders")?.stream, "mq:{orders}");
+/// assert_eq!(layout.dlq("orders")?.stream, "mq:{orders}:dlq");
+/// assert_eq!(layout.queue("{shop}orders")?.stream, "mq:{shop}orders");
+/// # Ok::<(), eddy::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
     prefix: String,
+    clustered: bool,
 }
 
 /// The longest queue name accepted.
@@ -82,7 +111,40 @@ impl KeyLayout {
         }
         Ok(Self {
             prefix: prefix.to_owned(),
+            clustered: false,
         })
+    }
+
+    /// The Redis Cluster layout under `prefix`: every queue's keys, its
+    /// DLQ's included, in one hash slot (see [the type's
+    /// docs](KeyLayout#on-redis-cluster)).
+    pub fn clustered(prefix: &str) -> Result<Self> {
+        Ok(Self {
+            clustered: true,
+            ..Self::new(prefix)?
+        })
+    }
+
+    /// This layout, clustered.
+    pub(crate) fn into_clustered(self) -> Self {
+        Self {
+            clustered: true,
+            ..self
+        }
+    }
+
+    /// Whether this is the [clustered](KeyLayout::clustered) layout.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// The stream key of queue `name` (validated).
+    fn stream_key(&self, name: &str) -> String {
+        if self.clustered && !name.contains('{') {
+            format!("{}{{{name}}}", self.prefix)
+        } else {
+            format!("{}{name}", self.prefix)
+        }
     }
 
     /// The prefix.
@@ -98,7 +160,7 @@ impl KeyLayout {
     /// The keys of queue `name`.
     pub fn queue(&self, name: &str) -> Result<QueueKeys> {
         validate_name(name)?;
-        let stream = format!("{}{name}", self.prefix);
+        let stream = self.stream_key(name);
         Ok(QueueKeys {
             name: name.to_owned(),
             group: format!("{name}-group"),
@@ -114,7 +176,7 @@ impl KeyLayout {
     /// The keys of the dead-letter queue of queue `name`.
     pub fn dlq(&self, name: &str) -> Result<QueueKeys> {
         validate_name(name)?;
-        let main = format!("{}{name}", self.prefix);
+        let main = self.stream_key(name);
         let stream = format!("{main}:dlq");
         Ok(QueueKeys {
             name: format!("{name}:dlq"),
@@ -132,10 +194,16 @@ impl KeyLayout {
     /// it is a DLQ; `None` if it is not under this prefix.
     pub fn parse_stream_key(&self, key: &str) -> Option<(String, bool)> {
         let name = key.strip_prefix(&self.prefix)?;
-        match name.strip_suffix(":dlq") {
-            Some(main) => Some((main.to_owned(), true)),
-            None => Some((name.to_owned(), false)),
-        }
+        let (name, is_dlq) = match name.strip_suffix(":dlq") {
+            Some(main) => (main, true),
+            None => (name, false),
+        };
+        // The clustered layout's own tag: `{NAME}` is queue NAME.
+        let name = match name.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+            Some(inner) if self.clustered && !inner.contains(['{', '}']) => inner,
+            _ => name,
+        };
+        Some((name.to_owned(), is_dlq))
     }
 }
 
@@ -150,7 +218,7 @@ const RESERVED_SEGMENTS: [&str; 5] = ["dlq", "metadata", "expiry", "delayed", "r
 pub fn validate_name(name: &str) -> Result<()> {
     let ok_chars = name
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'{' | b'}'));
     let last = name.rsplit(':').next().unwrap_or(name);
     let reserved = RESERVED_SEGMENTS.contains(&last);
     if name.is_empty() || name.len() > MAX_NAME_LEN || !ok_chars || reserved {
@@ -162,7 +230,44 @@ pub fn validate_name(name: &str) -> Result<()> {
             ),
         ));
     }
+    if name.contains(['{', '}']) && !is_one_hash_tag(name) {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!(
+                "invalid name `{}`: braces must form one Redis Cluster hash tag, `{{TAG}}` with a non-empty TAG and text outside it (`{{shop}}orders`), which puts queues with one tag in one slot",
+                name.escape_debug()
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Whether `name` holds exactly one `{TAG}` (non-empty) and more text
+/// outside it.
+fn is_one_hash_tag(name: &str) -> bool {
+    let (Some(open), Some(close)) = (name.find('{'), name.find('}')) else {
+        return false;
+    };
+    open < close
+        && close > open + 1
+        && name.matches('{').count() == 1
+        && name.matches('}').count() == 1
+        && !(open == 0 && close == name.len() - 1)
+}
+
+/// The hash tag of a Redis key as Redis Cluster reads it: the text between
+/// the first `{` and the next `}` if not empty, else the whole key. Keys
+/// with one tag share a hash slot.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by the Redis engine and the tests
+pub(crate) fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
 }
 
 /// Check a consumer name: 1 to 200 printable characters, no whitespace.
@@ -302,6 +407,57 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_clustered_layout_keeps_a_queue_and_its_dlq_in_one_slot() {
+        let layout = KeyLayout::clustered("mq:").expect("valid prefix");
+        for name in ["orders", "sub:payment-service", "{shop}orders", "a:{b}"] {
+            let q = layout.queue(name).expect("valid name");
+            let d = layout.dlq(name).expect("valid name");
+            let tag = hash_tag(&q.stream);
+            for key in [
+                &q.stream, &q.meta, &q.expiry, &q.delayed, &d.stream, &d.meta, &d.expiry,
+                &d.delayed,
+            ] {
+                assert_eq!(hash_tag(key), tag, "{key} of {name}");
+            }
+            assert_eq!(
+                layout.parse_stream_key(&q.stream),
+                Some((name.to_owned(), false))
+            );
+            assert_eq!(
+                layout.parse_stream_key(&d.stream),
+                Some((name.to_owned(), true))
+            );
+        }
+        assert_eq!(layout.queue("orders").expect("valid").group, "orders-group");
+        assert_eq!(hash_tag("mq:{shop}orders"), "shop");
+        assert_eq!(hash_tag("mq:{}x{y}"), "mq:{}x{y}");
+        assert_ne!(
+            hash_tag(&layout.queue("a").expect("valid").stream),
+            hash_tag(&layout.queue("b").expect("valid").stream)
+        );
+        // Standalone keeps LeanMQ's spelling.
+        assert_eq!(
+            KeyLayout::new("mq:")
+                .expect("valid")
+                .queue("orders")
+                .expect("valid")
+                .stream,
+            "mq:orders"
+        );
+    }
+
+    #[test]
+    fn braces_must_form_one_hash_tag() {
+        for bad in ["{orders}", "{}x", "x{", "}x{", "{a}{b}", "{a{b}}", "x}"] {
+            let err = validate_name(bad).expect_err(bad);
+            assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad}");
+        }
+        for ok in ["{shop}orders", "orders{shop}", "{shop}:orders", "a{b}c"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
         }
     }
 }

@@ -259,6 +259,10 @@ pub struct Capabilities {
     pub durable: bool,
     /// Other OS processes can share the data.
     pub shared_between_processes: bool,
+    /// A Redis Cluster: keys are spelled by [`KeyLayout::clustered`], an
+    /// atomic step covers one hash slot (one queue and its DLQ, or queues
+    /// sharing a hash tag), and the bus fans out through its relay.
+    pub clustered: bool,
 }
 
 /// The storage engine.
@@ -623,8 +627,14 @@ impl ExpiredCounts {
 
 /// Open the engine a URL names: `memory://` (`memory://?history=30s` to
 /// bound its acknowledged history, see [`memory::MemoryEngine::with_history`])
-/// or `redis://host:port/db`
-/// (`rediss://` for TLS, `redis+unix:///path/to.sock` for a unix socket).
+/// or a Redis deployment:
+///
+/// | URL | Redis |
+/// |---|---|
+/// | `redis://[user:pass@]host:port/db` | one standalone server (`rediss://` for TLS) |
+/// | `redis+unix:///path/to.sock` | one standalone server on a unix socket |
+/// | `redis+cluster://[user:pass@]host:port[,host:port...]` | a Redis Cluster, by seed nodes (`rediss+cluster://` for TLS) |
+/// | `redis+sentinel://[user:pass@]host:port[,host:port...]/MASTER[/DB]` | the master a set of Sentinels name, followed through failovers (`rediss+sentinel://` for TLS); `?sentinel_username=&sentinel_password=` for the Sentinels' own credentials |
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -643,11 +653,13 @@ pub async fn open_with(url: &str, options: &redis::RedisOptions) -> Result<Share
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
         "memory" => Ok(Arc::new(memory::MemoryEngine::from_url(url)?)),
-        "redis" | "rediss" | "redis+unix" | "unix" => open_redis(url, scheme, options).await,
+        "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "rediss+cluster"
+        | "redis+sentinel" | "rediss+sentinel" => open_redis(url, scheme, options).await,
         _ => Err(Error::new(
             ErrorKind::InvalidUrl,
             format!(
-                "unknown engine URL `{}`: use memory://, redis://host:port/db, rediss://host:port/db or redis+unix:///path",
+                "unknown engine URL `{}`: use memory://, redis://host:port/db, rediss://host:port/db, redis+unix:///path, \
+                 redis+cluster://host:port[,host:port...] or redis+sentinel://host:port[,host:port...]/MASTER",
                 redact_url(url)
             ),
         )),
@@ -660,10 +672,12 @@ async fn open_redis(
     scheme: &str,
     options: &redis::RedisOptions,
 ) -> Result<SharedEngine> {
-    if scheme == "rediss" && !cfg!(any(feature = "tls-rustls", feature = "tls-native-tls")) {
+    if scheme.starts_with("rediss")
+        && !cfg!(any(feature = "tls-rustls", feature = "tls-native-tls"))
+    {
         return Err(feature_disabled(
             url,
-            "`rediss://` (Redis over TLS) needs eddy's `tls-rustls` or `tls-native-tls` feature",
+            &format!("`{scheme}://` (Redis over TLS) needs eddy's `tls-rustls` or `tls-native-tls` feature"),
         ));
     }
     Ok(Arc::new(redis::RedisEngine::connect(url, options).await?))

@@ -141,6 +141,12 @@ impl Eddy {
     }
 
     fn from_parts(engine: SharedEngine, layout: KeyLayout, max_payload_bytes: usize) -> Self {
+        // A cluster needs each queue's keys in one slot (see KeyLayout).
+        let layout = if engine.capabilities().clustered {
+            layout.into_clustered()
+        } else {
+            layout
+        };
         Self {
             inner: Arc::new(Shared {
                 engine,
@@ -163,6 +169,11 @@ impl Eddy {
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         self.inner.layout.prefix()
+    }
+
+    /// How this handle spells keys.
+    pub(crate) fn layout(&self) -> &KeyLayout {
+        &self.inner.layout
     }
 
     /// The payload size limit.

@@ -43,6 +43,7 @@ impl Engine for MemoryEngine {
             virtual_time: true,
             durable: false,
             shared_between_processes: false,
+            clustered: false,
         }
     }
 

@@ -30,7 +30,13 @@ fn map_err_as(e: redis::RedisError, write: bool) -> Error {
         "READONLY" => ErrorKind::ReadOnly,
         "WRONGTYPE" => ErrorKind::WrongType,
         "NOPERM" | "NOAUTH" | "WRONGPASS" => ErrorKind::PermissionDenied,
-        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" => ErrorKind::Unavailable,
+        "CROSSSLOT" => ErrorKind::CrossSlot,
+        // UNBLOCKED: a blocking read ended because the node became a
+        // replica (a failover); MASTERDOWN, CLUSTERDOWN, TRYAGAIN: the
+        // topology is changing. Each passes once it settles.
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "UNBLOCKED" => {
+            ErrorKind::Unavailable
+        }
         _ if e.is_timeout() => ErrorKind::Timeout,
         _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
             ErrorKind::Unavailable

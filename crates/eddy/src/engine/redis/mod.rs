@@ -27,6 +27,8 @@ mod read;
 #[cfg(feature = "redis")]
 mod scripts;
 #[cfg(feature = "redis")]
+mod topology;
+#[cfg(feature = "redis")]
 mod values;
 
 #[cfg(feature = "redis")]
@@ -37,14 +39,12 @@ use std::time::Duration;
 #[cfg(feature = "redis")]
 use async_trait::async_trait;
 #[cfg(feature = "redis")]
-use redis::aio::{ConnectionManager, MultiplexedConnection};
-#[cfg(feature = "redis")]
-use redis::{Client, Value};
+use redis::Value;
 
 #[cfg(feature = "redis")]
 use super::{
-    Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, ParkedRetry, Publish,
-    QueueKeys, Retention, StreamInfo, Transfer,
+    keys::hash_tag, Append, Appended, Capabilities, Claimed, Engine, Entry, EntryId, ParkedRetry,
+    Publish, QueueKeys, Retention, StreamInfo, Transfer,
 };
 #[cfg(feature = "redis")]
 use crate::error::{Error, ErrorKind, Result};
@@ -55,13 +55,18 @@ use errors::{map_err, map_transaction_err, map_write_err};
 #[cfg(feature = "redis")]
 use scripts::Scripts;
 
-/// The Redis engine, selected by `redis://`, `rediss://` or `redis+unix://`.
+/// The Redis engine, selected by `redis://`, `rediss://`, `redis+unix://`,
+/// `redis+cluster://` (`rediss+cluster://`) or `redis+sentinel://`
+/// (`rediss+sentinel://`).
 #[cfg(feature = "redis")]
 pub struct RedisEngine {
-    client: Client,
-    conn: ConnectionManager,
-    /// Idle connections for blocking reads, one per concurrent reader.
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    topology: topology::Topology,
+    conn: topology::Conn,
+    /// A Redis Cluster: atomic steps must stay in one slot.
+    clustered: bool,
+    /// Idle connections for blocking reads, one per concurrent reader, with
+    /// the topology generation each was made in.
+    blocking: Mutex<Vec<(u64, topology::Conn)>>,
     scripts: Scripts,
     url: String,
     options: RedisOptions,
@@ -89,12 +94,72 @@ fn ms_arg(d: Option<Duration>) -> String {
     d.map(|d| d.as_millis().to_string()).unwrap_or_default()
 }
 
-/// Queues per pipeline when listing many (`info_many`, `metadata_many`).
+/// Queues per pipeline when listing many (`info_many`, `metadata_many`) on
+/// a standalone Redis; on a cluster a pipeline holds one queue (one slot),
+/// and [`CLUSTER_IN_FLIGHT`] of them are in flight.
 #[cfg(feature = "redis")]
 const INFO_BATCH: usize = 100;
 /// Pipelines of those in flight at once.
 #[cfg(feature = "redis")]
 const BATCHES_IN_FLIGHT: usize = 4;
+#[cfg(feature = "redis")]
+const CLUSTER_IN_FLIGHT: usize = 64;
+
+/// A transaction's appends must share a hash slot on a cluster: checked
+/// before anything is sent, so that the caller learns which queues and what
+/// to do rather than meeting CROSSSLOT.
+#[cfg(feature = "redis")]
+fn check_one_slot(appends: &[Append]) -> Result<()> {
+    let Some(first) = appends.first() else {
+        return Ok(());
+    };
+    let tag = hash_tag(&first.keys.stream);
+    match appends.iter().find(|a| hash_tag(&a.keys.stream) != tag) {
+        None => Ok(()),
+        Some(other) => Err(Error::new(
+            ErrorKind::CrossSlot,
+            format!(
+                "queues `{}` and `{}` are in different hash slots of the Redis Cluster, so one \
+                 transaction cannot write both; nothing was sent: give the queues one hash tag \
+                 (`{{shop}}orders`, `{{shop}}payments`) to keep them in one slot, or send to each \
+                 on its own",
+                first.keys.name, other.keys.name
+            ),
+        )),
+    }
+}
+
+#[cfg(feature = "redis")]
+impl RedisEngine {
+    /// Queues per pipeline and pipelines in flight when listing many.
+    fn batching(&self) -> (usize, usize) {
+        if self.clustered {
+            (1, CLUSTER_IN_FLIGHT)
+        } else {
+            (INFO_BATCH, BATCHES_IN_FLIGHT)
+        }
+    }
+
+    async fn delete_queues_in_one_step(
+        &self,
+        queues: &[QueueKeys],
+        registry: Option<&str>,
+    ) -> Result<bool> {
+        let mut inv = self.scripts.delete_queues.prepare_invoke();
+        inv.arg(if registry.is_some() { "1" } else { "0" });
+        if let Some(registry) = registry {
+            inv.key(registry);
+        }
+        for q in queues {
+            inv.key(&q.stream)
+                .key(&q.meta)
+                .key(&q.expiry)
+                .key(&q.delayed);
+        }
+        let n: i64 = self.invoke(&inv).await?;
+        Ok(n == 1)
+    }
+}
 
 #[cfg(feature = "redis")]
 #[async_trait]
@@ -108,6 +173,7 @@ impl Engine for RedisEngine {
             virtual_time: false,
             durable: true,
             shared_between_processes: true,
+            clustered: self.clustered,
         }
     }
 
@@ -124,11 +190,20 @@ impl Engine for RedisEngine {
         inv.key(&queue.stream)
             .key(&queue.meta)
             .key(&dlq.stream)
-            .key(&dlq.meta)
-            .key(registry)
-            .arg(&queue.group)
-            .arg(&dlq.group);
+            .key(&dlq.meta);
+        // On a cluster the registry lives in a slot of its own: the queue
+        // pair first (one slot, one script), then its registry entries. A
+        // crash in between leaves a queue that is not listed until the next
+        // (idempotent) create; never a listed queue without its group.
+        if !self.clustered {
+            inv.key(registry);
+        }
+        inv.arg(&queue.group).arg(&dlq.group);
         let _: i64 = self.invoke(&inv).await?;
+        if self.clustered {
+            self.set_add(registry, &[queue.stream.clone(), dlq.stream.clone()])
+                .await?;
+        }
         Ok(())
     }
 
@@ -191,6 +266,15 @@ impl Engine for RedisEngine {
     }
 
     async fn publish_many(&self, batch: &[Publish]) -> Result<Vec<Vec<String>>> {
+        if self.clustered {
+            // The route sets, the log and the subscription queues live in
+            // different slots: the bus publishes through its relay instead.
+            return Err(Error::new(
+                ErrorKind::CrossSlot,
+                "a fan-out in one step cannot span a Redis Cluster's slots; nothing was \
+                 published: publish through eddy::bus::Bus, which relays on a cluster",
+            ));
+        }
         // Each route set and log once in KEYS; the events refer to them by
         // index (a bus's batch shares its `all` routes and log).
         fn index<'a>(keys: &mut Vec<&'a str>, key: &'a str) -> usize {
@@ -227,19 +311,30 @@ impl Engine for RedisEngine {
     }
 
     async fn delete_queues(&self, queues: &[QueueKeys], registry: &str) -> Result<bool> {
-        let mut inv = self.scripts.delete_queues.prepare_invoke();
-        inv.key(registry);
-        for q in queues {
-            inv.key(&q.stream)
-                .key(&q.meta)
-                .key(&q.expiry)
-                .key(&q.delayed);
+        if !self.clustered {
+            return self.delete_queues_in_one_step(queues, Some(registry)).await;
         }
-        let n: i64 = self.invoke(&inv).await?;
-        Ok(n == 1)
+        // One step per hash slot (a queue and its DLQ share one), then the
+        // registry entries, which live in a slot of their own.
+        let mut existed = false;
+        let mut rest: Vec<&QueueKeys> = queues.iter().collect();
+        while let Some(first) = rest.first() {
+            let tag = hash_tag(&first.stream).to_owned();
+            let (same, other): (Vec<&QueueKeys>, Vec<&QueueKeys>) =
+                rest.into_iter().partition(|q| hash_tag(&q.stream) == tag);
+            let same: Vec<QueueKeys> = same.into_iter().cloned().collect();
+            existed |= self.delete_queues_in_one_step(&same, None).await?;
+            let streams: Vec<String> = same.iter().map(|q| q.stream.clone()).collect();
+            self.set_remove(registry, &streams).await?;
+            rest = other;
+        }
+        Ok(existed)
     }
 
     async fn append(&self, appends: &[Append]) -> Result<Vec<Appended>> {
+        if self.clustered {
+            check_one_slot(appends)?;
+        }
         if appends.iter().all(|a| a.ttl.is_none() && a.delay.is_none()) {
             return self.append_plain(appends).await;
         }
@@ -440,17 +535,16 @@ impl Engine for RedisEngine {
         // request and one reply per batch rather than per queue, which is
         // what listing ten thousand queues spends its time on. The futures
         // own what they read (see `Eddy::list_queues`).
+        let (per_batch, in_flight) = self.batching();
         let reads: Vec<_> = queues
-            .chunks(INFO_BATCH)
+            .chunks(per_batch)
             .map(|batch| {
                 let (mut conn, batch) = (self.conn(), batch.to_vec());
                 async move { values::info_batch(&mut conn, &batch, now).await }
             })
             .collect();
-        let batches: Vec<Vec<Result<StreamInfo>>> = stream::iter(reads)
-            .buffered(BATCHES_IN_FLIGHT)
-            .collect()
-            .await;
+        let batches: Vec<Vec<Result<StreamInfo>>> =
+            stream::iter(reads).buffered(in_flight).collect().await;
         batches.into_iter().flatten().collect()
     }
 
@@ -459,8 +553,9 @@ impl Engine for RedisEngine {
         meta_keys: &[String],
     ) -> Vec<Result<Option<Vec<(String, String)>>>> {
         use futures::stream::{self, StreamExt};
+        let (per_batch, in_flight) = self.batching();
         let reads: Vec<_> = meta_keys
-            .chunks(INFO_BATCH)
+            .chunks(per_batch)
             .map(|batch| {
                 let mut conn = self.conn();
                 let mut pipe = redis::pipe();
@@ -489,10 +584,7 @@ impl Engine for RedisEngine {
                 }
             })
             .collect();
-        let batches: Vec<Vec<_>> = stream::iter(reads)
-            .buffered(BATCHES_IN_FLIGHT)
-            .collect()
-            .await;
+        let batches: Vec<Vec<_>> = stream::iter(reads).buffered(in_flight).collect().await;
         batches.into_iter().flatten().collect()
     }
 

@@ -18,7 +18,7 @@ impl RedisEngine {
         count: usize,
         wait: Duration,
     ) -> Result<Vec<Entry>> {
-        let mut c = self.blocking_conn().await?;
+        let (generation, mut c) = self.blocking_conn().await?;
         let ms = wait.as_millis().clamp(1, u64::MAX as u128) as u64;
         let cmd = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -36,11 +36,17 @@ impl RedisEngine {
         let reply = tokio::time::timeout(limit, cmd.query_async::<Value>(&mut c)).await;
         match reply {
             Ok(Ok(v)) => {
-                self.return_blocking_conn(c);
+                self.return_blocking_conn((generation, c));
                 values::read_reply(v)
             }
-            // A failed or timed-out connection is dropped, not pooled.
-            Ok(Err(e)) => Err(map_err(e)),
+            // A failed or timed-out connection is dropped, not pooled; after
+            // a failover (UNBLOCKED, READONLY, a dropped connection) the
+            // next one goes to the new master, and the consumer's next
+            // read re-checks its pending entries.
+            Ok(Err(e)) => {
+                self.topology.read_failed(generation).await;
+                Err(map_err(e))
+            }
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use super::topology::Conn;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use redis::Value;
 
 use super::map_err;
@@ -196,7 +196,7 @@ fn info_error(q: &QueueKeys, e: redis::RedisError) -> Error {
 }
 
 /// The state of a queue's stream, in one pipeline with the server's time.
-pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<StreamInfo> {
+pub(super) async fn info(conn: &mut Conn, q: &QueueKeys) -> Result<StreamInfo> {
     let mut pipe = redis::pipe();
     info_commands(&mut pipe, q);
     pipe.cmd("TIME");
@@ -221,7 +221,7 @@ pub(super) async fn info(conn: &mut ConnectionManager, q: &QueueKeys) -> Result<
 /// time `now_ms`; each queue's own failure (its stream gone, a key of the
 /// wrong type) is its own.
 pub(super) async fn info_batch(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     queues: &[QueueKeys],
     now_ms: u64,
 ) -> Vec<Result<StreamInfo>> {
