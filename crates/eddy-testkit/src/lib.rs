@@ -25,4 +25,4 @@ pub mod proxy;
 pub mod python;
 pub mod redis_server;
 
-pub use redis_server::{RedisServer, RedisServerBuilder};
+pub use redis_server::{ClusterNode, RedisCluster, RedisSentinel, RedisServer, RedisServerBuilder};

@@ -11,6 +11,9 @@ use super::support::{
 };
 use super::{CaseResult, Harness, Outcome};
 
+/// How long a case waits for a cluster's relay to fan events out.
+const RELAYED: Duration = Duration::from_secs(30);
+
 /// Subscriptions made through one handle route what another publishes
 /// (another connection where the engine allows it), by type or all.
 pub async fn bus_routes_are_durable_and_shared(h: &Harness) -> CaseResult {
@@ -158,6 +161,7 @@ pub async fn overlapping_publishes_each_get_their_own_result(h: &Harness) -> Cas
         assert_eq!(sent.delivered_to, want, "publish {i}");
         assert!(ids.insert(sent.event_id), "event ids are distinct");
     }
+    bus.relayed(RELAYED).await?;
     assert_eq!(orders.info().await?.length, (N - N / 3) as u64);
     assert_eq!(payments.info().await?.length, (N / 3) as u64);
     assert_eq!(audit.info().await?.length, N as u64);
@@ -180,8 +184,9 @@ pub async fn overlapping_publishes_each_get_their_own_result(h: &Harness) -> Cas
     );
     // One target of the wrong type: the batch as a whole fails, nothing of it
     // is written, and each event is published again alone.
-    server.redis_cli(["DEL", "events:sub:orders-svc"])?;
-    server.redis_cli(["SET", "events:sub:orders-svc", "not a stream"])?;
+    let target = format!("{}sub:orders-svc", bus.queues().prefix());
+    server.redis_cli(["DEL", target.as_str()])?;
+    server.redis_cli(["SET", target.as_str(), "not a stream"])?;
     let audit_before = audit.info().await?.length;
     let results = publish_at_once(&bus, 60, 2).await;
     for (i, r) in results.iter().enumerate() {
@@ -258,6 +263,7 @@ pub async fn pipelined_publishes_from_one_task_keep_their_order(h: &Harness) -> 
     for r in sent {
         r?;
     }
+    bus.relayed(RELAYED).await?;
     let got = q.receive(&Receive::new().count(N)).await?;
     let ids: Vec<String> = got
         .iter()

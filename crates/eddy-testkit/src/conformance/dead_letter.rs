@@ -147,7 +147,6 @@ pub async fn dlq_only_and_queue_only_operations_are_rejected(h: &Harness) -> Cas
 /// keeping `_failures` and the message id; it is delivered again as new.
 pub async fn requeue_moves_back_with_history(h: &Harness) -> CaseResult {
     let mq = h.eddy();
-    let p = h.prefix();
     let (q, dlq) = mq.create_queue_pair("rq").await?;
     q.send_with(&numbered(0), &SendOptions::new().message_id("keep-me"))
         .await?;
@@ -173,8 +172,11 @@ pub async fn requeue_moves_back_with_history(h: &Harness) -> CaseResult {
     assert_eq!(m.failures()[0].reason, "flaky");
     let requeues = m.data["_requeues"].as_array().expect("_requeues is a list");
     assert_eq!(requeues.len(), 1);
-    assert_eq!(requeues[0]["from_dlq"], json!(format!("{p}rq:dlq")));
-    assert_eq!(requeues[0]["to_queue"], json!(format!("{p}rq")));
+    assert_eq!(
+        requeues[0]["from_dlq"],
+        json!(format!("{}:dlq", h.stream_key("rq")))
+    );
+    assert_eq!(requeues[0]["to_queue"], json!(h.stream_key("rq")));
     assert_recent(
         requeues[0]["timestamp"]
             .as_f64()

@@ -617,8 +617,9 @@ pub async fn row15_unknown_event_type(h: &Harness) -> CaseResult {
     // An old subscription routes types the service no longer handles.
     match h.redis_server() {
         Some(server) => {
-            server.redis_cli(["SADD", "events:routes:MysteryEvent", "row15-svc"])?;
-            server.redis_cli(["SADD", "events:routes:RetiredEvent", "row15-svc"])?;
+            let routes = format!("{}routes:", bus.queues().prefix());
+            server.redis_cli(["SADD", &format!("{routes}MysteryEvent"), "row15-svc"])?;
+            server.redis_cli(["SADD", &format!("{routes}RetiredEvent"), "row15-svc"])?;
         }
         None => {
             bus.subscribe(

@@ -212,6 +212,26 @@ impl Harness {
         self.capabilities
     }
 
+    /// The key layout the engine uses under this case's prefix: LeanMQ's,
+    /// or on a Redis Cluster the one that keeps each queue in one hash slot
+    /// (`PREFIX{NAME}`).
+    pub fn layout(&self) -> eddy::engine::KeyLayout {
+        let layout = if self.capabilities.clustered {
+            eddy::engine::KeyLayout::clustered(&self.prefix)
+        } else {
+            eddy::engine::KeyLayout::new(&self.prefix)
+        };
+        layout.unwrap_or_else(|e| panic!("the harness's prefix is valid: {e}"))
+    }
+
+    /// The stream key of queue `name` under this case's layout.
+    pub fn stream_key(&self, name: &str) -> String {
+        self.layout()
+            .queue(name)
+            .unwrap_or_else(|e| panic!("`{name}` is a valid name: {e}"))
+            .stream
+    }
+
     /// This case's key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -419,6 +439,7 @@ macro_rules! __conformance_cases {
             transactions::transaction_rejects_bad_payload_at_send,
             transactions::empty_transaction_commits,
             transactions::transaction_with_delay_and_options,
+            transactions::transaction_across_slots_is_refused_on_a_cluster,
             volume::no_send_trims_unconsumed_messages,
             consumer::poison_message_goes_to_dlq_after_max_deliveries,
             consumer::panic_is_retried_and_worker_survives,
@@ -587,4 +608,89 @@ pub(crate) fn assert_recent(ts: f64, slack: f64) {
         (now - slack..=now + slack).contains(&ts),
         "timestamp {ts} is not within {slack}s of now ({now})"
     );
+}
+
+// ---- one runner for a shared server ----
+
+/// What [`run_all`] found, case by case.
+#[derive(Debug, Default)]
+pub struct SuiteReport {
+    /// Cases that passed.
+    pub passed: Vec<&'static str>,
+    /// Cases that did not apply, with the reason.
+    pub not_applicable: Vec<(&'static str, &'static str)>,
+    /// Cases that failed or panicked, with the message.
+    pub failed: Vec<(&'static str, String)>,
+}
+
+/// The longest one case may take in [`run_all`] before it counts as failed.
+const CASE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs every case of [`ALL`] against the engine at `url`, `parallel` cases
+/// at a time, each on its own runtime (of the kind the case asks for) and
+/// under its own prefix. For a topology too costly to start once per case (a Redis
+/// Cluster, a Sentinel deployment): the server is shared, the prefixes keep
+/// the cases apart. A case's panic is caught and reported as its failure.
+pub fn run_all(engine_name: &str, url: &str, parallel: usize) -> SuiteReport {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let report = std::sync::Mutex::new(SuiteReport::default());
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.max(1) {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(case) = ALL.get(index) else { return };
+                let outcome = run_one(engine_name, url, case);
+                let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+                match outcome {
+                    Ok(Outcome::Passed) => report.passed.push(case.name),
+                    Ok(Outcome::NotApplicable(why)) => {
+                        report.not_applicable.push((case.name, why));
+                    }
+                    Err(why) => {
+                        eprintln!("conformance {} on {engine_name} FAILED: {why}", case.name);
+                        report.failed.push((case.name, why));
+                    }
+                }
+            });
+        }
+    });
+    report.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run_one(engine_name: &str, url: &str, case: &Case) -> Result<Outcome, String> {
+    let engine_name = engine_name.to_owned();
+    let url = url.to_owned();
+    let case = *case;
+    // A thread per case, so that a panic inside the case (an assertion)
+    // is its failure and nothing else's.
+    let joined = std::thread::spawn(move || {
+        let runtime = match case.runtime {
+            Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build(),
+        }
+        .map_err(|e| format!("cannot build a runtime: {e}"))?;
+        runtime.block_on(async {
+            let harness = Harness::open(&engine_name, &url, case.name)
+                .await
+                .map_err(|e| format!("cannot open {url}: {e}"))?;
+            match tokio::time::timeout(CASE_TIMEOUT, (case.run)(&harness)).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("did not finish within {CASE_TIMEOUT:?}")),
+            }
+        })
+    })
+    .join();
+    match joined {
+        Ok(result) => result,
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "panicked".to_owned())),
+    }
 }

@@ -12,20 +12,20 @@ use super::{
 /// layout and group names.
 pub async fn create_queue_pair_returns_queue_and_dlq(h: &Harness) -> CaseResult {
     let mq = h.eddy();
-    let p = h.prefix();
     let (q, dlq) = mq.create_queue_pair("orders").await?;
     assert_eq!(q.name(), "orders");
     assert!(!q.is_dlq());
-    assert_eq!(q.keys().stream, format!("{p}orders"));
+    let stream = h.stream_key("orders");
+    assert_eq!(q.keys().stream, stream);
     assert_eq!(q.keys().group, "orders-group");
     assert_eq!(dlq.name(), "orders:dlq");
     assert!(dlq.is_dlq());
-    assert_eq!(dlq.keys().stream, format!("{p}orders:dlq"));
+    assert_eq!(dlq.keys().stream, format!("{stream}:dlq"));
     assert_eq!(dlq.keys().group, "orders-group-dlq");
 
     let info = q.info().await?;
     assert_eq!(info.name, "orders");
-    assert_eq!(info.stream, format!("{p}orders"));
+    assert_eq!(info.stream, stream);
     assert!(!info.is_dlq);
     assert_eq!(info.consumer_group, "orders-group");
     assert_eq!(
@@ -50,7 +50,7 @@ pub async fn create_queue_pair_returns_queue_and_dlq(h: &Harness) -> CaseResult 
         .await?
         .expect("queue metadata exists");
     let get = |k: &str| meta.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
-    assert_eq!(get("dlq"), Some(format!("{p}orders:dlq")));
+    assert_eq!(get("dlq"), Some(format!("{stream}:dlq")));
     assert_eq!(get("consumer_group"), Some("orders-group".to_owned()));
     let dmeta = h
         .engine()
@@ -58,7 +58,7 @@ pub async fn create_queue_pair_returns_queue_and_dlq(h: &Harness) -> CaseResult 
         .await?
         .expect("DLQ metadata exists");
     let dget = |k: &str| dmeta.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
-    assert_eq!(dget("main_queue"), Some(format!("{p}orders")));
+    assert_eq!(dget("main_queue"), Some(stream.clone()));
     assert_eq!(dget("is_dlq"), Some("true".to_owned()));
     assert_eq!(dget("consumer_group"), Some("orders-group-dlq".to_owned()));
     Ok(Outcome::Passed)
@@ -122,7 +122,12 @@ pub async fn invalid_names_are_rejected(h: &Harness) -> CaseResult {
         "x:delayed",
         "registry",
         "slash/name",
-        "brace{x}",
+        "{x}",
+        "x{}",
+        "a{b",
+        "a}b",
+        "}a{b",
+        "a{b}{c}",
         "é",
         long.as_str(),
     ];
@@ -135,10 +140,10 @@ pub async fn invalid_names_are_rejected(h: &Harness) -> CaseResult {
     assert!(mq.list_queues().await?.is_empty());
     // The limits themselves are fine.
     let longest = "b".repeat(200);
-    for name in ["a", "A-z_0.9:x", longest.as_str()] {
+    for name in ["a", "A-z_0.9:x", longest.as_str(), "{shop}orders"] {
         mq.create_queue_pair(name).await?;
     }
-    assert_eq!(mq.list_queues().await?.len(), 6);
+    assert_eq!(mq.list_queues().await?.len(), 8);
     Ok(Outcome::Passed)
 }
 
@@ -151,7 +156,6 @@ pub async fn list_queues_is_empty_for_a_new_prefix(h: &Harness) -> CaseResult {
 /// `list_queues` shows every queue and DLQ, sorted by name, with counts.
 pub async fn list_queues_shows_queues_and_dlqs_sorted(h: &Harness) -> CaseResult {
     let mq = h.eddy();
-    let p = h.prefix();
     let (b, _) = mq.create_queue_pair("b").await?;
     let (a, _) = mq.create_queue_pair("a").await?;
     send_numbered(&a, 0..3).await?;
@@ -168,10 +172,10 @@ pub async fn list_queues_shows_queues_and_dlqs_sorted(h: &Harness) -> CaseResult
     assert_eq!(
         streams,
         [
-            format!("{p}a"),
-            format!("{p}a:dlq"),
-            format!("{p}b"),
-            format!("{p}b:dlq")
+            h.stream_key("a"),
+            format!("{}:dlq", h.stream_key("a")),
+            h.stream_key("b"),
+            format!("{}:dlq", h.stream_key("b"))
         ]
     );
     let groups: Vec<&str> = list.iter().map(|i| i.consumer_group.as_str()).collect();

@@ -95,8 +95,8 @@ pub async fn eddy_trim_history_covers_every_queue(h: &Harness) -> CaseResult {
 pub async fn max_length_rejects_sends_with_queue_full(h: &Harness) -> CaseResult {
     h.pause_time();
     let mq = h.eddy();
-    let (q, _) = mq.create_queue_pair("capped").await?;
-    let (other, _) = mq.create_queue_pair("other").await?;
+    let (q, _) = mq.create_queue_pair("{r}capped").await?;
+    let (other, _) = mq.create_queue_pair("{r}other").await?;
     assert_eq!(q.info().await?.max_length, None);
     q.set_max_length(Some(3)).await?;
     assert_eq!(q.info().await?.max_length, Some(3));
@@ -197,8 +197,8 @@ pub async fn janitor_trims_only_acknowledged_history(h: &Harness) -> CaseResult 
 pub async fn max_length_rejects_instead_of_dropping(h: &Harness) -> CaseResult {
     h.pause_time();
     let mq = h.eddy();
-    let (q, _) = mq.create_queue_pair("bounded").await?;
-    let (other, _) = mq.create_queue_pair("unbounded").await?;
+    let (q, _) = mq.create_queue_pair("{r}bounded").await?;
+    let (other, _) = mq.create_queue_pair("{r}unbounded").await?;
     q.set_max_length(Some(3)).await?;
     assert_eq!(q.info().await?.max_length, Some(3));
     for i in 0..3 {

@@ -210,10 +210,22 @@ pub async fn append_raw(mq: &Eddy, q: &Queue, data: &[u8]) -> eddy::Result<()> {
     Ok(())
 }
 
+/// The bus prefix of the case that owns `mq`: the default `events:` under
+/// the case's prefix, so that cases sharing one server (a cluster, see
+/// [`run_all`](super::run_all)) never share routes.
+pub fn bus_prefix(mq: &Eddy) -> String {
+    format!("{}{}", mq.prefix(), eddy::bus::DEFAULT_PREFIX)
+}
+
 /// A bus on the same engine as `mq` (the only way to share the embedded
-/// one).
+/// one), under [`bus_prefix`].
 pub async fn shared_bus(mq: &Eddy) -> eddy::Result<Bus> {
-    Bus::with_engine(mq.engine().clone()).await
+    Bus::new(
+        eddy::EddyBuilder::new("")
+            .prefix(bus_prefix(mq))
+            .with_engine(mq.engine().clone())?,
+    )
+    .await
 }
 
 /// A second bus handle as another process would have one: its own
@@ -221,7 +233,7 @@ pub async fn shared_bus(mq: &Eddy) -> eddy::Result<Bus> {
 /// otherwise.
 pub async fn other_process_bus(h: &Harness, mq: &Eddy) -> eddy::Result<Bus> {
     if h.capabilities().shared_between_processes {
-        Bus::open(h.url()).await
+        Bus::new(h.builder().prefix(bus_prefix(mq)).open().await?).await
     } else {
         shared_bus(mq).await
     }

@@ -8,11 +8,12 @@ use serde_json::json;
 use super::{assert_kind, ns, numbered, take, CaseResult, Harness, Outcome};
 
 /// A committed transaction writes every send, in order, and returns their
-/// ids.
+/// ids. (The queues of one transaction share a hash tag, `{tx}`, which keeps
+/// them in one slot of a Redis Cluster; elsewhere it is part of the name.)
 pub async fn transaction_commits_all(h: &Harness) -> CaseResult {
     let mq = h.eddy();
-    let (orders, _) = mq.create_queue_pair("orders").await?;
-    let (emails, _) = mq.create_queue_pair("emails").await?;
+    let (orders, _) = mq.create_queue_pair("{tx}orders").await?;
+    let (emails, _) = mq.create_queue_pair("{tx}emails").await?;
     let mut tx = mq.transaction();
     assert!(tx.is_empty());
     tx.send(&orders, &numbered(0))?
@@ -43,10 +44,10 @@ pub async fn transaction_commits_all(h: &Harness) -> CaseResult {
 /// with `QueueNotFound` and writes nothing to the other queues.
 pub async fn transaction_to_missing_queue_writes_nothing(h: &Harness) -> CaseResult {
     let mq = h.eddy();
-    let (a, _) = mq.create_queue_pair("a").await?;
-    let (b, _) = mq.create_queue_pair("b").await?;
-    let (gone, _) = mq.create_queue_pair("gone").await?;
-    mq.delete_queue("gone", false).await?;
+    let (a, _) = mq.create_queue_pair("{tx}a").await?;
+    let (b, _) = mq.create_queue_pair("{tx}b").await?;
+    let (gone, _) = mq.create_queue_pair("{tx}gone").await?;
+    mq.delete_queue("{tx}gone", false).await?;
     let mut tx = mq.transaction();
     tx.send(&a, &numbered(0))?
         .send(&b, &numbered(1))?
@@ -57,7 +58,7 @@ pub async fn transaction_to_missing_queue_writes_nothing(h: &Harness) -> CaseRes
     assert_eq!(b.info().await?.length, 0);
     assert!(a.receive(&take(10, "c")).await?.is_empty());
     // The missing queue was not brought back either.
-    assert_kind(mq.queue("gone").await, ErrorKind::QueueNotFound);
+    assert_kind(mq.queue("{tx}gone").await, ErrorKind::QueueNotFound);
     // Missing first, with a delayed send: same.
     let mut tx = mq.transaction();
     tx.send(&gone, &numbered(4))?;
@@ -140,5 +141,33 @@ pub async fn transaction_with_delay_and_options(h: &Harness) -> CaseResult {
     assert_eq!(got[0].message_id, "t");
     assert_eq!(got[0].ttl, Some(3600));
     assert_eq!(ns(&dlq.peek(10).await?), vec![2]);
+    Ok(Outcome::Passed)
+}
+
+/// On a Redis Cluster, a transaction over queues in different hash slots is
+/// refused with `CrossSlot` before anything is written, and the error says
+/// how to co-locate them.
+pub async fn transaction_across_slots_is_refused_on_a_cluster(h: &Harness) -> CaseResult {
+    if !h.capabilities().clustered {
+        return Ok(Outcome::NotApplicable(
+            "one server holds every key: any transaction is one step",
+        ));
+    }
+    let mq = h.eddy();
+    // `P{a}` and `P{b}` hash to slots 15495 and 3300.
+    let (a, _) = mq.create_queue_pair("a").await?;
+    let (b, _) = mq.create_queue_pair("b").await?;
+    let mut tx = mq.transaction();
+    tx.send(&a, &numbered(0))?.send(&b, &numbered(1))?;
+    let err = tx.commit().await.expect_err("different slots");
+    assert_eq!(err.kind(), ErrorKind::CrossSlot, "{err}");
+    assert!(err.to_string().contains("hash tag"), "{err}");
+    assert_eq!(a.info().await?.length, 0);
+    assert_eq!(b.info().await?.length, 0);
+    // One queue's own DLQ is in its slot: that transaction commits.
+    let dlq_a = mq.dead_letter_queue("a").await?;
+    let mut tx = mq.transaction();
+    tx.send(&a, &numbered(2))?.send(&dlq_a, &numbered(3))?;
+    assert_eq!(tx.commit().await?.len(), 2);
     Ok(Outcome::Passed)
 }

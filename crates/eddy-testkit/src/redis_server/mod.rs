@@ -80,6 +80,7 @@ pub struct RedisServerBuilder {
     dir: Option<PathBuf>,
     extra_args: Vec<OsString>,
     ready_timeout: Duration,
+    config_file: Option<PathBuf>,
 }
 
 impl Default for RedisServerBuilder {
@@ -91,6 +92,7 @@ impl Default for RedisServerBuilder {
             dir: None,
             extra_args: Vec::new(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            config_file: None,
         }
     }
 }
@@ -124,6 +126,12 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Adds an option that takes no value, e.g. `.flag("--sentinel")`.
+    pub fn flag(mut self, name: impl AsRef<OsStr>) -> Self {
+        self.extra_args.push(name.as_ref().to_owned());
+        self
+    }
+
     /// Uses this TCP port instead of picking a free one (e.g. to start a new
     /// server where a killed one listened). No retry on a bind failure.
     pub fn port(mut self, port: u16) -> Self {
@@ -142,6 +150,15 @@ impl RedisServerBuilder {
     /// How long to wait for the server to answer `PING` (default 10 s).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    /// Starts the server on this configuration file (the first argument;
+    /// the options above and [`arg`](Self::arg)s still override it). A
+    /// Sentinel needs one it can rewrite: `.config_file(path).flag("--sentinel")`
+    /// is how [`RedisSentinel`] starts its Sentinels.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
         self
     }
 
@@ -495,6 +512,9 @@ impl RedisServer {
             .append(true)
             .open(self.dir.join(OUTPUT_FILE))?;
         let mut command = Command::new("redis-server");
+        if let Some(config_file) = &self.config.config_file {
+            command.arg(config_file);
+        }
         command
             .args(["--daemonize", "no", "--save", "", "--appendonly"])
             .arg(if self.config.appendonly { "yes" } else { "no" })
@@ -677,3 +697,9 @@ fn read_line<R: BufRead>(reader: &mut R) -> io::Result<String> {
 
 #[cfg(test)]
 mod tests;
+
+mod cluster;
+mod sentinel;
+
+pub use cluster::{ClusterNode, RedisCluster, NODE_TIMEOUT as CLUSTER_NODE_TIMEOUT};
+pub use sentinel::RedisSentinel;
