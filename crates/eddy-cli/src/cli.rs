@@ -64,7 +64,11 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Where the queues live: redis://host:port/db, rediss://host:port/db,
-    /// redis+unix:///path/to.sock, or memory://.
+    /// redis+unix:///path/to.sock, redis+cluster://host:port[,host:port...]
+    /// (a Redis Cluster by its seed nodes; rediss+cluster:// for TLS),
+    /// redis+sentinel://host:port[,host:port...]/MASTER[/DB] (the master
+    /// that Sentinels name, followed through failovers; rediss+sentinel://
+    /// for TLS), or memory://.
     ///
     /// memory:// is the embedded engine: it lives inside one process, so with
     /// the CLI every invocation starts empty (useful only to try commands).

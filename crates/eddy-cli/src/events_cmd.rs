@@ -81,6 +81,13 @@ pub async fn run(mq: &Eddy, command: EventsCommand, out: &mut Output) -> CliResu
             env.source = source;
             env.correlation_id = correlation_id;
             let published = bus.publish_envelope(&env).await?;
+            // On a Redis Cluster a relay (this process's bus runs one) fans
+            // the event out just after the publish: wait for it, so that the
+            // subscribers' queues hold the event once the command returns.
+            // The event is in the durable log either way; any bus relays it.
+            if let Err(e) = bus.relayed(std::time::Duration::from_secs(5)).await {
+                tracing::warn!(error = %e, "published; the fan-out to the subscribers is still under way");
+            }
             let to = if published.delivered_to.is_empty() {
                 "no service subscribes to it".to_owned()
             } else {

@@ -136,7 +136,12 @@ fn lines(n: usize) -> String {
 #[test]
 fn queue_lifecycle() {
     let server = redis();
-    let url = server.url();
+    queue_lifecycle_on(&server.url());
+}
+
+fn queue_lifecycle_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
 
     let created = eddy(url, &["queue", "create", "orders"]).ok();
@@ -251,7 +256,12 @@ fn queue_lifecycle() {
 #[test]
 fn dead_letter_and_requeue() {
     let server = redis();
-    let url = server.url();
+    dead_letter_and_requeue_on(&server.url());
+}
+
+fn dead_letter_and_requeue_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "pay"]).ok();
     for n in 1..=3 {
@@ -306,7 +316,13 @@ fn dead_letter_and_requeue() {
         assert_message_shape(m);
         let requeues = m["data"]["_requeues"].as_array().expect("_requeues");
         assert_eq!(requeues.len(), 1, "{m}");
-        assert_eq!(requeues[0]["to_queue"], "mq:pay", "{m}");
+        // On a cluster the stream key carries the queue's hash tag.
+        let stream = if url.starts_with("redis+cluster") {
+            "mq:{pay}"
+        } else {
+            "mq:pay"
+        };
+        assert_eq!(requeues[0]["to_queue"], stream, "{m}");
         assert_eq!(m["data"]["_failures"][0]["reason"], "card declined", "{m}");
     }
 
@@ -343,7 +359,12 @@ fn dead_letter_and_requeue() {
 #[test]
 fn big_message_survives_moves_by_clients_with_a_smaller_limit() {
     let server = redis();
-    let url = server.url();
+    big_message_survives_moves_by_clients_with_a_smaller_limit_on(&server.url());
+}
+
+fn big_message_survives_moves_by_clients_with_a_smaller_limit_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "big"]).ok();
     let blob = "b".repeat(2_000_000);
@@ -404,7 +425,12 @@ fn big_message_survives_moves_by_clients_with_a_smaller_limit() {
 #[test]
 fn receive_ack_block_and_send_options() {
     let server = redis();
-    let url = server.url();
+    receive_ack_block_and_send_options_on(&server.url());
+}
+
+fn receive_ack_block_and_send_options_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "jobs"]).ok();
     eddy_with_stdin(url, &["queue", "send", "jobs", "-"], Some(lines(3))).ok();
@@ -476,7 +502,12 @@ fn receive_ack_block_and_send_options() {
 #[test]
 fn bad_inputs_fail_with_one_line_and_change_nothing() {
     let server = redis();
-    let url = server.url();
+    bad_inputs_fail_with_one_line_and_change_nothing_on(&server.url());
+}
+
+fn bad_inputs_fail_with_one_line_and_change_nothing_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "q"]).ok();
     eddy(url, &["queue", "send", "q", r#"{"keep": 1}"#]).ok();
@@ -658,7 +689,12 @@ fn help_documents_the_json_output() {
 #[test]
 fn counts_out_of_range_are_usage_errors_before_redis() {
     let server = redis();
-    let url = server.url();
+    counts_out_of_range_are_usage_errors_before_redis_on(&server.url());
+}
+
+fn counts_out_of_range_are_usage_errors_before_redis_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "q"]).ok();
     eddy(url, &["queue", "send", "q", r#"{"n": 1}"#]).ok();
@@ -707,7 +743,12 @@ fn counts_out_of_range_are_usage_errors_before_redis() {
 #[test]
 fn human_output_escapes_control_characters() {
     let server = redis();
-    let url = server.url();
+    human_output_escapes_control_characters_on(&server.url());
+}
+
+fn human_output_escapes_control_characters_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "q"]).ok();
     // ESC, BEL, DEL and the C1 CSI (U+009B), as JSON escapes and raw.
@@ -832,7 +873,12 @@ fn queue_list_shows_a_broken_queue_and_the_rest() {
 #[test]
 fn trim_and_sweep() {
     let server = redis();
-    let url = server.url();
+    trim_and_sweep_on(&server.url());
+}
+
+fn trim_and_sweep_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "jobs"]).ok();
     eddy_with_stdin(url, &["queue", "send", "jobs", "-"], Some(lines(5))).ok();
@@ -925,7 +971,12 @@ fn trim_and_sweep() {
 #[test]
 fn stdin_is_sent_as_it_comes() {
     let server = redis();
-    let url = server.url();
+    stdin_is_sent_as_it_comes_on(&server.url());
+}
+
+fn stdin_is_sent_as_it_comes_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "q"]).ok();
     let big = format!(r#"{{"x": "{}"}}"#, "y".repeat(400));
@@ -1142,7 +1193,12 @@ fn spawn_eddy(url: &str, args: &[&str]) -> std::process::Child {
 #[test]
 fn tail_shows_new_messages_without_consuming_them() {
     let server = redis();
-    let url = server.url();
+    tail_shows_new_messages_without_consuming_them_on(&server.url());
+}
+
+fn tail_shows_new_messages_without_consuming_them_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "q"]).ok();
     eddy(url, &["queue", "send", "q", r#"{"old": 1}"#]).ok();
@@ -1181,7 +1237,12 @@ fn tail_shows_new_messages_without_consuming_them() {
 #[test]
 fn events_publish_routes_replay_and_tail() {
     let server = redis();
-    let url = server.url();
+    events_publish_routes_replay_and_tail_on(&server.url());
+}
+
+fn events_publish_routes_replay_and_tail_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     // A subscriber: its subscription queue and route, as a service makes them.
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
@@ -1293,7 +1354,12 @@ fn errors_are_json_under_json() {
 #[test]
 fn dlq_requeue_picks_by_reason_and_limit_and_can_dry_run() {
     let server = redis();
-    let url = server.url();
+    dlq_requeue_picks_by_reason_and_limit_and_can_dry_run_on(&server.url());
+}
+
+fn dlq_requeue_picks_by_reason_and_limit_and_can_dry_run_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     eddy(url, &["queue", "create", "q"]).ok();
     eddy_with_stdin(url, &["queue", "send", "q", "-"], Some(lines(10))).ok();
@@ -1360,7 +1426,12 @@ fn dlq_requeue_picks_by_reason_and_limit_and_can_dry_run() {
 #[test]
 fn top_shows_every_queue_and_how_fast_it_grows() {
     let server = redis();
-    let url = server.url();
+    top_shows_every_queue_and_how_fast_it_grows_on(&server.url());
+}
+
+fn top_shows_every_queue_and_how_fast_it_grows_on(url: &str) {
+    let url = url.to_owned();
+    let url = &url;
     let url = url.as_str();
     for q in ["a", "b"] {
         eddy(url, &["queue", "create", q]).ok();
@@ -1427,3 +1498,44 @@ fn top_shows_every_queue_and_how_fast_it_grows() {
     assert_eq!(b["ready"], 10, "{last}");
     assert!(b["ready_per_s"].as_f64().is_some(), "{last}");
 }
+
+/// The command tests above, on a Redis Cluster and through Sentinel: the
+/// same commands, the same output. Each test gets a topology of its own, so
+/// that the tests' queue names never meet.
+macro_rules! on_topologies {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        mod on_a_cluster {
+            $(
+                #[test]
+                fn $name() {
+                    let cluster = eddy_testkit::RedisCluster::start(3, 0).expect("a 3-master cluster");
+                    super::$body(&cluster.url());
+                }
+            )*
+        }
+        mod through_sentinel {
+            $(
+                #[test]
+                fn $name() {
+                    let sentinel = eddy_testkit::RedisSentinel::start(1, 1).expect("a Sentinel deployment");
+                    super::$body(&sentinel.url());
+                }
+            )*
+        }
+    };
+}
+
+on_topologies!(
+    queue_lifecycle => queue_lifecycle_on,
+    dead_letter_and_requeue => dead_letter_and_requeue_on,
+    receive_ack_block_and_send_options => receive_ack_block_and_send_options_on,
+    trim_and_sweep => trim_and_sweep_on,
+    tail_shows_new_messages_without_consuming_them => tail_shows_new_messages_without_consuming_them_on,
+    events_publish_routes_replay_and_tail => events_publish_routes_replay_and_tail_on,
+    dlq_requeue_picks_by_reason_and_limit_and_can_dry_run => dlq_requeue_picks_by_reason_and_limit_and_can_dry_run_on,
+    top_shows_every_queue_and_how_fast_it_grows => top_shows_every_queue_and_how_fast_it_grows_on,
+    bad_inputs_fail_with_one_line_and_change_nothing => bad_inputs_fail_with_one_line_and_change_nothing_on,
+    big_message_survives_moves_by_clients_with_a_smaller_limit => big_message_survives_moves_by_clients_with_a_smaller_limit_on,
+    stdin_is_sent_as_it_comes => stdin_is_sent_as_it_comes_on,
+    human_output_escapes_control_characters => human_output_escapes_control_characters_on,
+);

@@ -236,16 +236,27 @@ fn n(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
 }
 
-/// Entries pending (delivered, not acknowledged) in a service's queue.
-fn pending(redis: &RedisServer, service: &str) -> u64 {
-    let out = redis
-        .redis_cli([
-            "XPENDING",
-            &format!("events:sub:{service}"),
-            &format!("sub:{service}-group"),
+/// `eddy queue info` of a queue under the bus prefix, as JSON: the same on
+/// every topology.
+fn bus_queue_info(url: &str, queue: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "--url", url, "--prefix", "events:", "--json", "queue", "info", queue,
         ])
-        .unwrap();
-    out.lines().next().unwrap().trim().parse().unwrap()
+        .env_remove("EDDY_URL")
+        .output()
+        .expect("run eddy queue info");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("queue info is JSON")
+}
+
+/// Entries pending (delivered, not acknowledged) in a service's queue.
+fn pending(url: &str, service: &str) -> u64 {
+    n(&bus_queue_info(url, &format!("sub:{service}")), "pending")
 }
 
 fn wait_until(deadline: Instant, what: &str, mut cond: impl FnMut() -> bool) {
@@ -261,10 +272,26 @@ fn stderr_of(p: &Proc) -> String {
 
 #[test]
 fn four_processes_survive_a_killed_payment_service() {
+    let redis = RedisServer::start().expect("redis-server");
+    four_processes_survive_a_killed_payment_service_on(&redis.url());
+}
+
+#[test]
+fn four_processes_survive_a_killed_payment_service_on_a_cluster() {
+    let cluster = eddy_testkit::RedisCluster::start(3, 1).expect("a 3-master cluster");
+    four_processes_survive_a_killed_payment_service_on(&cluster.url());
+}
+
+#[test]
+fn four_processes_survive_a_killed_payment_service_through_sentinel() {
+    let sentinel = eddy_testkit::RedisSentinel::start(1, 3).expect("a Sentinel deployment");
+    four_processes_survive_a_killed_payment_service_on(&sentinel.url());
+}
+
+fn four_processes_survive_a_killed_payment_service_on(url: &str) {
     let t0 = Instant::now();
     let deadline = t0 + BUDGET;
-    let redis = RedisServer::start().expect("redis-server");
-    let mut procs = Procs::new(redis.url());
+    let mut procs = Procs::new(url.to_owned());
 
     // Everything that listens first, so no event is published before its
     // subscribers' routes exist.
@@ -277,7 +304,7 @@ fn four_processes_survive_a_killed_payment_service() {
     let order = procs.spawn("order-service", &["--listen", "127.0.0.1:0"]);
     for i in [notify, ship, pay] {
         let name = procs.procs[i].name.clone();
-        let ready = procs.procs[i].wait_line(deadline, |l| l.contains(": running on redis://"));
+        let ready = procs.procs[i].wait_line(deadline, |l| l.contains(": running on redis"));
         assert!(ready.starts_with(&format!("{name}: ")), "{ready}");
     }
     let said = procs.procs[ship].wait_line(deadline, |l| l.contains("metrics on http://"));
@@ -310,10 +337,10 @@ fn four_processes_survive_a_killed_payment_service() {
         n(&at_kill, "created") > 0,
         "payment-service was killed after it paid everything: {at_kill}"
     );
-    let stranded = pending(&redis, "payment-service");
+    let stranded = pending(url, "payment-service");
 
     pay = procs.spawn("payment-service", &PAYMENT_ARGS);
-    procs.procs[pay].wait_line(deadline, |l| l.contains(": running on redis://"));
+    procs.procs[pay].wait_line(deadline, |l| l.contains(": running on redis"));
     post_orders(&addr, BEFORE_KILL + 1..=ORDERS);
 
     // Every order final. Events the killed process held come back after
@@ -379,13 +406,11 @@ fn four_processes_survive_a_killed_payment_service() {
     });
     // Nothing stuck or dead-lettered anywhere.
     wait_until(deadline, "every queue is drained", || {
-        SERVICES.iter().all(|s| pending(&redis, s) == 0)
+        SERVICES.iter().all(|s| pending(url, s) == 0)
     });
     for s in SERVICES {
-        let dlq = redis
-            .redis_cli(["XLEN", &format!("events:sub:{s}:dlq")])
-            .unwrap();
-        assert_eq!(dlq, "0", "{s} dead-lettered events");
+        let dlq = bus_queue_info(url, &format!("sub:{s}:dlq"));
+        assert_eq!(n(&dlq, "length"), 0, "{s} dead-lettered events");
     }
 
     // shipping-service's own /metrics saw the same: every payment outcome
