@@ -20,9 +20,12 @@
 //! ```
 
 pub mod conformance;
+pub mod fault_report;
 pub mod http;
 pub mod proxy;
 pub mod python;
 pub mod redis_server;
 
-pub use redis_server::{ClusterNode, RedisCluster, RedisSentinel, RedisServer, RedisServerBuilder};
+pub use redis_server::{
+    ClusterNode, RedisCluster, RedisSentinel, RedisServer, RedisServerBuilder, CLUSTER_NODE_TIMEOUT,
+};

@@ -16,7 +16,7 @@
 //! Row 17 also runs on the embedded engine, with paused `tokio::time`
 //! (`row17_*_memory`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 use eddy::bus::{Bus, Envelope, Subscription};
 use eddy::engine::redis::RedisOptions;
 use eddy::service::{Context, Service};
-use eddy::{Eddy, EddyBuilder, ErrorKind, Queue, Receive, SendOptions};
+use eddy::{Eddy, EddyBuilder, ErrorKind, Receive, SendOptions};
 use eddy_testkit::conformance::faults::fast;
 use eddy_testkit::conformance::support::{
     kinds, order, stop_service, wait_drained, wait_until, Log, Loop, OrderCreatedEvent,
 };
+use eddy_testkit::fault_report::{producer, report, Sends};
 use eddy_testkit::proxy::Proxy;
 use eddy_testkit::RedisServer;
 use serde_json::{json, Value};
@@ -59,75 +60,6 @@ fn impatient() -> RedisOptions {
 
 // ---------------------------------------------------------------------------
 // Waiting, recording, reporting
-
-/// Every send of a fault test, classified as RELIABILITY.md's report wants.
-#[derive(Debug, Default)]
-struct Sends {
-    attempted: BTreeSet<i64>,
-    /// A send returned Ok.
-    confirmed: BTreeSet<i64>,
-    /// Some attempt timed out: the outcome was unknown at the time.
-    unknown: BTreeSet<i64>,
-    /// Failed attempts by error kind.
-    errors: BTreeMap<String, u64>,
-}
-
-impl Sends {
-    fn error(&mut self, n: i64, e: &eddy::Error) {
-        if e.kind() == ErrorKind::Timeout {
-            self.unknown.insert(n);
-        }
-        *self.errors.entry(format!("{:?}", e.kind())).or_default() += 1;
-    }
-
-    fn failed(&self) -> u64 {
-        self.errors.values().sum()
-    }
-}
-
-/// Print the report of RELIABILITY.md and check lost = 0, unexpected = 0.
-fn report(row: &str, sends: &Sends, log: &Log, faults: &str, end: &eddy::QueueInfo) {
-    let deliveries = log.all();
-    let delivered: BTreeSet<i64> = deliveries.iter().map(|d| d.n).collect();
-    let lost: Vec<i64> = sends.confirmed.difference(&delivered).copied().collect();
-    let unexpected: Vec<i64> = delivered.difference(&sends.attempted).copied().collect();
-    let recovered = sends
-        .unknown
-        .iter()
-        .filter(|n| !sends.confirmed.contains(n) && delivered.contains(n))
-        .count();
-    let duplicates = deliveries.len() - delivered.len();
-    eprintln!(
-        "{row} report: sends attempted={} confirmed={} failed={} ({:?}) unknown={} (recovered {recovered}); \
-         delivered unique={} deliveries={} duplicates={duplicates} ({:.1}%); lost={} unexpected={}; \
-         faults: {faults}; final pending={} lag={}",
-        sends.attempted.len(),
-        sends.confirmed.len(),
-        sends.failed(),
-        sends.errors,
-        sends.unknown.len(),
-        delivered.len(),
-        deliveries.len(),
-        100.0 * duplicates as f64 / deliveries.len().max(1) as f64,
-        lost.len(),
-        unexpected.len(),
-        end.pending,
-        end.lag,
-    );
-    assert!(
-        lost.is_empty(),
-        "{row}: confirmed sends never delivered: {lost:?}"
-    );
-    assert!(
-        unexpected.is_empty(),
-        "{row}: delivered but never sent: {unexpected:?}"
-    );
-    assert_eq!(
-        (end.pending, end.lag),
-        (0, 0),
-        "{row}: final pending and lag"
-    );
-}
 
 // ---------------------------------------------------------------------------
 // Worker processes
@@ -757,41 +689,6 @@ async fn row03_crash_between_steps_impossible() -> TestResult {
 
 // ---------------------------------------------------------------------------
 // Row 4: Redis killed and restarted with AOF
-
-/// A producer task: sends `{"n": n}` with message id `m{n}` for n = 0, 1, ...
-/// every `every`, retrying a failed send (same message id) until it is
-/// confirmed, until `stop` is set.
-fn producer(q: Queue, every: Duration, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Sends> {
-    tokio::spawn(async move {
-        let mut sends = Sends::default();
-        let mut n = 0;
-        while !stop.load(Ordering::SeqCst) {
-            sends.attempted.insert(n);
-            let give_up = Instant::now() + Duration::from_secs(20);
-            loop {
-                let opts = SendOptions::new().message_id(format!("m{n}"));
-                match q.send_with(&json!({"n": n}), &opts).await {
-                    Ok(_) => {
-                        sends.confirmed.insert(n);
-                        break;
-                    }
-                    Err(e) => {
-                        assert!(
-                            e.is_retryable(),
-                            "send {n}: a fault must give a retryable error, got {e:?}"
-                        );
-                        sends.error(n, &e);
-                        assert!(Instant::now() < give_up, "send {n} failed for 20 s: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-            n += 1;
-            tokio::time::sleep(every).await;
-        }
-        sends
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row04_redis_killed_and_restarted_with_aof() -> TestResult {

@@ -15,6 +15,7 @@ use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 
 use super::errors::{error_text, fatal_connect_error};
 use super::scripts::Scripts;
+use super::topology::ClusterLink;
 use super::topology::{Conn, SentinelLink, Topology};
 use super::{map_err, RedisEngine, RedisOptions};
 use crate::error::{Error, ErrorKind, Result};
@@ -86,9 +87,10 @@ impl RedisEngine {
         cmd.arg("server");
         let info: String = match &self.conn {
             // INFO goes to every node by default; one says enough.
-            Conn::Cluster(c) => {
-                let v = c
-                    .clone()
+            Conn::ClusterShared(link) => {
+                let v = link
+                    .current()
+                    .1
                     .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
                     .await
                     .map_err(map_err)?;
@@ -317,7 +319,11 @@ async fn connect_cluster(url: &str, shown: &str, options: &RedisOptions) -> Resu
         |e| std::future::ready(cluster_fatal(shown, &e)),
     )
     .await?;
-    Ok((Topology::Cluster(Box::new(blocking)), Conn::Cluster(conn), None))
+    Ok((
+        Topology::Cluster(Box::new(blocking)),
+        Conn::ClusterShared(std::sync::Arc::new(ClusterLink::new(client, conn))),
+        None,
+    ))
 }
 
 /// A cluster connection failure that retrying cannot fix.

@@ -33,10 +33,15 @@ fn map_err_as(e: redis::RedisError, write: bool) -> Error {
         "CROSSSLOT" => ErrorKind::CrossSlot,
         // UNBLOCKED: a blocking read ended because the node became a
         // replica (a failover); MASTERDOWN, CLUSTERDOWN, TRYAGAIN: the
-        // topology is changing. Each passes once it settles.
-        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "UNBLOCKED" => {
+        // topology is changing; MOVED, ASK: a slot moved and a pipeline's
+        // re-issues did not catch up with it (nothing was executed). Each
+        // passes once it settles.
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "UNBLOCKED" | "MOVED" | "ASK" => {
             ErrorKind::Unavailable
         }
+        // A node the cluster client has no connection to yet (a replica
+        // just promoted): the next call reconnects.
+        _ if e.kind() == redis::ErrorKind::ClusterConnectionNotFound => ErrorKind::Unavailable,
         _ if e.is_timeout() => ErrorKind::Timeout,
         _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
             ErrorKind::Unavailable

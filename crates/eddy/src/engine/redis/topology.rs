@@ -39,8 +39,12 @@ pub(super) enum Conn {
     Manager(ConnectionManager),
     /// A standalone or Sentinel-resolved connection for blocking reads.
     Multiplexed(MultiplexedConnection),
-    /// A cluster (commands, or blocking reads on a connection of their own).
+    /// A cluster connection for blocking reads (one per read in flight;
+    /// dropped after an error, so the next one maps the slots afresh).
     Cluster(ClusterConnection),
+    /// Commands to a cluster, on a connection replaced when its slot map
+    /// stays stale (see [`ClusterLink`]).
+    ClusterShared(Arc<ClusterLink>),
     /// Commands to whichever node the sentinels name master.
     Sentinel(Arc<SentinelLink>),
 }
@@ -51,6 +55,26 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.req_packed_command(cmd),
             Conn::Multiplexed(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::ClusterShared(link) => {
+                let link = link.clone();
+                Box::pin(async move {
+                    let (generation, mut c) = link.current();
+                    let result = c.req_packed_command(cmd).await;
+                    if let Err(e) = &result {
+                        // The client followed what redirects it could; a
+                        // reply that still says the slot is elsewhere (or a
+                        // node it has no connection to) means its map is
+                        // stale: the calls after this one get a fresh one.
+                        if e.is_cluster_error()
+                            || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+                            || e.is_io_error()
+                        {
+                            link.reconnect(generation).await;
+                        }
+                    }
+                    result
+                })
+            }
             Conn::Sentinel(link) => {
                 let link = link.clone();
                 Box::pin(async move {
@@ -73,6 +97,10 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Multiplexed(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::ClusterShared(link) => {
+                let link = link.clone();
+                Box::pin(async move { cluster_pipeline(&link, cmd, offset, count).await })
+            }
             Conn::Sentinel(link) => {
                 let link = link.clone();
                 Box::pin(async move {
@@ -92,8 +120,150 @@ impl ConnectionLike for Conn {
             Conn::Manager(c) => c.get_db(),
             Conn::Multiplexed(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::ClusterShared(_) => 0,
             Conn::Sentinel(link) => link.db,
         }
+    }
+}
+
+/// How many times a pipeline is re-issued while its slot moves.
+const MOVING_RETRIES: u32 = 12;
+
+/// A pipeline on a cluster connection, re-issued while its slot moves.
+///
+/// The cluster client follows `MOVED` and `ASK` for single commands (and
+/// scripts) itself, but hands a pipeline's redirects back as its replies:
+/// a transaction queued on a node that lost the slot comes back as
+/// `EXECABORT` over `MOVED`. Every pipeline eddy sends touches one slot and
+/// is either a transaction (all or nothing: an aborted one wrote nothing)
+/// or reads, so sending it again is safe. After `MOVED` or `READONLY` (the
+/// node lost the slot, or became a replica) or a node the client cannot
+/// reach, the [`ClusterLink`] connects afresh to learn the new owner.
+/// `ASK`, `TRYAGAIN` and `CLUSTERDOWN` (a slot being
+/// migrated, a failover under way) pass with time. Each attempt waits 20 ms
+/// doubling to 500 ms, about 4 s in all; then the caller gets the error
+/// (`Unavailable`: retry).
+async fn cluster_pipeline(
+    link: &ClusterLink,
+    pipe: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    use redis::ServerErrorKind as K;
+    let mut delay = Duration::from_millis(20);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (generation, mut c) = link.current();
+        let result = c.req_packed_commands(pipe, offset, count).await;
+        let stale = match &result {
+            Err(e) => e.kind() == redis::ErrorKind::ClusterConnectionNotFound || e.is_io_error(),
+            Ok(_) => false,
+        };
+        let motion = slot_in_motion(&result);
+        if motion.is_none() && !stale {
+            return result;
+        }
+        if attempt >= MOVING_RETRIES {
+            return result;
+        }
+        tracing::debug!(
+            ?motion,
+            attempt,
+            "a pipeline's slot is moving; re-issuing it"
+        );
+        if stale || matches!(motion, Some((K::Moved | K::ReadOnly, _))) {
+            link.reconnect(generation).await;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// The cluster connection eddy's commands share, and the client to make a
+/// new one with.
+///
+/// The redis crate's cluster connection refreshes its slot map from one
+/// node after a redirect; during a failover that node may still hold the
+/// old map, and then every call meets `MOVED` (or a node it has no
+/// connection to) until some later error refreshes it again. When a call
+/// shows the map is stale, the link connects afresh (which reads the map
+/// from the seeds, at most every 200 ms) and the calls after it use the new
+/// connection; calls in flight finish on the old one.
+pub(super) struct ClusterLink {
+    client: ClusterClient,
+    current: RwLock<(u64, ClusterConnection)>,
+    /// When the last reconnection ended; one at a time.
+    reconnected: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl ClusterLink {
+    pub(super) fn new(client: ClusterClient, conn: ClusterConnection) -> Self {
+        Self {
+            client,
+            current: RwLock::new((0, conn)),
+            reconnected: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection to use now, with its generation.
+    pub(super) fn current(&self) -> (u64, ClusterConnection) {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// Replace the connection of generation `seen` (unless another call
+    /// did already, or did less than 200 ms ago).
+    async fn reconnect(&self, seen: u64) {
+        let mut last = self.reconnected.lock().await;
+        if self.current().0 != seen || last.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
+            return;
+        }
+        match self.client.get_async_connection().await {
+            Ok(conn) => {
+                let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+                *current = (seen + 1, conn);
+                tracing::debug!(
+                    generation = seen + 1,
+                    "reconnected to the cluster for a fresh slot map"
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reconnecting to the cluster failed; the next call tries again");
+            }
+        }
+        *last = Some(Instant::now());
+    }
+}
+
+/// Why a pipeline's reply says its slot is elsewhere or moving, if it does,
+/// and for `MOVED` the node that serves it now.
+fn slot_in_motion(
+    result: &RedisResult<Vec<Value>>,
+) -> Option<(redis::ServerErrorKind, Option<(String, u16)>)> {
+    use redis::ServerErrorKind as K;
+    let moving = |se: &redis::ServerError| match se.kind() {
+        Some(k @ (K::Moved | K::Ask | K::TryAgain | K::ClusterDown | K::ReadOnly)) => {
+            // MOVED's detail: `SLOT HOST:PORT`.
+            let to = se
+                .details()
+                .and_then(|d| d.split_ascii_whitespace().nth(1))
+                .and_then(|addr| addr.rsplit_once(':'))
+                .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)));
+            Some((k, to))
+        }
+        _ => None,
+    };
+    match result {
+        Err(e) => e
+            .clone()
+            .into_server_errors()?
+            .iter()
+            .find_map(|(_, se)| moving(se)),
+        Ok(values) => values.iter().find_map(|v| match v {
+            Value::ServerError(se) => moving(se),
+            _ => None,
+        }),
     }
 }
 
