@@ -27,5 +27,6 @@ pub mod python;
 pub mod redis_server;
 
 pub use redis_server::{
-    ClusterNode, RedisCluster, RedisSentinel, RedisServer, RedisServerBuilder, CLUSTER_NODE_TIMEOUT,
+    ClusterNode, RedisCluster, RedisSentinel, RedisServer, RedisServerBuilder, TlsFiles,
+    CLUSTER_NODE_TIMEOUT,
 };

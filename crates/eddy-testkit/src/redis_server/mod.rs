@@ -700,6 +700,8 @@ mod tests;
 
 mod cluster;
 mod sentinel;
+mod tls;
 
 pub use cluster::{ClusterNode, RedisCluster, NODE_TIMEOUT as CLUSTER_NODE_TIMEOUT};
 pub use sentinel::RedisSentinel;
+pub use tls::TlsFiles;

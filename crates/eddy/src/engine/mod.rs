@@ -481,6 +481,16 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// (its marker still counts in [`StreamInfo::delayed`] until due). A
     /// read: nothing changes.
     async fn parked(&self, queue: &QueueKeys) -> Result<Vec<ParkedRetry>>;
+
+    /// Fail with [`ErrorKind::PermissionDenied`], naming the command, if
+    /// this connection may not run every command eddy uses on keys like
+    /// `probe_key` (a key under the prefix; nothing is written). Redis
+    /// checks its ACL; an engine without access control has nothing to
+    /// check.
+    async fn check_access(&self, probe_key: &str) -> Result<()> {
+        let _ = probe_key;
+        Ok(())
+    }
 }
 
 /// A retry waiting past the visibility timeout (see [`Engine::release`]):

@@ -119,11 +119,20 @@ impl EddyBuilder {
         self
     }
 
-    /// Connect.
+    /// Connect, and check that the connection may run every command eddy
+    /// uses on keys under the prefix (on Redis, the user's ACL), so that a
+    /// missing permission is an error here, naming it, rather than in the
+    /// middle of work.
     pub async fn open(self) -> Result<Eddy> {
-        let layout = KeyLayout::new(&self.prefix)?;
         let engine = engine::open_with(&self.url, &self.redis).await?;
-        Ok(Eddy::from_parts(engine, layout, self.max_payload_bytes))
+        let mq = Eddy::from_parts(
+            engine,
+            KeyLayout::new(&self.prefix)?,
+            self.max_payload_bytes,
+        );
+        let probe = mq.layout().queue("eddy-access-check")?;
+        mq.engine().check_access(&probe.stream).await?;
+        Ok(mq)
     }
 
     /// Use an engine that is already open (to share one between prefixes).

@@ -256,7 +256,16 @@ async fn connect_standalone(url: &str, shown: &str, options: &RedisOptions) -> R
     .map_err(|e| match e.kind() {
         ErrorKind::Unavailable => Error::new(
             ErrorKind::Unavailable,
-            format!("{}; is redis-server running there?", e.message()),
+            format!(
+                "{}; is redis-server running there{}?",
+                e.message(),
+                // A TLS port resets a plaintext handshake.
+                if shown.starts_with("redis://") && e.message().contains("reset by peer") {
+                    ", or does it require TLS (use rediss://)"
+                } else {
+                    ""
+                }
+            ),
         ),
         _ => e,
     })?;

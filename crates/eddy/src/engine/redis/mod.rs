@@ -669,6 +669,39 @@ impl Engine for RedisEngine {
         self.invoke(&inv).await
     }
 
+    async fn check_access(&self, probe_key: &str) -> Result<()> {
+        let mut inv = self.scripts.check_access.prepare_invoke();
+        inv.key(probe_key);
+        let refused: String = self.invoke(&inv).await.map_err(|e| match e.kind() {
+            ErrorKind::PermissionDenied if e.message().contains("keys") => Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the Redis user at {} may not access keys like `{probe_key}` ({}): grant the key pattern of the prefix (see the README's least-privilege ACL)",
+                    self.url,
+                    e.message()
+                ),
+            ),
+            ErrorKind::PermissionDenied => Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the Redis user cannot run eddy's scripts ({}): grant EVAL, EVALSHA and SCRIPT LOAD (see the README's least-privilege ACL)",
+                    e.message()
+                ),
+            ),
+            _ => e,
+        })?;
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the Redis user at {} may not run {refused}, which eddy needs: grant the command and the key pattern of the prefix (see the README's least-privilege ACL)",
+                self.url
+            ),
+        ))
+    }
+
     async fn trim_log(&self, stream: &str, before_ms: u64) -> Result<u64> {
         redis::cmd("XTRIM")
             .arg(stream)

@@ -37,6 +37,7 @@ pub(super) struct Scripts {
     pub trim: Script,
     pub forget_consumers: Script,
     pub set_metadata: Script,
+    pub check_access: Script,
 }
 
 impl Scripts {
@@ -60,6 +61,7 @@ impl Scripts {
             trim: script!("trim.lua"),
             forget_consumers: script!("forget_consumers.lua"),
             set_metadata: script!("set_metadata.lua"),
+            check_access: Script::new(include_str!("lua/check_access.lua")),
         }
     }
 }
