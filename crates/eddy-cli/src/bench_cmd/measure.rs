@@ -179,7 +179,8 @@ impl Phase {
 /// resets the peak RSS.
 #[derive(Debug)]
 pub struct CpuMeter {
-    redis: Option<redis::Client>,
+    /// Every server behind the URL (every master of a cluster).
+    redis: Vec<redis::Client>,
     client_start: f64,
     redis_start: f64,
 }
@@ -187,8 +188,13 @@ pub struct CpuMeter {
 impl CpuMeter {
     pub fn start(redis_url: Option<&str>) -> Self {
         reset_peak_rss();
-        let redis = redis_url.and_then(|u| redis::Client::open(u).ok());
-        let redis_start = redis.as_ref().map_or(f64::NAN, redis_cpu_s);
+        let redis: Vec<redis::Client> = redis_url
+            .and_then(|u| super::nodes::servers(u).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|u| redis::Client::open(u.as_str()).ok())
+            .collect();
+        let redis_start = servers_cpu_s(&redis);
         Self {
             redis,
             client_start: process_cpu_s(),
@@ -202,10 +208,7 @@ impl CpuMeter {
         let n = count.max(1) as f64;
         Usage {
             client_cpu_us: (process_cpu_s() - self.client_start) * 1e6 / n,
-            redis_cpu_us: self
-                .redis
-                .as_ref()
-                .map_or(f64::NAN, |c| (redis_cpu_s(c) - self.redis_start) * 1e6 / n),
+            redis_cpu_us: (servers_cpu_s(&self.redis) - self.redis_start) * 1e6 / n,
             peak_rss_mb: peak_rss_mb(),
         }
     }
@@ -217,6 +220,14 @@ pub struct Usage {
     pub client_cpu_us: f64,
     pub redis_cpu_us: f64,
     pub peak_rss_mb: f64,
+}
+
+/// The servers' CPU time, summed; NaN without servers.
+fn servers_cpu_s(servers: &[redis::Client]) -> f64 {
+    if servers.is_empty() {
+        return f64::NAN;
+    }
+    servers.iter().map(redis_cpu_s).sum()
 }
 
 /// The server's `used_cpu_user + used_cpu_sys` in seconds.

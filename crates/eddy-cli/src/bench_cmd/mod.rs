@@ -4,6 +4,7 @@
 
 mod bus;
 mod measure;
+mod nodes;
 mod queue;
 mod raw;
 mod recovery;

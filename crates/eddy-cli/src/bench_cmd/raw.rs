@@ -48,7 +48,8 @@ fn connect(url: &str) -> CliResult<Connection> {
 
 /// The server's `redis_version`.
 pub fn server_version(url: &str) -> CliResult<String> {
-    let mut c = connect(url)?;
+    let servers = super::nodes::servers(url)?;
+    let mut c = connect(servers.first().map_or(url, String::as_str))?;
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query(&mut c)
@@ -65,10 +66,13 @@ const GROUP: &str = "g";
 
 /// Run the raw loop (blocking: call it from a blocking thread).
 pub fn run(spec: &RawSpec) -> CliResult<Phase> {
+    // One hash tag: on a cluster every stream is on one master, which the
+    // loop talks to directly (a per-shard baseline).
     let streams: Vec<String> = (0..spec.streams)
-        .map(|i| format!("{}raw:{i}", spec.prefix))
+        .map(|i| format!("{}{{raw}}:{i}", spec.prefix))
         .collect();
-    let mut admin = connect(&spec.url)?;
+    let node = super::nodes::server_of(&spec.url, &streams[0])?;
+    let mut admin = connect(&node)?;
     for s in &streams {
         let _: () = redis::cmd("DEL")
             .arg(s)
@@ -94,12 +98,12 @@ pub fn run(spec: &RawSpec) -> CliResult<Phase> {
     let mut consumer_conns = Vec::new();
     for (si, _) in streams.iter().enumerate() {
         for ci in 0..spec.consumers {
-            consumer_conns.push((si, ci, connect(&spec.url)?));
+            consumer_conns.push((si, ci, connect(&node)?));
         }
     }
     let mut producer_conns = Vec::new();
     for pi in 0..spec.producers {
-        producer_conns.push((pi, connect(&spec.url)?));
+        producer_conns.push((pi, connect(&node)?));
     }
     let cpu = CpuMeter::start(Some(&spec.url));
     let started = Instant::now();

@@ -65,6 +65,12 @@ pub const CLAIM_IDLE: Duration = Duration::from_secs(10);
 /// How often a relay looks for stranded entries.
 const CLAIM_EVERY: Duration = Duration::from_secs(5);
 
+/// Relays that ended (each process's bus joins the log's group under a new
+/// name) leave the group once they hold nothing and were idle this long;
+/// every relay checks every [`FORGET_EVERY`].
+const FORGET_IDLE: Duration = Duration::from_secs(3600);
+const FORGET_EVERY: Duration = Duration::from_secs(600);
+
 /// The longest pause between attempts after an error.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -73,13 +79,46 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(super) struct RelayGuard {
     _stop: watch::Sender<()>,
+    /// False once the relay's task is gone (stopped, or its runtime shut
+    /// down): a new bus then starts a relay of its own.
+    alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Starts the relay of the bus over `mq`, whose log is `log`. `None` when
-/// there is no tokio runtime to run it on (then another process's bus
-/// relays).
+/// Clears the flag when the relay's future is dropped, however it ends.
+struct Alive(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The relays this process runs, by engine URL and bus prefix: buses that
+/// share both share one relay (one consumer is enough per process; more
+/// would only compete for the same log).
+static RUNNING: std::sync::Mutex<Vec<(String, String, std::sync::Weak<RelayGuard>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Starts the relay of the bus over `mq`, whose log is `log`, or joins the
+/// one this process already runs for the same engine and prefix. `None`
+/// when there is no tokio runtime to run it on (then another bus relays).
 pub(super) fn start(mq: Eddy, log: Arc<QueueKeys>) -> Option<Arc<RelayGuard>> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (url, prefix) = (mq.engine().describe(), mq.prefix().to_owned());
+    let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    running.retain(|(_, _, guard)| {
+        guard
+            .upgrade()
+            .is_some_and(|g| g.alive.load(std::sync::atomic::Ordering::SeqCst))
+    });
+    if let Some(guard) = running
+        .iter()
+        .find(|(u, p, _)| *u == url && *p == prefix)
+        .and_then(|(_, _, guard)| guard.upgrade())
+        .filter(|guard| guard.alive.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        return Some(guard);
+    }
     let (stop, stopped) = watch::channel(());
     let relay = Relay {
         engine: mq.engine().clone(),
@@ -87,8 +126,15 @@ pub(super) fn start(mq: Eddy, log: Arc<QueueKeys>) -> Option<Arc<RelayGuard>> {
         mq,
         log,
     };
-    runtime.spawn(relay.run(stopped));
-    Some(Arc::new(RelayGuard { _stop: stop }))
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = Alive(alive.clone());
+    runtime.spawn(async move {
+        let _flag = flag;
+        relay.run(stopped).await;
+    });
+    let guard = Arc::new(RelayGuard { _stop: stop, alive });
+    running.push((url, prefix, Arc::downgrade(&guard)));
+    Some(guard)
 }
 
 struct Relay {
@@ -102,8 +148,15 @@ impl Relay {
     async fn run(self, mut stopped: watch::Receiver<()>) {
         tracing::debug!(consumer = %self.consumer, "bus relay started");
         let mut next_claim = Instant::now();
+        let mut next_forget = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
+            if Instant::now() >= next_forget {
+                next_forget = Instant::now() + FORGET_EVERY;
+                if let Err(e) = self.engine.forget_consumers(&self.log, FORGET_IDLE).await {
+                    tracing::debug!(error = %e, "could not remove ended relays from the log's group");
+                }
+            }
             let claiming = Instant::now() >= next_claim;
             let batch = tokio::select! {
                 _ = stopped.changed() => break,
