@@ -168,7 +168,14 @@ impl Relay {
             let entries = match batch {
                 Ok(entries) => entries,
                 Err(e) => {
-                    tracing::warn!(error = %e, "the bus relay cannot read the publish log; retrying");
+                    // One failure is often the process shutting down (its
+                    // connections close before this task is dropped) or a
+                    // failover's first moment: warn from the second in a row.
+                    if backoff > Duration::from_millis(50) {
+                        tracing::warn!(error = %e, "the bus relay cannot read the publish log; retrying");
+                    } else {
+                        tracing::debug!(error = %e, "the bus relay could not read the publish log; retrying");
+                    }
                     tokio::select! {
                         _ = stopped.changed() => break,
                         () = tokio::time::sleep(backoff) => {}
