@@ -46,7 +46,7 @@ Errors:
 
 Environment:
   EDDY_URL   default for --url
-  RUST_LOG   log filter for stderr (default: warn)";
+  RUST_LOG   log filter for stderr (default: warn, and error for the redis crate)";
 
 /// Durable queues with dead-letter queues on Redis Streams (LeanMQ 0.2
 /// compatible).
@@ -92,7 +92,7 @@ pub struct GlobalArgs {
     pub json: bool,
 
     /// How log lines on stderr are written: text, or one JSON object per
-    /// line. `RUST_LOG` chooses which (default `warn`).
+    /// line. `RUST_LOG` chooses which (default `warn,redis=error`).
     #[arg(
         long,
         global = true,

@@ -44,7 +44,12 @@ impl Logging {
 
 /// Install the subscriber: logs on stderr, and spans to OTLP when asked.
 pub fn init(format: LogFormat) -> Logging {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // The redis crate's cluster client warns of every connection it loses
+    // and repairs by itself (each command's exit closes its connections,
+    // too); what matters reaches eddy as an error, which eddy reports. So
+    // its warnings are off unless asked for (`RUST_LOG=warn,redis=warn`).
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,redis=error"));
     let logs = tracing_subscriber::fmt::layer().with_writer(io::stderr);
     let logs = match format {
         LogFormat::Text => logs.with_ansi(colours()).boxed(),
