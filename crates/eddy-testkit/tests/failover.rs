@@ -255,41 +255,16 @@ async fn row22_cluster_reshard_under_load() -> TestResult {
 
 // ---- row 23: Sentinel ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row23_sentinel_master_sigkilled_under_load() -> TestResult {
+/// A Sentinel deployment (master, one replica, three Sentinels) under load
+/// loses its master to `fault`, which returns the promoted server's port.
+async fn sentinel_fault(
+    row: &str,
+    queue: &str,
+    faults: &str,
+    fault: impl FnOnce(&mut RedisSentinel) -> std::io::Result<u16>,
+) -> TestResult {
     let mut deployment = RedisSentinel::start(1, 3)?;
-    let load = Load::start(&deployment.url(), "row23-kill").await?;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let master = deployment.master_port()?;
-    let t0 = {
-        let servers = deployment.servers();
-        let m = servers.iter().find(|s| s.port() == master).expect("master");
-        let r = servers
-            .iter()
-            .find(|s| s.port() != master)
-            .expect("replica");
-        tokio::task::block_in_place(|| replicated(m, r))
-    };
-    let killed = Instant::now();
-    let promoted = tokio::task::block_in_place(|| deployment.kill_master())?;
-    let promotion = killed.elapsed();
-    let stall = load.resumed(killed, stall_bound(promotion)).await;
-    eprintln!(
-        "row23 kill: master :{master} SIGKILLed, Sentinels promoted :{promoted} after {promotion:?}; \
-         consumer resumed {stall:?} after the kill"
-    );
-    load.finish(
-        "row23 kill",
-        "SIGKILL of the master; Sentinel promoted the replica",
-        t0,
-    )
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row23_sentinel_failover_under_load() -> TestResult {
-    let mut deployment = RedisSentinel::start(1, 3)?;
-    let load = Load::start(&deployment.url(), "row23-failover").await?;
+    let load = Load::start(&deployment.url(), queue).await?;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let master = deployment.master_port()?;
     let t0 = {
@@ -302,11 +277,33 @@ async fn row23_sentinel_failover_under_load() -> TestResult {
         tokio::task::block_in_place(|| replicated(m, r))
     };
     let started = Instant::now();
-    let promoted = tokio::task::block_in_place(|| deployment.failover())?;
+    let promoted = tokio::task::block_in_place(|| fault(&mut deployment))?;
     let took = started.elapsed();
     let stall = load.resumed(started, stall_bound(took)).await;
     eprintln!(
-        "row23 failover: SENTINEL FAILOVER :{master} -> :{promoted} in {took:?}; consumer resumed after {stall:?}"
+        "{row}: {faults}: master :{master} -> :{promoted} after {took:?}; consumer resumed {stall:?} after the fault"
     );
-    load.finish("row23 failover", "SENTINEL FAILOVER", t0).await
+    load.finish(row, faults, t0).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row23_sentinel_master_sigkilled_under_load() -> TestResult {
+    sentinel_fault(
+        "row23 kill",
+        "row23-kill",
+        "SIGKILL of the master; Sentinel promoted the replica",
+        RedisSentinel::kill_master,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row23_sentinel_failover_under_load() -> TestResult {
+    sentinel_fault(
+        "row23 failover",
+        "row23-failover",
+        "SENTINEL FAILOVER",
+        RedisSentinel::failover,
+    )
+    .await
 }

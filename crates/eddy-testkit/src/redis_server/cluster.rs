@@ -60,6 +60,8 @@ pub struct ClusterNode {
     pub master_id: Option<String>,
     /// How many slots it serves.
     pub slots: usize,
+    /// The slot ranges it serves (not those being migrated or imported).
+    pub ranges: Vec<std::ops::RangeInclusive<u16>>,
 }
 
 impl RedisCluster {
@@ -198,25 +200,12 @@ impl RedisCluster {
             .trim()
             .parse()
             .map_err(|e| io::Error::other(format!("CLUSTER KEYSLOT: {e}")))?;
-        // CLUSTER NODES lists each master's slot ranges after its 8 fields.
         let text = node.redis_cli(["CLUSTER", "NODES"])?;
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
-                continue;
-            }
-            for range in &fields[8..] {
-                if range.starts_with('[') {
-                    continue; // a slot being migrated or imported
-                }
-                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-                let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else {
-                    continue;
-                };
-                if (lo..=hi).contains(&slot) {
-                    return Ok(port_of(fields[1]));
-                }
-            }
+        if let Some(master) = parse_cluster_nodes(&text)
+            .into_iter()
+            .find(|n| n.master && !n.failed && n.ranges.iter().any(|r| r.contains(&slot)))
+        {
+            return Ok(master.port);
         }
         Err(io::Error::other(format!("no master serves slot {slot}")))
     }
@@ -399,17 +388,17 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
                 return None;
             }
             let flags = fields[2];
-            let slots = fields[8..]
+            // The slot ranges after the 8 fields; `[...]` is a slot being
+            // migrated or imported.
+            let ranges: Vec<std::ops::RangeInclusive<u16>> = fields[8..]
                 .iter()
                 .filter(|r| !r.starts_with('['))
-                .map(|r| match r.split_once('-') {
-                    Some((lo, hi)) => match (lo.parse::<usize>(), hi.parse::<usize>()) {
-                        (Ok(lo), Ok(hi)) => hi + 1 - lo,
-                        _ => 0,
-                    },
-                    None => 1,
+                .filter_map(|r| {
+                    let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+                    Some(lo.parse().ok()?..=hi.parse().ok()?)
                 })
-                .sum();
+                .collect();
+            let slots = ranges.iter().map(|r| r.len()).sum();
             Some(ClusterNode {
                 id: fields[0].to_owned(),
                 port: port_of(fields[1]),
@@ -417,6 +406,7 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
                 failed: flags.contains("fail"),
                 master_id: (fields[3] != "-").then(|| fields[3].to_owned()),
                 slots,
+                ranges,
             })
         })
         .collect()

@@ -124,12 +124,10 @@ impl EddyBuilder {
     /// missing permission is an error here, naming it, rather than in the
     /// middle of work.
     pub async fn open(self) -> Result<Eddy> {
+        // A bad prefix fails before anything connects.
+        let layout = KeyLayout::new(&self.prefix)?;
         let engine = engine::open_with(&self.url, &self.redis).await?;
-        let mq = Eddy::from_parts(
-            engine,
-            KeyLayout::new(&self.prefix)?,
-            self.max_payload_bytes,
-        );
+        let mq = Eddy::from_parts(engine, layout, self.max_payload_bytes);
         let probe = mq.layout().queue("eddy-access-check")?;
         mq.engine().check_access(&probe.stream).await?;
         Ok(mq)

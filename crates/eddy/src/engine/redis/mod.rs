@@ -315,7 +315,7 @@ impl Engine for RedisEngine {
             return self.delete_queues_in_one_step(queues, Some(registry)).await;
         }
         // One step per hash slot (a queue and its DLQ share one), then the
-        // registry entries, which live in a slot of their own.
+        // registry entries, which live in a slot of their own, in one call.
         let mut existed = false;
         let mut rest: Vec<&QueueKeys> = queues.iter().collect();
         while let Some(first) = rest.first() {
@@ -324,10 +324,10 @@ impl Engine for RedisEngine {
                 rest.into_iter().partition(|q| hash_tag(&q.stream) == tag);
             let same: Vec<QueueKeys> = same.into_iter().cloned().collect();
             existed |= self.delete_queues_in_one_step(&same, None).await?;
-            let streams: Vec<String> = same.iter().map(|q| q.stream.clone()).collect();
-            self.set_remove(registry, &streams).await?;
             rest = other;
         }
+        let streams: Vec<String> = queues.iter().map(|q| q.stream.clone()).collect();
+        self.set_remove(registry, &streams).await?;
         Ok(existed)
     }
 

@@ -137,8 +137,9 @@ const MOVING_RETRIES: u32 = 12;
 /// `EXECABORT` over `MOVED`. Every pipeline eddy sends touches one slot and
 /// is either a transaction (all or nothing: an aborted one wrote nothing)
 /// or reads, so sending it again is safe. After `MOVED` or `READONLY` (the
-/// node lost the slot, or became a replica) or a node the client cannot
-/// reach, the [`ClusterLink`] connects afresh to learn the new owner.
+/// node lost the slot, or became a replica) or a node the client has no
+/// connection to or that refuses one, the [`ClusterLink`] connects afresh
+/// to learn the new owner.
 /// `ASK`, `TRYAGAIN` and `CLUSTERDOWN` (a slot being
 /// migrated, a failover under way) pass with time. Each attempt waits 20 ms
 /// doubling to 500 ms, about 4 s in all; then the caller gets the error
@@ -156,10 +157,19 @@ async fn cluster_pipeline(
         attempt += 1;
         let (generation, mut c) = link.current();
         let result = c.req_packed_commands(pipe, offset, count).await;
-        let stale = match &result {
-            Err(e) => e.kind() == redis::ErrorKind::ClusterConnectionNotFound || e.is_io_error(),
-            Ok(_) => false,
-        };
+        if let Err(e) = &result {
+            // A connection lost mid-request: the pipeline may have run, so
+            // it is not sent again (its error says the outcome is unknown);
+            // the calls after it get a fresh connection.
+            if e.is_io_error() && !e.is_connection_refusal() {
+                link.reconnect(generation).await;
+                return result;
+            }
+        }
+        // Not sent at all: no connection to that node, or refused.
+        let stale = result.as_ref().err().is_some_and(|e| {
+            e.kind() == redis::ErrorKind::ClusterConnectionNotFound || e.is_connection_refusal()
+        });
         let motion = slot_in_motion(&result);
         if motion.is_none() && !stale {
             return result;
@@ -398,6 +408,14 @@ impl SentinelLink {
         (c.generation, c.manager.clone())
     }
 
+    /// Note that the sentinels were just asked (for the rate limit).
+    fn asked_now(&self) {
+        self.current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .asked = Instant::now();
+    }
+
     /// Ask the sentinels for the master again, unless someone did since
     /// `seen` was current; switch to it if it moved. Errors are logged: the
     /// caller's request fails or retries on its own terms.
@@ -418,10 +436,7 @@ impl SentinelLink {
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(master = %self.master, error = %e, "no Sentinel named a master; retrying");
-                self.current
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .asked = Instant::now();
+                self.asked_now();
                 return;
             }
         };
@@ -430,10 +445,7 @@ impl SentinelLink {
             c.client.get_connection_info().addr() != found.get_connection_info().addr()
         };
         if !moved {
-            self.current
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .asked = Instant::now();
+            self.asked_now();
             return;
         }
         match found
@@ -452,10 +464,7 @@ impl SentinelLink {
             }
             Err(e) => {
                 tracing::warn!(master = %self.master, error = %e, "the master the sentinels named does not answer yet; retrying");
-                self.current
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .asked = Instant::now();
+                self.asked_now();
             }
         }
     }
